@@ -1,0 +1,67 @@
+"""Program stdout/stderr, sent to the host in chunks.
+
+Both streams share one buffer so the host sees them in the order they were
+written. Once the host answers that the output cap is reached, nothing more is
+sent: the program keeps running, its output is dropped.
+"""
+
+from __future__ import annotations
+
+import io
+from itertools import groupby
+from operator import itemgetter
+
+from wit_world.imports import host
+
+_CHUNK = 8192
+
+
+class _Sink:
+    def __init__(self) -> None:
+        self.parts: list[tuple[int, str]] = []
+        self.size = 0
+        self.open = True
+
+    def add(self, fd: int, text: str) -> None:
+        if not self.open or not text:
+            return
+        self.parts.append((fd, text))
+        self.size += len(text)
+        if self.size >= _CHUNK:
+            self.flush()
+
+    def flush(self) -> None:
+        parts, self.parts, self.size = self.parts, [], 0
+        for fd, run in groupby(parts, key=itemgetter(0)):
+            if self.open and not host.write(fd, "".join(text for _, text in run)):
+                self.open = False
+
+
+class HostWriter(io.TextIOBase):
+    def __init__(self, sink: _Sink, fd: int) -> None:
+        self._sink = sink
+        self._fd = fd
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return "utf-8"
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, s: str) -> int:
+        if not isinstance(s, str):
+            raise TypeError(f"write() argument must be str, not {type(s).__name__}")
+        self._sink.add(self._fd, s)
+        return len(s)
+
+    def flush(self) -> None:
+        self._sink.flush()
+
+    def isatty(self) -> bool:
+        return False
+
+
+def make_streams() -> tuple[_Sink, HostWriter, HostWriter]:
+    sink = _Sink()
+    return sink, HostWriter(sink, 1), HostWriter(sink, 2)

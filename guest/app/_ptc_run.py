@@ -1,0 +1,181 @@
+"""Runs one program: compile, execute (top-level await allowed), report.
+
+The report is one msgpack map: `value` (plain data) and `error` (kind, type,
+message, traceback of the program's own frames).
+"""
+
+from __future__ import annotations
+
+import ast
+import asyncio
+import builtins
+import inspect
+import linecache
+import random
+import sys
+import time
+import traceback
+from typing import Any
+
+import msgpack
+from _ptc_io import make_streams
+from _ptc_loop import HostEventLoop
+from wit_world.imports import host
+
+PROGRAM = "<program>"
+_LAST = "__ptc_last_value__"
+_MAX_DEPTH = 64
+# Frames of these files are the runtime's, not the program's.
+_RUNTIME_PREFIXES = ("/0/", "/1/", "/bundled/", "<stdlib>/asyncio/", "/python/asyncio/")
+
+
+class _NotPlain(TypeError):
+    pass
+
+
+def _plain(value: Any, depth: int = 0) -> Any:
+    """Convert to msgpack-able plain data, or raise _NotPlain."""
+    if depth > _MAX_DEPTH:
+        raise _NotPlain("nested deeper than %d levels" % _MAX_DEPTH)
+    if value is None or isinstance(value, (bool, str, bytes, float)):
+        return value
+    if isinstance(value, int):
+        if -(2**63) <= value < 2**64:
+            return int(value)
+        raise _NotPlain("integer out of the 64-bit range")
+    if isinstance(value, bytearray):
+        return bytes(value)
+    if isinstance(value, (list, tuple)):
+        return [_plain(item, depth + 1) for item in value]
+    if isinstance(value, dict):
+        out = {}
+        for key, item in value.items():
+            if key is not None and not isinstance(key, (str, int, float, bool)):
+                raise _NotPlain(f"dict key of type {type(key).__name__}")
+            out[_plain(key, depth + 1)] = _plain(item, depth + 1)
+        return out
+    raise _NotPlain(f"value of type {type(value).__name__}")
+
+
+def _is_runtime_frame(filename: str) -> bool:
+    return filename.startswith(_RUNTIME_PREFIXES)
+
+
+def _filter(te: traceback.TracebackException) -> None:
+    seen: set[int] = set()
+    stack = [te]
+    while stack:
+        cur = stack.pop()
+        if cur is None or id(cur) in seen:
+            continue
+        seen.add(id(cur))
+        cur.stack = traceback.StackSummary.from_list([f for f in cur.stack if not _is_runtime_frame(f.filename)])
+        stack.extend([cur.__cause__, cur.__context__, *(getattr(cur, "exceptions", None) or [])])
+
+
+def _error(kind: str, exc: BaseException) -> dict[str, Any]:
+    try:
+        te = traceback.TracebackException.from_exception(exc, limit=None, compact=True)
+        _filter(te)
+        text = "".join(te.format_exception_only() if kind == "syntax_error" else te.format())
+    except Exception:  # formatting must never hide the original error
+        text = f"{type(exc).__name__}: {exc}\n"
+    return {"kind": kind, "type": type(exc).__name__, "message": str(exc), "traceback": text}
+
+
+def _kind(exc: BaseException) -> str:
+    if isinstance(exc, MemoryError) and not str(exc).startswith("Parser stack"):
+        return "memory_limit"
+    # wasm32 sizes are 32-bit: bytearray(2**31) fails converting the size,
+    # where a 64-bit host would fail allocating it.
+    if isinstance(exc, OverflowError) and str(exc) == "cannot fit 'int' into an index-sized integer":
+        return "memory_limit"
+    return "runtime_error"
+
+
+def _compile(code: str) -> Any:
+    tree = ast.parse(code, PROGRAM, "exec")
+    if tree.body and isinstance(tree.body[-1], ast.Expr):
+        last = tree.body[-1]
+        assign = ast.Assign(targets=[ast.Name(_LAST, ast.Store())], value=last.value)
+        tree.body[-1] = ast.copy_location(assign, last)
+        ast.fix_missing_locations(tree)
+    return compile(tree, PROGRAM, "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT, dont_inherit=True)
+
+
+def _finish_loop(loop: HostEventLoop) -> None:
+    """Cancel what the program left running, as asyncio.run does."""
+    try:
+        pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
+        for task in pending:
+            task.cancel()
+        if pending:
+            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+        loop.run_until_complete(loop.shutdown_asyncgens())
+    finally:
+        asyncio.set_event_loop(None)
+        loop.close()
+
+
+def _execute(code_obj: Any, namespace: dict[str, Any]) -> None:
+    if code_obj.co_flags & inspect.CO_COROUTINE:
+        loop = HostEventLoop()
+        asyncio.set_event_loop(loop)
+        try:
+            loop.run_until_complete(eval(code_obj, namespace))
+        finally:
+            _finish_loop(loop)
+    else:
+        exec(code_obj, namespace)
+
+
+def _value(namespace: dict[str, Any]) -> Any:
+    if "result" in namespace:
+        try:
+            return _plain(namespace["result"])
+        except _NotPlain as exc:
+            raise TypeError(
+                f"`result` must be plain data (None, bool, int, float, str, bytes, list, dict): {exc}"
+            ) from None
+    last = namespace.get(_LAST)
+    try:
+        return _plain(last)
+    except _NotPlain:
+        return repr(last)
+
+
+def _sleep(seconds: float) -> None:
+    if seconds < 0:
+        raise ValueError("sleep length must be non-negative")
+    host.sleep(int(seconds * 1e9))
+
+
+def run(code: str) -> str:
+    sink, stdout, stderr = make_streams()
+    sys.stdout, sys.stderr = stdout, stderr
+    random.seed()  # the snapshot's state is shared by every instance
+    time.sleep = _sleep
+    linecache.cache[PROGRAM] = (len(code), None, code.splitlines(True), PROGRAM)
+    namespace: dict[str, Any] = {"__name__": "__main__", "__builtins__": builtins}
+    report: dict[str, Any] = {"value": None, "error": None}
+    try:
+        code_obj = _compile(code)
+    except (SyntaxError, ValueError, MemoryError, RecursionError) as exc:
+        # MemoryError/RecursionError here: a parser bomb, not a memory limit.
+        report["error"] = _error("syntax_error", exc)
+    else:
+        try:
+            _execute(code_obj, namespace)
+            report["value"] = _value(namespace)
+        except SystemExit as exc:
+            if exc.code not in (None, 0):
+                report["error"] = _error("runtime_error", exc)
+        except BaseException as exc:  # everything the program raises is its own error
+            namespace.clear()  # frees memory for the report after a MemoryError
+            report["error"] = _error(_kind(exc), exc)
+    try:
+        sys.stdout.flush()
+    except Exception:
+        pass
+    sink.flush()
+    return msgpack.packb(report, use_bin_type=True).decode("latin-1")

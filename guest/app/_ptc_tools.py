@@ -1,0 +1,99 @@
+"""The guest half of a tool call: frames out, values or ToolError subclasses back.
+
+Generated stubs (`tools.<domain>.<tool>`) call `call_tool`; their sources come
+from the host through `load-module`, so a program loads only what it imports.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from importlib.abc import Loader, MetaPathFinder
+from importlib.machinery import ModuleSpec
+from typing import Any
+
+import msgpack
+from _ptc_loop import HostEventLoop
+from wit_world.imports import host
+
+
+class ToolError(Exception):
+    """A tool call failed; the message is the tool's, its host traceback is not shown."""
+
+
+class ToolValidationError(ToolError):
+    """The parameters did not match the tool's definition."""
+
+
+class ToolTimeoutError(ToolError):
+    """The tool did not answer within its timeout."""
+
+
+class CircuitOpenError(ToolError):
+    """The tool's backend failed repeatedly; calls fail fast until it cools down."""
+
+
+class ToolNotFoundError(ToolError):
+    """No tool of that name in this program's catalog."""
+
+
+_ERRORS: dict[str, type[ToolError]] = {
+    cls.__name__: cls for cls in (ToolError, ToolValidationError, ToolTimeoutError, CircuitOpenError, ToolNotFoundError)
+}
+for _cls in _ERRORS.values():
+    _cls.__module__ = "tools"
+
+
+def _encode(tool: str, args: dict[str, Any], key: str | None) -> str:
+    return msgpack.packb({"tool": tool, "args": args, "key": key}, use_bin_type=True).decode("latin-1")
+
+
+def _decode(reply: str) -> Any:
+    message = msgpack.unpackb(reply.encode("latin-1"), raw=False, strict_map_key=False)
+    if "error" in message:
+        error = message["error"]
+        raise _ERRORS.get(error.get("type"), ToolError)(error.get("message", ""))
+    return message.get("ok")
+
+
+async def call_tool(tool: str, args: dict[str, Any], idempotency_key: str | None = None) -> Any:
+    try:
+        frame = _encode(tool, args, idempotency_key)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise ToolValidationError(f"{tool}: parameters are not plain data ({exc})") from None
+    loop = asyncio.get_running_loop()
+    if isinstance(loop, HostEventLoop):
+        reply = await loop.submit(frame)
+    else:
+        reply = host.call(frame)
+    return _decode(reply)
+
+
+class ToolsFinder(MetaPathFinder, Loader):
+    """Imports `tools`, `tools.<domain>` and `tools.<domain>.<tool>` from the host."""
+
+    def find_spec(self, fullname, path=None, target=None):  # noqa: ANN001, ANN201
+        if fullname != "tools" and not fullname.startswith("tools."):
+            return None
+        source = host.load_module(fullname)
+        if source is None:
+            return None
+        is_pkg = fullname.count(".") <= 1
+        spec = ModuleSpec(fullname, self, is_package=is_pkg, loader_state=source)
+        if is_pkg:
+            spec.submodule_search_locations = []
+        return spec
+
+    def create_module(self, spec):  # noqa: ANN001, ANN201
+        return None
+
+    def exec_module(self, module) -> None:  # noqa: ANN001
+        filename = module.__name__.replace(".", "/") + (
+            "/__init__.py" if module.__spec__.submodule_search_locations is not None else ".py"
+        )
+        module.__file__ = filename
+        exec(compile(module.__spec__.loader_state, filename, "exec", dont_inherit=True), module.__dict__)
+
+
+def install() -> None:
+    sys.meta_path.insert(0, ToolsFinder())

@@ -1,0 +1,73 @@
+"""The componentize-py entry point of the ptc sandbox.
+
+Everything imported here is imported at build time and so is in the
+component's snapshot: a new instance starts with it already loaded.
+"""
+
+import importlib.util
+import os
+import sys
+
+import _ptc_stdlib
+
+# The build's standard library (componentize-py mounts it at /python).
+_asyncio_init = importlib.util.find_spec("asyncio").origin
+_ptc_stdlib.install(os.path.dirname(os.path.dirname(_asyncio_init)))
+
+# The modules most programs use, pre-imported into the snapshot.
+import asyncio  # noqa: E402
+import base64  # noqa: E402, F401
+import binascii  # noqa: E402, F401
+import bisect  # noqa: E402, F401
+import calendar  # noqa: E402, F401
+import collections  # noqa: E402, F401
+import copy  # noqa: E402, F401
+import csv  # noqa: E402, F401
+import dataclasses  # noqa: E402, F401
+import datetime  # noqa: E402, F401
+import decimal  # noqa: E402, F401
+import difflib  # noqa: E402, F401
+import enum  # noqa: E402, F401
+import fractions  # noqa: E402, F401
+import functools  # noqa: E402, F401
+import hashlib  # noqa: E402, F401
+import heapq  # noqa: E402, F401
+import hmac  # noqa: E402, F401
+import html  # noqa: E402, F401
+import io  # noqa: E402, F401
+import ipaddress  # noqa: E402, F401
+import itertools  # noqa: E402, F401
+import json  # noqa: E402, F401
+import math  # noqa: E402, F401
+import operator  # noqa: E402, F401
+import pprint  # noqa: E402, F401
+import random  # noqa: E402, F401
+import re  # noqa: E402, F401
+import statistics  # noqa: E402, F401
+import string  # noqa: E402, F401
+import struct  # noqa: E402, F401
+import textwrap  # noqa: E402, F401
+import time  # noqa: E402, F401
+import traceback  # noqa: E402, F401
+import typing  # noqa: E402, F401
+import unicodedata  # noqa: E402, F401
+import urllib.parse  # noqa: E402, F401
+import uuid  # noqa: E402, F401
+import zlib  # noqa: E402, F401
+
+import _ptc_loop  # noqa: E402
+import _ptc_run  # noqa: E402
+import _ptc_tools  # noqa: E402
+import wit_world  # noqa: E402
+
+_ptc_loop.install()
+_ptc_tools.install()
+_ptc_stdlib.seal()
+# Deep recursion must end in RecursionError, never exhaust the wasm stack.
+sys.setrecursionlimit(1000)
+del asyncio
+
+
+class WitWorld(wit_world.WitWorld):
+    def run(self, code: str) -> str:
+        return _ptc_run.run(code)

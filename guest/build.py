@@ -1,0 +1,132 @@
+"""Build the guest component from `app/` and `wit/`, cached per machine.
+
+The component is built on first use (about 10 s, once) into the cache folder
+(`$PTC_CACHE_DIR`, default `~/.cache/ptc`) under a key of its sources and tool
+versions, so an edited guest is rebuilt and an unchanged one never is.
+`build_guest.sh` runs the same build ahead of time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from importlib import metadata
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+APP_DIR = HERE / "app"
+WIT_DIR = HERE / "wit"
+WORLD = "sandbox"
+APP_MODULE = "ptc_guest"
+# msgpack runs in the guest as its pure-Python fallback.
+_MSGPACK_FILES = ("__init__.py", "exceptions.py", "ext.py", "fallback.py")
+
+
+class GuestBuildError(RuntimeError):
+    """componentize-py could not build the guest; the message carries its output."""
+
+
+def cache_dir() -> Path:
+    root = os.environ.get("PTC_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "ptc")
+    path = Path(root)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _sources() -> list[Path]:
+    return sorted([*APP_DIR.glob("*.py"), *WIT_DIR.glob("*.wit")])
+
+
+def source_key() -> str:
+    """A digest of everything the component is made from."""
+    digest = hashlib.sha256()
+    for path in _sources():
+        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    for dist in ("componentize-py", "msgpack"):
+        digest.update(f"{dist}={metadata.version(dist)}".encode())
+    return digest.hexdigest()[:16]
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """One builder per machine: parallel processes wait for the first."""
+    with open(path, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _stage(into: Path) -> None:
+    for path in APP_DIR.glob("*.py"):
+        shutil.copy(path, into / path.name)
+    import msgpack
+
+    target = into / "msgpack"
+    target.mkdir()
+    for name in _MSGPACK_FILES:
+        shutil.copy(Path(msgpack.__file__).parent / name, target / name)
+
+
+def _componentize(out: Path) -> None:
+    with tempfile.TemporaryDirectory(prefix="ptc-guest-") as tmp:
+        stage = Path(tmp)
+        _stage(stage)
+        cmd = [
+            sys.executable,
+            "-c",
+            "import sys, componentize_py; sys.exit(componentize_py.script())",
+            "-q",
+            "-d",
+            str(WIT_DIR),
+            "-w",
+            WORLD,
+            "componentize",
+            "-p",
+            str(stage),
+            APP_MODULE,
+            "-o",
+            str(out),
+        ]
+        # The build must not see the host's site-packages or environment.
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": tmp}
+        proc = subprocess.run(cmd, cwd=tmp, env=env, capture_output=True, text=True)
+        if proc.returncode != 0 or not out.exists():
+            tail = "\n".join((proc.stderr or proc.stdout).splitlines()[:40])
+            raise GuestBuildError(f"componentize-py failed (exit {proc.returncode}):\n{tail}")
+
+
+def guest_wasm(*, quiet: bool = False) -> Path:
+    """Path of the built component, building it first if needed."""
+    directory = cache_dir()
+    wasm = directory / f"guest-{source_key()}.wasm"
+    if wasm.exists():
+        return wasm
+    with _locked(directory / "build.lock"):
+        if wasm.exists():
+            return wasm
+        if not quiet:
+            print("ptc: building the sandbox guest (once per machine, about 10 s)...", file=sys.stderr, flush=True)
+        partial = wasm.with_suffix(f".partial{os.getpid()}")
+        try:
+            _componentize(partial)
+            os.replace(partial, wasm)
+        finally:
+            partial.unlink(missing_ok=True)
+    return wasm
+
+
+if __name__ == "__main__":
+    print(guest_wasm())
+    if "--precompile" in sys.argv:
+        from ptc.engine import get_runtime
+
+        get_runtime()  # compiles and caches the .cwasm next to the component

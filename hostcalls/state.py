@@ -1,0 +1,176 @@
+"""What the host knows about one running execution: the store's data.
+
+Every host function finds its execution here (from the store, never from a
+frame), so a guest cannot name a tenant, a catalog or a limit. The methods are
+called on the execution's worker thread; tool replies arrive from other
+threads through a queue.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import itertools
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ptc.hostcalls import codec
+
+# dispatch(request or the reason it was rejected) -> future of the encoded reply frame
+Dispatch = Callable[[dict[str, Any] | codec.FrameError], "concurrent.futures.Future[str]"]
+ModuleSource = Callable[[str], str | None]
+
+
+class Abort(Exception):
+    """Ends the execution: raised inside a host function, it becomes a trap."""
+
+    def __init__(self, kind: str, type_: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.type = type_
+        self.message = message
+
+
+def _error_reply(type_: str, message: str) -> str:
+    return codec.encode({"error": {"type": type_, "message": message}})
+
+
+def _no_tools(request: dict[str, Any] | codec.FrameError) -> concurrent.futures.Future[str]:
+    future: concurrent.futures.Future[str] = concurrent.futures.Future()
+    if isinstance(request, codec.FrameError):
+        future.set_result(_error_reply("ToolError", f"rejected frame: {request}"))
+    else:
+        future.set_result(_error_reply("ToolNotFoundError", f"no tool named {request.get('tool')!r}"))
+    return future
+
+
+@dataclass
+class ExecutionState:
+    execution_id: str
+    timeout: float
+    max_output_bytes: int
+    max_tool_calls: int
+    max_frame_bytes: int
+    dispatch: Dispatch = _no_tools
+    module_source: ModuleSource = lambda name: None  # noqa: E731
+    deadline: float = float("inf")
+    output: list[tuple[int, str]] = field(default_factory=list)
+    output_bytes: int = 0
+    output_truncated: bool = False
+    tool_calls: int = 0
+    abort: Abort | None = None
+    stop: threading.Event = field(default_factory=threading.Event)
+    _ids: itertools.count = field(default_factory=lambda: itertools.count(1))
+    _inflight: dict[int, concurrent.futures.Future[str]] = field(default_factory=dict)
+    _replies: queue.SimpleQueue[tuple[int, str] | None] = field(default_factory=queue.SimpleQueue)
+    _early: list[tuple[int, str]] = field(default_factory=list)
+
+    def start(self) -> None:
+        self.deadline = time.monotonic() + self.timeout
+
+    def cancel(self) -> None:
+        """Ask the execution to stop (from any thread)."""
+        self.stop.set()
+        self._replies.put(None)
+
+    # -- deadline ---------------------------------------------------------
+    def _remaining(self) -> float:
+        if self.stop.is_set():
+            raise Abort("cancelled", "CancelledError", "the execution was cancelled")
+        remaining = self.deadline - time.monotonic()
+        if remaining <= 0:
+            raise Abort("timeout", "TimeoutError", f"execution exceeded its {self.timeout:g} s timeout")
+        return remaining
+
+    # -- tool calls -------------------------------------------------------
+    def submit(self, frame: str) -> int:
+        if self.tool_calls >= self.max_tool_calls:
+            raise Abort("tool_call_limit", "ToolCallLimitError", f"more than {self.max_tool_calls} tool calls")
+        self.tool_calls += 1
+        call_id = next(self._ids)
+        try:
+            request: dict[str, Any] | codec.FrameError = codec.decode(frame, self.max_frame_bytes)
+            if not isinstance(request, dict) or not isinstance(request.get("tool"), str):
+                request = codec.FrameError("a call frame must be a map with a string 'tool'")
+        except codec.FrameError as exc:
+            request = exc
+        future = self.dispatch(request)
+        self._inflight[call_id] = future
+        future.add_done_callback(lambda f, call_id=call_id: self._replies.put((call_id, _reply_of(f))))
+        return call_id
+
+    def cancel_call(self, call_id: int) -> None:
+        future = self._inflight.pop(call_id, None)
+        if future is not None:
+            future.cancel()
+
+    def _finished(self, block_for: float | None) -> list[tuple[int, str]]:
+        """Calls finished since last asked: block up to block_for s (None: the deadline) for the first."""
+        raw: list[tuple[int, str] | None] = []
+        if block_for is None or block_for > 0:
+            remaining = self._remaining()
+            try:
+                raw.append(self._replies.get(timeout=remaining if block_for is None else min(block_for, remaining)))
+            except queue.Empty:
+                pass
+        while True:
+            try:
+                raw.append(self._replies.get_nowait())
+            except queue.Empty:
+                break
+        self._remaining()  # raises on deadline or cancellation
+        return [item for item in raw if item is not None and self._inflight.pop(item[0], None) is not None]
+
+    def wait(self, timeout_ns: int) -> list[tuple[int, str]]:
+        early, self._early = self._early, []
+        return early + self._finished(0 if early else (None if timeout_ns < 0 else timeout_ns / 1e9))
+
+    def call(self, frame: str) -> str:
+        call_id = self.submit(frame)
+        while True:
+            for item in self._finished(None):
+                if item[0] == call_id:
+                    reply = item[1]
+                else:
+                    self._early.append(item)
+            if call_id not in self._inflight:
+                return reply
+
+    # -- time and output --------------------------------------------------
+    def sleep(self, ns: int) -> None:
+        seconds = ns / 1e9
+        remaining = self._remaining()
+        if self.stop.wait(min(seconds, remaining)) or seconds >= remaining:
+            self._remaining()
+
+    def write(self, fd: int, text: str) -> bool:
+        if self.output_truncated:
+            return False
+        data = text.encode("utf-8", "surrogatepass")
+        room = self.max_output_bytes - self.output_bytes
+        if len(data) > room:
+            text = data[:room].decode("utf-8", "ignore")
+            self.output_truncated = True
+        if text:
+            self.output.append((fd, text))
+            self.output_bytes += min(len(data), room)
+        return not self.output_truncated
+
+    def joined_output(self) -> tuple[str, str, str]:
+        """(interleaved, stdout, stderr)."""
+        both = "".join(text for _, text in self.output)
+        out = "".join(text for fd, text in self.output if fd == 1)
+        err = "".join(text for fd, text in self.output if fd == 2)
+        return both, out, err
+
+
+def _reply_of(future: concurrent.futures.Future[str]) -> str:
+    if future.cancelled():
+        return _error_reply("ToolError", "the call was cancelled")
+    exc = future.exception()
+    if exc is not None:  # dispatchers answer with error frames; this is a last resort
+        return _error_reply("ToolError", "the tool call failed")
+    return future.result()

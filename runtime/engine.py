@@ -1,0 +1,105 @@
+"""The process-wide wasmtime engine, compiled guest, linker and epoch ticker.
+
+Compiling the guest with Cranelift takes ~6 s; loading a serialized
+(precompiled) component takes a few ms. The precompiled artifact is cached
+next to the guest component, keyed by the wasmtime version and this engine's
+configuration, so only the first start on a machine pays compilation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+import time
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+from ptc.guest.build import guest_wasm
+from ptc.hostcalls import boundary
+from wasmtime import Config, Engine, WasmtimeError
+from wasmtime.component import Component, Linker
+
+EPOCH_TICK = 0.01  # seconds per epoch; deadlines are this precise
+# Native (not linear-memory) stack for wasm frames. CPython's recursion
+# limit is what a program meets first; this is the wall behind it.
+MAX_WASM_STACK = 1024 * 1024  # below wasmtime's async_stack_size (2 MiB), far below a thread's 8 MiB
+
+
+def _config() -> tuple[Config, str]:
+    config = Config()
+    config.consume_fuel = True
+    config.epoch_interruption = True
+    config.max_wasm_stack = MAX_WASM_STACK
+    config.cranelift_opt_level = "speed"
+    config.parallel_compilation = True
+    tag = f"wasmtime{metadata.version('wasmtime')}-fuel-epoch-stack{MAX_WASM_STACK}-speed"
+    return config, tag
+
+
+def _load_component(engine: Engine, tag: str, wasm: Path) -> Component:
+    digest = hashlib.sha256(tag.encode()).hexdigest()[:12]
+    compiled = wasm.with_name(f"{wasm.stem}-{digest}.cwasm")
+    if compiled.exists():
+        try:
+            return Component.deserialize_file(engine, str(compiled))
+        except WasmtimeError:
+            compiled.unlink(missing_ok=True)  # stale or corrupt: compile again
+    component = Component.from_file(engine, str(wasm))
+    partial = compiled.with_suffix(f".partial{os.getpid()}")
+    partial.write_bytes(component.serialize())
+    os.replace(partial, compiled)
+    return component
+
+
+@dataclass
+class Runtime:
+    """Everything executions share: created once per process."""
+
+    engine: Engine
+    component: Component
+    linker: Linker
+
+    def _tick(self) -> None:
+        while True:
+            time.sleep(EPOCH_TICK)
+            self.engine.increment_epoch()
+
+    def deadline_ticks(self, seconds: float) -> int:
+        return int(seconds / EPOCH_TICK) + 2
+
+
+def _monotonic_clock_name(component: Component, engine: Engine) -> str:
+    for name in component.type.imports(engine):
+        if name.startswith("wasi:clocks/monotonic-clock@"):
+            return name
+    raise RuntimeError("the guest does not import wasi:clocks/monotonic-clock")
+
+
+def _create() -> Runtime:
+    config, tag = _config()
+    engine = Engine(config)
+    component = _load_component(engine, tag, guest_wasm())
+    linker = Linker(engine)
+    linker.add_wasip2()
+    linker.allow_shadowing = True
+    with linker.root() as root:
+        boundary.define(root, _monotonic_clock_name(component, engine))
+    runtime = Runtime(engine, component, linker)
+    threading.Thread(target=runtime._tick, name="ptc-epoch", daemon=True).start()
+    return runtime
+
+
+_lock = threading.Lock()
+_runtime: Runtime | None = None
+
+
+def get_runtime() -> Runtime:
+    """The process-wide runtime, created (and the guest built or loaded) on first use."""
+    global _runtime
+    if _runtime is None:
+        with _lock:
+            if _runtime is None:
+                _runtime = _create()
+    return _runtime

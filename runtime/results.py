@@ -1,0 +1,45 @@
+"""What an execution returns to its caller."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+ErrorKind = Literal[
+    "syntax_error",
+    "runtime_error",
+    "timeout",
+    "out_of_fuel",
+    "memory_limit",
+    "tool_call_limit",
+    "cancelled",
+    "internal_error",
+]
+
+
+class ExecutionError(BaseModel):
+    kind: ErrorKind
+    type: str = Field(description="the exception class name, e.g. ZeroDivisionError")
+    message: str
+    traceback: str = Field("", description="the program's frames only")
+
+    def __str__(self) -> str:
+        return f"{self.kind}: {self.type}: {self.message}"
+
+
+class ExecutionResult(BaseModel):
+    execution_id: str
+    output: str = Field("", description="stdout and stderr, interleaved as written")
+    stdout: str = ""
+    stderr: str = ""
+    output_truncated: bool = False
+    result: Any = Field(None, description="`result` if the program set it, else its last expression's value")
+    error: ExecutionError | None = None
+    execution_time: float = Field(0.0, description="seconds, end to end")
+    fuel_used: int | None = None
+    tool_calls: list[Any] = Field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None

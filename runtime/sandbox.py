@@ -1,0 +1,96 @@
+"""One execution in one fresh Store: set the limits, run, name the outcome.
+
+Runs on a worker thread (wasmtime-py has no async component calls; ctypes
+releases the GIL while wasm runs). Every way an execution can end maps to one
+error kind here; nothing the guest does raises out of `run_program`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from ptc.engine import get_runtime
+from ptc.hostcalls import codec
+from ptc.hostcalls.state import ExecutionState
+from ptc.limits import Limits
+from ptc.results import ExecutionError
+from wasmtime import ExitTrap, Store, WasiConfig, WasmtimeError
+
+
+@dataclass
+class Outcome:
+    value: Any = None
+    error: ExecutionError | None = None
+    fuel_used: int | None = None
+
+
+def _error(kind: str, type_: str, message: str, traceback: str = "") -> ExecutionError:
+    return ExecutionError(kind=kind, type=type_, message=message, traceback=traceback)  # type: ignore[arg-type]
+
+
+def _classify_trap(trap: WasmtimeError, state: ExecutionState, limits: Limits) -> ExecutionError:
+    if state.abort is not None:
+        return _error(state.abort.kind, state.abort.type, state.abort.message)
+    if isinstance(trap, ExitTrap):
+        return _error("runtime_error", "SystemExit", f"the program exited with status {trap.code}")
+    text = str(trap)
+    if "all fuel consumed" in text:
+        return _error("out_of_fuel", "OutOfFuel", f"the program used its whole fuel budget ({limits.fuel})")
+    if "interrupt" in text:
+        return _error("timeout", "TimeoutError", f"execution exceeded its {limits.timeout:g} s timeout")
+    if "call stack exhausted" in text or "stack overflow" in text:
+        return _error("runtime_error", "RecursionError", "the program exhausted the sandbox stack")
+    if "memory" in text and ("grow" in text or "limit" in text or "minimum" in text):
+        return _error(
+            "memory_limit", "MemoryError", f"the sandbox memory limit ({limits.memory_bytes} bytes) was reached"
+        )
+    if "unreachable" in text:
+        # CPython aborts (wasm `unreachable`) when an allocation fails where
+        # it cannot raise MemoryError: the memory limit is the usual cause.
+        return _error("memory_limit", "MemoryError", "the guest aborted, most likely out of memory")
+    return _error("internal_error", "Trap", "the sandbox trapped")
+
+
+def _report(frame: str, limits: Limits) -> Outcome:
+    try:
+        report = codec.decode(frame, max(limits.max_frame_bytes, len(frame)))
+        error = report.get("error")
+        return Outcome(value=report.get("value"), error=ExecutionError(**error) if error else None)
+    except (codec.FrameError, TypeError, ValueError, AttributeError):
+        return Outcome(error=_error("internal_error", "ReportError", "the guest's result could not be read"))
+
+
+def run_program(code: str, state: ExecutionState, limits: Limits) -> Outcome:
+    runtime = get_runtime()
+    store = Store(runtime.engine, data=state)
+    store.set_wasi(WasiConfig())  # no preopens, no environment, no arguments, no network, no stdio
+    store.set_limits(memory_size=limits.memory_bytes)
+    fuel = limits.fuel if limits.fuel is not None else 2**63 - 1
+    store.set_fuel(fuel)
+    state.start()
+    store.set_epoch_deadline(runtime.deadline_ticks(limits.timeout))
+    try:
+        instance = runtime.linker.instantiate(store, runtime.component)
+    except WasmtimeError as exc:
+        if "memory" in str(exc):
+            return Outcome(
+                error=_error(
+                    "memory_limit", "MemoryError", f"the sandbox needs more than {limits.memory_bytes} bytes to start"
+                )
+            )
+        raise
+    run = instance.get_func(store, "run")
+    assert run is not None
+    try:
+        outcome = _report(run(store, code), limits)
+    except ExitTrap as trap:  # os._exit(): no report, but 0 is a success
+        outcome = Outcome(error=None if trap.code == 0 and state.abort is None else _classify_trap(trap, state, limits))
+    except WasmtimeError as trap:
+        outcome = Outcome(error=_classify_trap(trap, state, limits))
+    if limits.fuel is not None:
+        try:
+            outcome.fuel_used = fuel - store.get_fuel()
+        except WasmtimeError:
+            outcome.fuel_used = fuel
+    return outcome

@@ -1,0 +1,38 @@
+"""`ptc run` as a person uses it."""
+
+import json
+import subprocess
+import sys
+
+
+def ptc(*args, cwd):
+    return subprocess.run(
+        [sys.executable, "-m", "ptc.cli", *args], cwd=cwd, capture_output=True, text=True, timeout=120
+    )
+
+
+def test_run_prints_output_and_exits_zero(tmp_path):
+    (tmp_path / "hello.py").write_text("print('hello from the sandbox')\n")
+    proc = ptc("run", "hello.py", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "hello from the sandbox\n"
+
+
+def test_run_failure_exits_non_zero_with_kind_and_traceback(tmp_path):
+    (tmp_path / "bad.py").write_text("print('before')\ndef f():\n    raise ValueError('nope')\nf()\n")
+    proc = ptc("run", "bad.py", cwd=tmp_path)
+    assert proc.returncode == 1
+    assert proc.stdout == "before\n"
+    assert "runtime_error" in proc.stderr and "ValueError: nope" in proc.stderr
+    assert 'File "<program>", line 3, in f' in proc.stderr
+
+
+def test_run_json_and_limits(tmp_path):
+    (tmp_path / "spin.py").write_text("while True: pass\n")
+    proc = ptc("run", "spin.py", "--json", "--timeout", "1", "--fuel", "100000000", "--memory", "128", cwd=tmp_path)
+    assert proc.returncode == 1
+    result = json.loads(proc.stdout)
+    assert result["error"]["kind"] in ("out_of_fuel", "timeout")
+    (tmp_path / "ok.py").write_text("result = {'answer': 42}\n")
+    proc = ptc("run", "ok.py", "--json", cwd=tmp_path)
+    assert proc.returncode == 0 and json.loads(proc.stdout)["result"] == {"answer": 42}
