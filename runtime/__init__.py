@@ -1,14 +1,38 @@
 """ptc: run an LLM's Python program against a tool catalog in a WebAssembly sandbox."""
 
-from ptc.catalog import ToolCatalog
+from ptc.catalog import ToolCatalog, ToolDefinition, ToolParameter
+from ptc.errors import (
+    CircuitOpenError,
+    PtcError,
+    RetryableError,
+    ToolError,
+    ToolNotFoundError,
+    ToolTimeoutError,
+    ToolValidationError,
+)
 from ptc.executor import ProgrammaticToolExecutor
+from ptc.hostcalls.events import ToolEvent
+from ptc.hostcalls.policies import Policy
+from ptc.hostcalls.records import ToolCallRecord
 from ptc.limits import Limits
 from ptc.results import ExecutionError, ExecutionResult
 
 __all__ = [
+    "CircuitOpenError",
     "ExecutionError",
     "ExecutionResult",
     "Limits",
+    "Policy",
     "ProgrammaticToolExecutor",
+    "PtcError",
+    "RetryableError",
+    "ToolCallRecord",
     "ToolCatalog",
+    "ToolDefinition",
+    "ToolError",
+    "ToolEvent",
+    "ToolNotFoundError",
+    "ToolParameter",
+    "ToolTimeoutError",
+    "ToolValidationError",
 ]

@@ -1,9 +1,306 @@
-"""The tool catalog (filled in by the tools issue)."""
+"""The tool catalog: definitions (pydantic, the public edge) and their handlers.
+
+A parameter's type is kept as JSON Schema, the lingua franca of tool
+definitions (MCP speaks it natively): `ToolParameter(type="integer")` is
+shorthand for `{"type": "integer"}`, and `schema=` takes any JSON Schema.
+Stubs, the API reference and parameter validation are all derived from it.
+"""
 
 from __future__ import annotations
 
+import inspect
+import keyword
+import re
+import typing
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from ptc.hostcalls.policies import Policy
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
+
+ToolType = Literal["function", "mcp", "worker", "a2a"]
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def python_name(name: str) -> str:
+    """A valid, non-keyword Python identifier for a tool or parameter name.
+
+    `get-weather` -> `get_weather`, `list.files` -> `list_files`, `class` ->
+    `class_`, `2fa` -> `_2fa`. The original name is what the backend receives.
+    """
+    cleaned = re.sub(r"\W", "_", name)
+    if not cleaned or cleaned[0].isdigit():
+        cleaned = "_" + cleaned
+    if keyword.iskeyword(cleaned) or cleaned in ("idempotency_key",):
+        cleaned += "_"
+    return cleaned
+
+
+class ToolParameter(BaseModel):
+    """One parameter of a tool."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    name: str
+    type: str = "string"
+    description: str = ""
+    required: bool = True
+    default: Any = None
+    enum: list[Any] | None = None
+    items: dict[str, Any] | None = Field(None, description="JSON Schema of an array's items")
+    properties: list[ToolParameter] | None = Field(None, description="fields of an object parameter")
+    nullable: bool = False
+    json_schema_: dict[str, Any] | None = Field(
+        None, alias="schema", description="full JSON Schema; wins over the above"
+    )
+
+    def schema_dict(self) -> dict[str, Any]:
+        """This parameter's JSON Schema."""
+        if self.json_schema_ is not None:
+            schema = dict(self.json_schema_)
+        else:
+            schema = {"type": self.type}
+            if self.enum is not None:
+                schema["enum"] = list(self.enum)
+            if self.items is not None:
+                schema["items"] = self.items
+            if self.properties is not None:
+                schema["properties"] = {p.name: p.schema_dict() for p in self.properties}
+                schema["required"] = [p.name for p in self.properties if p.required]
+            if self.nullable:
+                schema = {"anyOf": [schema, {"type": "null"}]}
+        if self.description and "description" not in schema:
+            schema["description"] = self.description
+        if not self.required and self.default is not None and "default" not in schema:
+            schema["default"] = self.default
+        return schema
+
+    @property
+    def python_name(self) -> str:
+        return python_name(self.name)
+
+
+class ToolDefinition(BaseModel):
+    """A tool as the catalog describes it to the program and the router."""
+
+    name: str
+    type: ToolType = "function"
+    domain: str = "default"
+    description: str = ""
+    parameters: list[ToolParameter] = Field(default_factory=list)
+    output_schema: dict[str, Any] | None = Field(None, description="JSON Schema of the result")
+    policy: Policy | None = Field(None, description="overrides the executor's default policy for this tool")
+    backend: str | None = Field(None, description="circuit-breaker key; defaults to the tool name (MCP: the server)")
+    notes: list[str] = Field(default_factory=list, description="extra lines for the stub's docstring")
+
+    @field_validator("domain")
+    @classmethod
+    def _domain_is_identifier(cls, value: str) -> str:
+        if not _IDENTIFIER.match(value) or keyword.iskeyword(value) or value.startswith("_"):
+            raise ValueError(f"domain {value!r} must be a Python identifier (it becomes `tools.{value}`)")
+        return value
+
+    @property
+    def python_name(self) -> str:
+        return python_name(self.name)
+
+    @property
+    def backend_key(self) -> str:
+        return self.backend or self.name
+
+    def input_schema(self) -> dict[str, Any]:
+        """The JSON Schema of the parameters object."""
+        return {
+            "type": "object",
+            "properties": {p.name: p.schema_dict() for p in self.parameters},
+            "required": [p.name for p in self.parameters if p.required],
+            "additionalProperties": False,
+        }
+
+
+@dataclass(frozen=True)
+class Binding:
+    """How the router calls a tool: kwargs (a plain function) or one payload dict (a worker)."""
+
+    handler: Callable[..., Any]
+    kwargs: bool
+
 
 class ToolCatalog:
+    """Tool definitions grouped by domain, with the handlers bound to them."""
+
     def __init__(self, source: str = "default", version: str = "1.0") -> None:
         self.source = source
         self.version = version
+        self._tools: dict[str, ToolDefinition] = {}
+        self._bindings: dict[str, Binding] = {}
+        self._by_python_name: dict[tuple[str, str], str] = {}
+        self.revision = 0  # bumped on every change; stubs are rendered per revision
+
+    # -- contents -------------------------------------------------------------
+    def add_tool(self, definition: ToolDefinition, handler: Callable[..., Any] | None = None) -> ToolDefinition:
+        """Add (or replace) a tool; a handler given here receives one payload dict."""
+        key = (definition.domain, definition.python_name)
+        clash = self._by_python_name.get(key)
+        if clash is not None and clash != definition.name:
+            raise ValueError(f"tools {clash!r} and {definition.name!r} would both be tools.{key[0]}.{key[1]}")
+        self._tools[definition.name] = definition
+        self._by_python_name[key] = definition.name
+        if handler is not None:
+            self._bindings[definition.name] = Binding(handler, kwargs=False)
+        self.revision += 1
+        return definition
+
+    def merge(self, other: ToolCatalog) -> None:
+        """Add every tool of other, with its handler."""
+        for definition in other:
+            self.add_tool(definition)
+            binding = other.binding(definition.name)
+            if binding is not None:
+                self._bindings[definition.name] = binding
+
+    def bind(self, name: str, handler: Callable[..., Any], *, kwargs: bool = False) -> None:
+        if name not in self._tools:
+            raise KeyError(f"no tool named {name!r} in the catalog")
+        self._bindings[name] = Binding(handler, kwargs)
+
+    def get(self, name: str) -> ToolDefinition | None:
+        return self._tools.get(name)
+
+    def binding(self, name: str) -> Binding | None:
+        return self._bindings.get(name)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._tools
+
+    def __iter__(self) -> Iterator[ToolDefinition]:
+        return iter(self._tools.values())
+
+    def __len__(self) -> int:
+        return len(self._tools)
+
+    def domains(self) -> dict[str, list[ToolDefinition]]:
+        grouped: dict[str, list[ToolDefinition]] = {}
+        for tool in sorted(self._tools.values(), key=lambda t: (t.domain, t.python_name)):
+            grouped.setdefault(tool.domain, []).append(tool)
+        return grouped
+
+    # -- plain functions as tools ---------------------------------------------
+    def tool(
+        self,
+        func: Callable[..., Any] | None = None,
+        *,
+        domain: str = "default",
+        name: str | None = None,
+        description: str | None = None,
+        policy: Policy | None = None,
+    ) -> Any:
+        """Decorator: a sync or async function becomes a tool (type "function").
+
+        Parameters, types, defaults and descriptions come from the signature
+        and the docstring (Google style `Args:`); the return annotation
+        becomes the output schema.
+        """
+
+        def register(fn: Callable[..., Any]) -> Callable[..., Any]:
+            definition = definition_from_function(fn, domain=domain, name=name, description=description, policy=policy)
+            self.add_tool(definition)
+            self._bindings[definition.name] = Binding(fn, kwargs=True)
+            return fn
+
+        return register(func) if func is not None else register
+
+
+# -- deriving definitions from signatures ------------------------------------
+_ARGS_HEADER = re.compile(r"^\s*(Args|Arguments|Parameters):\s*$")
+_SECTION = re.compile(r"^\s*(Returns|Return|Raises|Yields|Examples?|Notes?):\s*$")
+_ARG_LINE = re.compile(r"^\s*(\*{0,2}\w+)\s*(\([^)]*\))?\s*:\s*(.*)$")
+
+
+def _parse_docstring(doc: str) -> tuple[str, dict[str, str]]:
+    """(description, {parameter: description}) from a Google-style docstring."""
+    description: list[str] = []
+    params: dict[str, str] = {}
+    section = "description"
+    current: str | None = None
+    arg_indent: int | None = None
+    for line in inspect.cleandoc(doc).splitlines() if doc else []:
+        if _ARGS_HEADER.match(line):
+            section, current, arg_indent = "args", None, None
+        elif _SECTION.match(line):
+            section, current = "other", None
+        elif section == "description":
+            description.append(line)
+        elif section == "args" and line.strip():
+            indent = len(line) - len(line.lstrip())
+            match = _ARG_LINE.match(line)
+            if match and (arg_indent is None or indent <= arg_indent):
+                arg_indent = indent
+                current = match.group(1).lstrip("*")
+                params[current] = match.group(3).strip()
+            elif current is not None:
+                params[current] = (params[current] + " " + line.strip()).strip()
+    return "\n".join(description).strip(), params
+
+
+def _resolve_refs(schema: Any, defs: dict[str, Any]) -> Any:
+    """Inline `$ref`s into `$defs` (pydantic emits them for nested models)."""
+    if isinstance(schema, dict):
+        if "$ref" in schema and isinstance(schema["$ref"], str):
+            target = defs.get(schema["$ref"].rsplit("/", 1)[-1], {})
+            merged = {**_resolve_refs(target, defs), **{k: v for k, v in schema.items() if k != "$ref"}}
+            return merged
+        return {k: _resolve_refs(v, defs) for k, v in schema.items() if k != "$defs"}
+    if isinstance(schema, list):
+        return [_resolve_refs(item, defs) for item in schema]
+    return schema
+
+
+def schema_of(annotation: Any) -> dict[str, Any]:
+    """JSON Schema of a Python annotation, with references inlined."""
+    schema = TypeAdapter(annotation).json_schema()
+    return _resolve_refs(schema, schema.get("$defs", {}))
+
+
+def definition_from_function(
+    fn: Callable[..., Any],
+    *,
+    domain: str = "default",
+    name: str | None = None,
+    description: str | None = None,
+    policy: Policy | None = None,
+) -> ToolDefinition:
+    hints = typing.get_type_hints(fn, include_extras=True)
+    doc_description, doc_params = _parse_docstring(inspect.getdoc(fn) or "")
+    parameters = []
+    for param in inspect.signature(fn).parameters.values():
+        if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+            continue
+        annotation = hints.get(param.name, Any)
+        schema = schema_of(annotation)
+        schema.pop("title", None)
+        required = param.default is inspect.Parameter.empty
+        parameters.append(
+            ToolParameter(
+                name=param.name,
+                type=schema.get("type", "object") if isinstance(schema.get("type"), str) else "object",
+                description=doc_params.get(param.name, ""),
+                required=required,
+                default=None if required else param.default,
+                schema=schema,
+            )
+        )
+    output_schema = None
+    returns = hints.get("return", Any)
+    if returns not in (Any, None, type(None)):
+        output_schema = schema_of(returns)
+    return ToolDefinition(
+        name=name or fn.__name__,
+        type="function",
+        domain=domain,
+        description=description if description is not None else doc_description,
+        parameters=parameters,
+        output_schema=output_schema,
+        policy=policy,
+    )

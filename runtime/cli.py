@@ -3,12 +3,43 @@
 from __future__ import annotations
 
 import argparse
+import importlib
+import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
+from ptc.catalog import ToolCatalog
 from ptc.executor import ProgrammaticToolExecutor
 from ptc.limits import Limits, MiB
 from ptc.results import ExecutionResult
+from ptc.stubgen import render_api_reference, write_stubs
+
+
+def load_catalog(specs: Sequence[str]) -> ToolCatalog:
+    """One catalog from `MODULE:ATTR` specs (a ToolCatalog, or a callable returning one)."""
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    catalogs = []
+    for spec in specs:
+        module_name, _, attr = spec.partition(":")
+        if not module_name or not attr:
+            raise SystemExit(f"ptc: --tools takes MODULE:ATTR, got {spec!r}")
+        try:
+            value = getattr(importlib.import_module(module_name), attr)
+        except (ImportError, AttributeError) as exc:
+            raise SystemExit(f"ptc: cannot load --tools {spec}: {exc}") from None
+        if callable(value) and not isinstance(value, ToolCatalog):
+            value = value()
+        if not isinstance(value, ToolCatalog):
+            raise SystemExit(f"ptc: --tools {spec} is a {type(value).__name__}, not a ToolCatalog")
+        catalogs.append(value)
+    if len(catalogs) == 1:
+        return catalogs[0]
+    merged = ToolCatalog(source="cli")
+    for catalog in catalogs:
+        merged.merge(catalog)
+    return merged
 
 
 def _limits(args: argparse.Namespace) -> Limits:
@@ -51,8 +82,25 @@ def _print_result(result: ExecutionResult, as_json: bool) -> int:
 def _run(args: argparse.Namespace) -> int:
     with open(args.script, encoding="utf-8") as f:
         code = f.read()
-    executor = ProgrammaticToolExecutor(limits=_limits(args))
+    executor = ProgrammaticToolExecutor(load_catalog(args.tools), limits=_limits(args))
     return _print_result(executor.execute_sync(code), args.json)
+
+
+def _stubs(args: argparse.Namespace) -> int:
+    for path in write_stubs(load_catalog(args.tools), Path(args.out)):
+        print(path)
+    return 0
+
+
+def _api(args: argparse.Namespace) -> int:
+    sys.stdout.write(render_api_reference(load_catalog(args.tools)))
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from ptc.demo import main as demo_main
+
+    return demo_main()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -64,8 +112,27 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("script", help="the program's file")
     run.add_argument("--json", action="store_true", help="print the whole result as JSON")
     _add_limit_flags(run)
+    _add_tool_flags(run)
     run.set_defaults(handler=_run)
+
+    stubs = commands.add_parser("stubs", help="write the generated stub package")
+    _add_tool_flags(stubs)
+    stubs.add_argument("--out", default="stubs", help="folder to write tools/ into (default ./stubs)")
+    stubs.set_defaults(handler=_stubs)
+
+    api = commands.add_parser("api", help="print the prompt-ready API reference")
+    _add_tool_flags(api)
+    api.set_defaults(handler=_api)
+
+    demo = commands.add_parser("demo", help="run the budget walkthrough, sequential vs asyncio.gather")
+    demo.set_defaults(handler=_demo)
     return parser
+
+
+def _add_tool_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--tools", action="append", default=[], metavar="MODULE:ATTR", help="a ToolCatalog with handlers (repeatable)"
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+from ptc.hostcalls.records import ToolCallRecord
 from pydantic import BaseModel, Field
 
 ErrorKind = Literal[
@@ -38,7 +39,7 @@ class ExecutionResult(BaseModel):
     error: ExecutionError | None = None
     execution_time: float = Field(0.0, description="seconds, end to end")
     fuel_used: int | None = None
-    tool_calls: list[Any] = Field(default_factory=list)
+    tool_calls: list[ToolCallRecord] = Field(default_factory=list, description="every call, in call order")
 
     @property
     def ok(self) -> bool:

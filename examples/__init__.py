@@ -1,0 +1,1 @@
+"""Example tool catalogs (installed as `ptc.examples`), used by `ptc demo`."""

@@ -1,0 +1,56 @@
+"""Tool-call events: to callbacks registered on the executor and to logging."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+logger = logging.getLogger("ptc")
+logger.addHandler(logging.NullHandler())  # a library logs; the application decides where to
+
+EventKind = Literal[
+    "start", "retry", "complete", "failure", "cache_hit", "circuit_open", "circuit_half_open", "circuit_closed"
+]
+
+
+@dataclass(frozen=True)
+class ToolEvent:
+    kind: EventKind
+    tool: str
+    execution_id: str | None = None
+    tenant_id: str | None = None
+    attempt: int = 0
+    duration: float | None = None
+    error: str | None = None
+    backend: str | None = None
+
+
+EventCallback = Callable[[ToolEvent], None]
+
+
+class EventBus:
+    def __init__(self) -> None:
+        self._callbacks: list[EventCallback] = []
+
+    def subscribe(self, callback: EventCallback) -> None:
+        self._callbacks.append(callback)
+
+    def emit(self, event: ToolEvent) -> None:
+        level = logging.WARNING if event.kind in ("failure", "retry", "circuit_open") else logging.DEBUG
+        if logger.isEnabledFor(level):
+            logger.log(
+                level,
+                "tool %s %s (execution=%s attempt=%d%s)",
+                event.tool,
+                event.kind,
+                event.execution_id,
+                event.attempt,
+                f" error={event.error}" if event.error else "",
+            )
+        for callback in list(self._callbacks):
+            try:
+                callback(event)
+            except Exception:  # a broken listener must not break a tool call
+                logger.exception("ptc event callback %r failed", callback)

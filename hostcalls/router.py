@@ -1,0 +1,266 @@
+"""The host router: authorize, validate, apply policies, run, record.
+
+`Router` belongs to one executor (its catalog, handlers, policies, breaker and
+idempotency state). `CallSession` belongs to one execution: the guest's
+worker thread calls `dispatch` for each frame, and the call runs as a
+coroutine on the executor's event loop (async handlers there, sync ones in a
+bounded thread pool), so calls under `asyncio.gather` run concurrently.
+Every outcome is an encoded reply frame and a record; nothing raises back
+into the sandbox thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import functools
+import inspect
+import itertools
+import time
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeAlias
+
+from ptc.catalog import Binding, ToolCatalog, ToolDefinition
+from ptc.errors import ToolError
+from ptc.hostcalls import codec
+from ptc.hostcalls.events import EventBus, ToolEvent
+from ptc.hostcalls.policies import (
+    CircuitBreaker,
+    CircuitOpen,
+    CircuitState,
+    IdempotencyCache,
+    IdempotencyConflict,
+    Policy,
+    RetryableError,
+)
+from ptc.hostcalls.records import Caller, CallError, ToolCallRecord
+from ptc.hostcalls.validation import ParameterError, Validator
+from pydantic import BaseModel
+
+_SYNC_THREADS = 32
+Request: TypeAlias = "dict[str, Any] | codec.FrameError"
+
+
+class _Failure(Exception):
+    """A failed call, as the program will see it: a ToolError subclass name and a message."""
+
+    def __init__(self, type_: str, message: str) -> None:
+        super().__init__(message)
+        self.type = type_
+        self.message = message
+
+
+def _plain_result(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    return value
+
+
+class Router:
+    def __init__(
+        self,
+        catalog: ToolCatalog,
+        *,
+        handlers: Mapping[str, Binding] | None = None,
+        policy: Policy | None = None,
+        policies: Mapping[str, Policy] | None = None,
+        events: EventBus | None = None,
+        tenant_id: str = "default",
+    ) -> None:
+        self.catalog = catalog
+        self.handlers = dict(handlers or {})
+        self.policy = policy or Policy()
+        self.policies = dict(policies or {})
+        self.events = events or EventBus()
+        self.tenant_id = tenant_id
+        self._breakers: dict[str, CircuitBreaker] = {}
+        self._idempotency = IdempotencyCache()
+        self._validators: dict[str, tuple[int, Validator]] = {}
+        self._sync_pool = ThreadPoolExecutor(max_workers=_SYNC_THREADS, thread_name_prefix="ptc-tool")
+
+    def session(self, execution_id: str, loop: asyncio.AbstractEventLoop, max_frame_bytes: int) -> CallSession:
+        return CallSession(self, execution_id, loop, max_frame_bytes)
+
+    def close(self) -> None:
+        self._sync_pool.shutdown(wait=False, cancel_futures=True)
+
+    # -- lookups --------------------------------------------------------------
+    def binding(self, name: str) -> Binding | None:
+        return self.handlers.get(name) or self.catalog.binding(name)
+
+    def breaker(self, backend: str) -> CircuitBreaker:
+        breaker = self._breakers.get(backend)
+        if breaker is None:
+            breaker = self._breakers.setdefault(backend, CircuitBreaker(backend, on_change=self._circuit_changed))
+        return breaker
+
+    def _circuit_changed(self, backend: str, state: CircuitState) -> None:
+        kind = {"open": "circuit_open", "half_open": "circuit_half_open", "closed": "circuit_closed"}[state]
+        self.events.emit(ToolEvent(kind=kind, tool=backend, backend=backend, tenant_id=self.tenant_id))  # type: ignore[arg-type]
+
+    def _validator(self, tool: ToolDefinition, binding: Binding) -> Validator:
+        cached = self._validators.get(tool.name)
+        if cached is None or cached[0] != self.catalog.revision or cached[1].kwargs != binding.kwargs:
+            cached = (self.catalog.revision, Validator(tool, binding))
+            self._validators[tool.name] = cached
+        return cached[1]
+
+    # -- one call ---------------------------------------------------------------
+    async def serve(self, record: ToolCallRecord, request: Request, session: CallSession) -> str:
+        started = time.perf_counter()
+        try:
+            value = _plain_result(await self._call(record, request, session))
+            try:
+                reply = codec.encode({"ok": value})
+            except (TypeError, ValueError, OverflowError) as exc:
+                raise _Failure("ToolError", f"{record.tool} returned a value that is not plain data ({exc})") from None
+            if len(reply) > session.max_frame_bytes:
+                raise _Failure(
+                    "ToolError",
+                    f"{record.tool} returned {len(reply)} bytes, more than the {session.max_frame_bytes}-byte limit",
+                )
+            self._emit("complete", record, session, duration=time.perf_counter() - started)
+        except _Failure as failure:
+            record.error = CallError(type=failure.type, message=failure.message)
+            reply = codec.encode({"error": {"type": failure.type, "message": failure.message}})
+            self._emit("failure", record, session, error=f"{failure.type}: {failure.message}")
+        except asyncio.CancelledError:
+            record.error = CallError(type="CancelledError", message="the program stopped waiting for this call")
+            raise
+        finally:
+            record.completed_at = time.time()
+            record.duration = time.perf_counter() - started
+        record.result_size = len(reply)
+        return reply
+
+    async def _call(self, record: ToolCallRecord, request: Request, session: CallSession) -> Any:
+        if isinstance(request, codec.FrameError):
+            raise _Failure("ToolError", f"rejected call: {request}")
+        tool = self.catalog.get(record.tool)
+        if tool is None:  # authorization: only this executor's catalog, whatever the frame says
+            raise _Failure("ToolNotFoundError", f"no tool named {record.tool!r} in this catalog")
+        binding = self.binding(tool.name)
+        if binding is None:
+            raise _Failure("ToolError", f"tool {tool.name!r} has no handler bound")
+        try:
+            params = self._validator(tool, binding)(request.get("args", {}))
+        except ParameterError as exc:
+            raise _Failure("ToolValidationError", str(exc)) from None
+        policy = self.policy.merged(tool.policy).merged(self.policies.get(tool.name))
+        key = request.get("key")
+        if key is None:
+            return await self._attempts(record, tool, binding, params, policy, session)
+        if not isinstance(key, str):
+            raise _Failure("ToolValidationError", "idempotency_key must be a string")
+        cache_key = (self.tenant_id, tool.name, key)
+        try:
+            first, shared = self._idempotency.claim(cache_key, request.get("args"), policy.idempotency_ttl)
+        except IdempotencyConflict as exc:
+            raise _Failure("ToolValidationError", str(exc)) from None
+        if not first:
+            record.cache_hit = True
+            self._emit("cache_hit", record, session)
+            return await asyncio.wrap_future(shared)
+        try:
+            value = await self._attempts(record, tool, binding, params, policy, session)
+        except BaseException as exc:
+            self._idempotency.forget(cache_key)
+            shared.set_exception(exc)
+            raise
+        shared.set_result(value)
+        return value
+
+    async def _attempts(
+        self,
+        record: ToolCallRecord,
+        tool: ToolDefinition,
+        binding: Binding,
+        params: dict[str, Any],
+        policy: Policy,
+        session: CallSession,
+    ) -> Any:
+        breaker = self.breaker(tool.backend_key)
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                breaker.before_call(policy)
+            except CircuitOpen as exc:
+                raise _Failure("CircuitOpenError", str(exc)) from None
+            record.attempts = attempt
+            self._emit("start", record, session)
+            transient = False
+            try:
+                value = await self._invoke(binding, params, policy.timeout)
+            except TimeoutError:
+                failure = _Failure("ToolTimeoutError", f"{tool.name} did not answer within {policy.timeout:g} s")
+                transient = True
+            except (ConnectionError, RetryableError) as exc:
+                failure = _Failure("ToolError", f"{type(exc).__name__}: {exc}")
+                transient = True
+            except ToolError as exc:  # a handler may raise ptc's ToolError family on purpose
+                failure = _Failure(type(exc).__name__, str(exc))
+            except Exception as exc:  # the tool's own failure: its message, never its traceback
+                failure = _Failure("ToolError", f"{type(exc).__name__}: {exc}")
+            else:
+                breaker.record(True, policy)
+                return value
+            breaker.record(False, policy)
+            if not transient or attempt > policy.max_retries:
+                raise failure
+            self._emit("retry", record, session, error=f"{failure.type}: {failure.message}")
+            await asyncio.sleep(policy.delay(attempt))
+
+    async def _invoke(self, binding: Binding, params: dict[str, Any], timeout: float | None) -> Any:
+        handler = binding.handler
+        if inspect.iscoroutinefunction(handler):
+            pending: Any = handler(**params) if binding.kwargs else handler(params)
+        else:
+            call = functools.partial(handler, **params) if binding.kwargs else functools.partial(handler, params)
+            pending = asyncio.get_running_loop().run_in_executor(self._sync_pool, call)
+        value = await asyncio.wait_for(pending, timeout) if timeout is not None else await pending
+        if inspect.isawaitable(value):
+            value = await (asyncio.wait_for(value, timeout) if timeout is not None else value)
+        return value
+
+    def _emit(self, kind: str, record: ToolCallRecord, session: CallSession, **extra: Any) -> None:
+        self.events.emit(
+            ToolEvent(
+                kind=kind,  # type: ignore[arg-type]
+                tool=record.tool,
+                execution_id=session.execution_id,
+                tenant_id=self.tenant_id,
+                attempt=record.attempts,
+                **extra,
+            )
+        )
+
+
+class CallSession:
+    """One execution's view of the router: its records, in call order."""
+
+    def __init__(
+        self, router: Router, execution_id: str, loop: asyncio.AbstractEventLoop, max_frame_bytes: int
+    ) -> None:
+        self.router = router
+        self.execution_id = execution_id
+        self.loop = loop
+        self.max_frame_bytes = max_frame_bytes
+        self.records: list[ToolCallRecord] = []
+        self._ids = itertools.count(1)
+
+    def dispatch(self, request: Request) -> concurrent.futures.Future[str]:
+        """Called on the sandbox thread: record the call and start it on the event loop."""
+        name = request.get("tool") if isinstance(request, dict) else None
+        tool = self.router.catalog.get(name) if isinstance(name, str) else None
+        record = ToolCallRecord(
+            tool=name if isinstance(name, str) else "<invalid frame>",
+            type=tool.type if tool else None,
+            domain=tool.domain if tool else None,
+            parameters=request.get("args") if isinstance(request, dict) else None,
+            timestamp=time.time(),
+            caller=Caller(execution_id=self.execution_id, tool_id=f"call_{self.execution_id[:12]}_{next(self._ids)}"),
+        )
+        self.records.append(record)
+        return asyncio.run_coroutine_threadsafe(self.router.serve(record, request, self), self.loop)
