@@ -278,8 +278,7 @@ def definition_from_function(
         if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
             continue
         annotation = hints.get(param.name, Any)
-        schema = schema_of(annotation)
-        schema.pop("title", None)
+        schema = schema_of(annotation)  # keeps a TypedDict's or model's title: stubs name the class after it
         required = param.default is inspect.Parameter.empty
         parameters.append(
             ToolParameter(

@@ -80,9 +80,12 @@ def _print_result(result: ExecutionResult, as_json: bool) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    with open(args.script, encoding="utf-8") as f:
-        code = f.read()
-    executor = ProgrammaticToolExecutor(load_catalog(args.tools), limits=_limits(args))
+    catalog = load_catalog(args.tools)
+    try:
+        code = Path(args.script).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise SystemExit(f"ptc: cannot read {args.script}: {exc.strerror}") from None
+    executor = ProgrammaticToolExecutor(catalog, limits=_limits(args))
     return _print_result(executor.execute_sync(code), args.json)
 
 

@@ -69,6 +69,11 @@ class ToolStub:
         return self.tool.name
 
     @property
+    def names(self) -> dict[str, str]:
+        """Python parameter names -> the tool's own, in signature order."""
+        return {p.python_name: p.name for p in _ordered(self.tool.parameters)}
+
+    @property
     def module(self) -> str:
         return f"tools.{self.tool.domain}.{self.function}"
 
@@ -118,7 +123,7 @@ def build_stub(tool: ToolDefinition) -> ToolStub:
         description = p.description.strip()
         if description and default_text and not description.endswith("."):
             description += "."
-        doc_args.append(f"{p.python_name} ({kind}): {description}{default_text}".rstrip())
+        doc_args.append(f"{p.python_name} ({kind}): {description}{default_text}".replace(":  ", ": ").rstrip())
         api_lines.append(f"`{p.python_name}`: {description or annotation}{default_text}")
     params.append("*")
     params.append("idempotency_key: str | None = None")

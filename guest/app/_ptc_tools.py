@@ -7,6 +7,7 @@ from the host through `load-module`, so a program loads only what it imports.
 from __future__ import annotations
 
 import asyncio
+import linecache
 import sys
 from importlib.abc import Loader, MetaPathFinder
 from importlib.machinery import ModuleSpec
@@ -72,14 +73,19 @@ async def call_tool(tool: str, args: dict[str, Any], idempotency_key: str | None
 class ToolsFinder(MetaPathFinder, Loader):
     """Imports `tools`, `tools.<domain>` and `tools.<domain>.<tool>` from the host."""
 
+    def __init__(self) -> None:
+        self._sources: dict[str, str] = {}
+
     def find_spec(self, fullname, path=None, target=None):  # noqa: ANN001, ANN201
         if fullname != "tools" and not fullname.startswith("tools."):
             return None
         source = host.load_module(fullname)
         if source is None:
             return None
+        self._sources[fullname] = source
         is_pkg = fullname.count(".") <= 1
-        spec = ModuleSpec(fullname, self, is_package=is_pkg, loader_state=source)
+        spec = ModuleSpec(fullname, self, is_package=is_pkg, origin=_filename(fullname, is_pkg))
+        spec.has_location = True
         if is_pkg:
             spec.submodule_search_locations = []
         return spec
@@ -87,12 +93,19 @@ class ToolsFinder(MetaPathFinder, Loader):
     def create_module(self, spec):  # noqa: ANN001, ANN201
         return None
 
+    def get_source(self, fullname: str) -> str | None:
+        return self._sources.get(fullname)
+
     def exec_module(self, module) -> None:  # noqa: ANN001
-        filename = module.__name__.replace(".", "/") + (
-            "/__init__.py" if module.__spec__.submodule_search_locations is not None else ".py"
-        )
+        source = self._sources[module.__name__]
+        filename = module.__spec__.origin
         module.__file__ = filename
-        exec(compile(module.__spec__.loader_state, filename, "exec", dont_inherit=True), module.__dict__)
+        linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+        exec(compile(source, filename, "exec", dont_inherit=True), module.__dict__)
+
+
+def _filename(fullname: str, is_pkg: bool) -> str:
+    return fullname.replace(".", "/") + ("/__init__.py" if is_pkg else ".py")
 
 
 def install() -> None:
