@@ -1,6 +1,6 @@
 """Speed and memory figures for ptc, measured through the public API.
 
-    python benchmarks/run.py           # full run (about a minute)
+    python benchmarks/run.py           # full run (about 45 s)
     python benchmarks/run.py --quick   # smoke run (under ~20 s)
 
 Prints a markdown table (metric | value | target | status) and writes every
@@ -23,7 +23,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -47,13 +47,18 @@ RSS_PER_INSTANCE_MB = 16.0
 class Settings:
     warmup: int
     latency_samples: int
-    throughput_seconds: float
+    throughput_seconds: float  # per setup and round
+    throughput_rounds: int
     gather_runs: int
     rss_instances: tuple[int, ...]
 
 
-FULL = Settings(warmup=20, latency_samples=300, throughput_seconds=4.0, gather_runs=5, rss_instances=(20, 50))
-QUICK = Settings(warmup=10, latency_samples=50, throughput_seconds=1.0, gather_runs=3, rss_instances=(20, 50))
+FULL = Settings(
+    warmup=20, latency_samples=300, throughput_seconds=2.0, throughput_rounds=3, gather_runs=5, rss_instances=(20, 50)
+)
+QUICK = Settings(
+    warmup=10, latency_samples=50, throughput_seconds=1.0, throughput_rounds=1, gather_runs=3, rss_instances=(20, 50)
+)
 
 
 @dataclass
@@ -208,7 +213,7 @@ def _per_second(workers: Sequence[Callable[[float], int]], seconds: float) -> di
     return {"executions": total, "seconds": elapsed, "per_second": total / elapsed}
 
 
-def throughput(executor: ProgrammaticToolExecutor, settings: Settings) -> dict[str, dict[str, float]]:
+def throughput(executor: ProgrammaticToolExecutor, settings: Settings) -> dict[str, Any]:
     seconds = settings.throughput_seconds
 
     def batched(batch: int) -> Callable[[float], int]:
@@ -228,10 +233,23 @@ def throughput(executor: ProgrammaticToolExecutor, settings: Settings) -> dict[s
         "gather_batches_of_2": [batched(2)],
         "gather_batches_of_4": [batched(4)],
     }
-    figures: dict[str, dict[str, float]] = {}
-    for name, workers in plans.items():
-        log(f"throughput: {name}")
-        figures[name] = _per_second(workers, seconds)
+    # Round-robin over the setups, so slow drift on the machine does not
+    # favour whichever setup happens to run first.
+    runs: dict[str, list[dict[str, float]]] = {name: [] for name in plans}
+    for round_ in range(settings.throughput_rounds):
+        for name, workers in plans.items():
+            log(f"throughput round {round_ + 1}/{settings.throughput_rounds}: {name}")
+            runs[name].append(_per_second(workers, seconds))
+    figures: dict[str, Any] = {}
+    for name, measured in runs.items():
+        executions = sum(run["executions"] for run in measured)
+        elapsed = sum(run["seconds"] for run in measured)
+        figures[name] = {
+            "executions": executions,
+            "seconds": elapsed,
+            "per_second": executions / elapsed,
+            "per_round": [run["per_second"] for run in measured],
+        }
     return figures
 
 
@@ -322,7 +340,11 @@ def rows(report: dict[str, Any]) -> list[Row]:
         "gather_batches_of_4": "executions/s, one loop, `gather` batches of 4",
     }
     for key, label in labels.items():
-        out.append(Row(label, f"{tput[key]['per_second']:.0f}", "—", None))
+        figures = tput[key]
+        value = f"{figures['per_second']:.0f}"
+        if len(figures["per_round"]) > 1:
+            value += " (rounds: " + ", ".join(f"{rate:.0f}" for rate in figures["per_round"]) + ")"
+        out.append(Row(label, value, "—", None))
     wall = gather["median_s"]
     out.append(
         Row(
@@ -365,7 +387,7 @@ def markdown(table: list[Row]) -> str:
 def environment(mode: str) -> dict[str, Any]:
     return {
         "mode": mode,
-        "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "timestamp": datetime.now(UTC).isoformat(timespec="seconds"),
         "python": platform.python_version(),
         "implementation": platform.python_implementation(),
         "platform": platform.platform(),

@@ -30,6 +30,10 @@ class ToolEvent:
 EventCallback = Callable[[ToolEvent], None]
 
 
+def _level(kind: str) -> int:
+    return logging.WARNING if kind in ("failure", "retry", "circuit_open") else logging.DEBUG
+
+
 class EventBus:
     def __init__(self) -> None:
         self._callbacks: list[EventCallback] = []
@@ -37,8 +41,12 @@ class EventBus:
     def subscribe(self, callback: EventCallback) -> None:
         self._callbacks.append(callback)
 
+    def listening(self, kind: str) -> bool:
+        """Whether an event of this kind would reach anyone (skip building it otherwise)."""
+        return bool(self._callbacks) or logger.isEnabledFor(_level(kind))
+
     def emit(self, event: ToolEvent) -> None:
-        level = logging.WARNING if event.kind in ("failure", "retry", "circuit_open") else logging.DEBUG
+        level = _level(event.kind)
         if logger.isEnabledFor(level):
             logger.log(
                 level,

@@ -12,7 +12,6 @@ into the sandbox thread.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import functools
 import inspect
 import itertools
@@ -35,10 +34,13 @@ from ptc.hostcalls.policies import (
     RetryableError,
 )
 from ptc.hostcalls.records import Caller, CallError, ToolCallRecord
+from ptc.hostcalls.state import Cancel, Reply
 from ptc.hostcalls.validation import ParameterError, Validator
 from pydantic import BaseModel
 
 _SYNC_THREADS = 32
+_CANCELLED_REPLY = codec.encode({"error": {"type": "ToolError", "message": "the call was cancelled"}})
+_INTERNAL_REPLY = codec.encode({"error": {"type": "ToolError", "message": "the tool call failed inside ptc"}})
 Request: TypeAlias = "dict[str, Any] | codec.FrameError"
 
 
@@ -77,6 +79,7 @@ class Router:
         self._breakers: dict[str, CircuitBreaker] = {}
         self._idempotency = IdempotencyCache()
         self._validators: dict[str, tuple[int, Validator]] = {}
+        self._policies: dict[str, tuple[int, Policy]] = {}
         self._sync_pool = ThreadPoolExecutor(max_workers=_SYNC_THREADS, thread_name_prefix="ptc-tool")
 
     def session(self, execution_id: str, loop: asyncio.AbstractEventLoop, max_frame_bytes: int) -> CallSession:
@@ -104,6 +107,13 @@ class Router:
         if cached is None or cached[0] != self.catalog.revision or cached[1].kwargs != binding.kwargs:
             cached = (self.catalog.revision, Validator(tool, binding))
             self._validators[tool.name] = cached
+        return cached[1]
+
+    def _policy(self, tool: ToolDefinition) -> Policy:
+        cached = self._policies.get(tool.name)
+        if cached is None or cached[0] != self.catalog.revision:
+            cached = (self.catalog.revision, self.policy.merged(tool.policy).merged(self.policies.get(tool.name)))
+            self._policies[tool.name] = cached
         return cached[1]
 
     # -- one call ---------------------------------------------------------------
@@ -147,7 +157,7 @@ class Router:
             params = self._validator(tool, binding)(request.get("args", {}))
         except ParameterError as exc:
             raise _Failure("ToolValidationError", str(exc)) from None
-        policy = self.policy.merged(tool.policy).merged(self.policies.get(tool.name))
+        policy = self._policy(tool)
         key = request.get("key")
         if key is None:
             return await self._attempts(record, tool, binding, params, policy, session)
@@ -219,12 +229,15 @@ class Router:
         else:
             call = functools.partial(handler, **params) if binding.kwargs else functools.partial(handler, params)
             pending = asyncio.get_running_loop().run_in_executor(self._sync_pool, call)
-        value = await asyncio.wait_for(pending, timeout) if timeout is not None else await pending
-        if inspect.isawaitable(value):
-            value = await (asyncio.wait_for(value, timeout) if timeout is not None else value)
+        async with asyncio.timeout(timeout):
+            value = await pending
+            if inspect.isawaitable(value):
+                value = await value
         return value
 
     def _emit(self, kind: str, record: ToolCallRecord, session: CallSession, **extra: Any) -> None:
+        if not self.events.listening(kind):
+            return
         self.events.emit(
             ToolEvent(
                 kind=kind,  # type: ignore[arg-type]
@@ -250,7 +263,7 @@ class CallSession:
         self.records: list[ToolCallRecord] = []
         self._ids = itertools.count(1)
 
-    def dispatch(self, request: Request) -> concurrent.futures.Future[str]:
+    def dispatch(self, request: Request, reply: Reply) -> Cancel:
         """Called on the sandbox thread: record the call and start it on the event loop."""
         name = request.get("tool") if isinstance(request, dict) else None
         tool = self.router.catalog.get(name) if isinstance(name, str) else None
@@ -263,4 +276,39 @@ class CallSession:
             caller=Caller(execution_id=self.execution_id, tool_id=f"call_{self.execution_id[:12]}_{next(self._ids)}"),
         )
         self.records.append(record)
-        return asyncio.run_coroutine_threadsafe(self.router.serve(record, request, self), self.loop)
+        call = _Call(self, record, request, reply)
+        self.loop.call_soon_threadsafe(call.start)
+        return call.cancel
+
+
+class _Call:
+    """One call in flight on the event loop (lighter than run_coroutine_threadsafe)."""
+
+    __slots__ = ("session", "record", "request", "reply", "task", "cancelled")
+
+    def __init__(self, session: CallSession, record: ToolCallRecord, request: Request, reply: Reply) -> None:
+        self.session = session
+        self.record = record
+        self.request = request
+        self.reply = reply
+        self.task: asyncio.Task[str] | None = None
+        self.cancelled = False
+
+    def start(self) -> None:
+        if self.cancelled:
+            return
+        self.task = self.session.loop.create_task(self.session.router.serve(self.record, self.request, self.session))
+        self.task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[str]) -> None:
+        if task.cancelled():
+            self.reply(_CANCELLED_REPLY)
+        elif task.exception() is not None:  # serve() answers every failure itself; this is a bug guard
+            self.reply(_INTERNAL_REPLY)
+        else:
+            self.reply(task.result())
+
+    def cancel(self) -> None:
+        """From the sandbox thread: the program stopped waiting for this call."""
+        self.cancelled = True
+        self.session.loop.call_soon_threadsafe(lambda: self.task is not None and self.task.cancel())

@@ -8,7 +8,6 @@ threads through a queue.
 
 from __future__ import annotations
 
-import concurrent.futures
 import itertools
 import queue
 import threading
@@ -19,8 +18,12 @@ from typing import Any
 
 from ptc.hostcalls import codec
 
-# dispatch(request or the reason it was rejected) -> future of the encoded reply frame
-Dispatch = Callable[[dict[str, Any] | codec.FrameError], "concurrent.futures.Future[str]"]
+# dispatch(request or the reason it was rejected, reply) -> cancel. `reply` is called
+# once, from any thread, with the encoded reply frame; `cancel` may be called from
+# the sandbox thread when the program stops waiting.
+Reply = Callable[[str], None]
+Cancel = Callable[[], None]
+Dispatch = Callable[[dict[str, Any] | codec.FrameError, Reply], Cancel]
 ModuleSource = Callable[[str], str | None]
 
 
@@ -38,13 +41,12 @@ def _error_reply(type_: str, message: str) -> str:
     return codec.encode({"error": {"type": type_, "message": message}})
 
 
-def _no_tools(request: dict[str, Any] | codec.FrameError) -> concurrent.futures.Future[str]:
-    future: concurrent.futures.Future[str] = concurrent.futures.Future()
+def _no_tools(request: dict[str, Any] | codec.FrameError, reply: Reply) -> Cancel:
     if isinstance(request, codec.FrameError):
-        future.set_result(_error_reply("ToolError", f"rejected frame: {request}"))
+        reply(_error_reply("ToolError", f"rejected frame: {request}"))
     else:
-        future.set_result(_error_reply("ToolNotFoundError", f"no tool named {request.get('tool')!r}"))
-    return future
+        reply(_error_reply("ToolNotFoundError", f"no tool named {request.get('tool')!r}"))
+    return lambda: None
 
 
 @dataclass
@@ -64,7 +66,7 @@ class ExecutionState:
     abort: Abort | None = None
     stop: threading.Event = field(default_factory=threading.Event)
     _ids: itertools.count = field(default_factory=lambda: itertools.count(1))
-    _inflight: dict[int, concurrent.futures.Future[str]] = field(default_factory=dict)
+    _inflight: dict[int, Cancel] = field(default_factory=dict)
     _replies: queue.SimpleQueue[tuple[int, str] | None] = field(default_factory=queue.SimpleQueue)
     _early: list[tuple[int, str]] = field(default_factory=list)
 
@@ -97,15 +99,14 @@ class ExecutionState:
                 request = codec.FrameError("a call frame must be a map with a string 'tool'")
         except codec.FrameError as exc:
             request = exc
-        future = self.dispatch(request)
-        self._inflight[call_id] = future
-        future.add_done_callback(lambda f, call_id=call_id: self._replies.put((call_id, _reply_of(f))))
+        put = self._replies.put
+        self._inflight[call_id] = self.dispatch(request, lambda reply: put((call_id, reply)))
         return call_id
 
     def cancel_call(self, call_id: int) -> None:
-        future = self._inflight.pop(call_id, None)
-        if future is not None:
-            future.cancel()
+        cancel = self._inflight.pop(call_id, None)
+        if cancel is not None:
+            cancel()
 
     def _finished(self, block_for: float | None) -> list[tuple[int, str]]:
         """Calls finished since last asked: block up to block_for s (None: the deadline) for the first."""
@@ -165,12 +166,3 @@ class ExecutionState:
         out = "".join(text for fd, text in self.output if fd == 1)
         err = "".join(text for fd, text in self.output if fd == 2)
         return both, out, err
-
-
-def _reply_of(future: concurrent.futures.Future[str]) -> str:
-    if future.cancelled():
-        return _error_reply("ToolError", "the call was cancelled")
-    exc = future.exception()
-    if exc is not None:  # dispatchers answer with error frames; this is a last resort
-        return _error_reply("ToolError", "the tool call failed")
-    return future.result()
