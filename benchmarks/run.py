@@ -1,7 +1,8 @@
 """Speed and memory figures for ptc, measured through the public API.
 
-    python benchmarks/run.py           # full run (about 45 s)
-    python benchmarks/run.py --quick   # smoke run (under ~20 s)
+    python benchmarks/run.py                # full run (about 80 s: sandbox ~45 s, tools ~35 s)
+    python benchmarks/run.py --quick        # smoke run (under ~25 s)
+    python benchmarks/run.py --only tools   # one section: sandbox, tools or all (default)
 
 Prints a markdown table (metric | value | target | status) and writes every
 figure, plus the raw samples' summaries and the environment, to
@@ -28,7 +29,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from ptc import ExecutionResult, Limits, ProgrammaticToolExecutor
+from ptc import ExecutionResult, Limits, ProgrammaticToolExecutor, ToolCatalog
+from ptc.examples import budget
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 TRIVIAL = "x = 1"
@@ -37,10 +39,17 @@ HOLD_SECONDS = 2.0
 HOLD = f"import time; time.sleep({HOLD_SECONDS})"
 RSS_SAMPLE_AT = 1.0  # seconds after launching the held executions
 
+EMPTY = ""
+NAP_SECONDS = 0.05
+NAP_CALLS = 100
+TOOL_LIMITS = Limits(max_tool_calls=20_000, timeout=120)
+
 # targets
 COLD_START_MEDIAN_MS = 5.0
 GATHER_WALL_S = 0.3
 RSS_PER_INSTANCE_MB = 16.0
+ROUND_TRIP_US = 30.0
+NAP_GATHER_WALL_MS = 80.0
 
 
 @dataclass(frozen=True)
@@ -51,13 +60,45 @@ class Settings:
     throughput_rounds: int
     gather_runs: int
     rss_instances: tuple[int, ...]
+    # tools section
+    empty_samples: int  # cold starts of the empty program, the baseline for "net" per-call figures
+    sequential_calls: int  # awaited one after another in one program
+    sequential_runs: int
+    gathered_calls: int  # under one asyncio.gather in one program
+    gathered_runs: int
+    nap_runs: int
+    walkthrough_runs: int
 
 
 FULL = Settings(
-    warmup=20, latency_samples=300, throughput_seconds=2.0, throughput_rounds=3, gather_runs=5, rss_instances=(20, 50)
+    warmup=20,
+    latency_samples=300,
+    throughput_seconds=2.0,
+    throughput_rounds=3,
+    gather_runs=5,
+    rss_instances=(20, 50),
+    empty_samples=50,
+    sequential_calls=10_000,
+    sequential_runs=3,
+    gathered_calls=1_000,
+    gathered_runs=5,
+    nap_runs=5,
+    walkthrough_runs=3,
 )
 QUICK = Settings(
-    warmup=10, latency_samples=50, throughput_seconds=1.0, throughput_rounds=1, gather_runs=3, rss_instances=(20, 50)
+    warmup=10,
+    latency_samples=50,
+    throughput_seconds=1.0,
+    throughput_rounds=1,
+    gather_runs=3,
+    rss_instances=(20, 50),
+    empty_samples=20,
+    sequential_calls=2_000,
+    sequential_runs=1,
+    gathered_calls=1_000,
+    gathered_runs=3,
+    nap_runs=3,
+    walkthrough_runs=1,
 )
 
 
@@ -309,10 +350,168 @@ def rss_per_instance(executor: ProgrammaticToolExecutor, settings: Settings) -> 
     return figures
 
 
+# -- 5. tools: host-call round trips ----------------------------------------
+
+
+def bench_catalog() -> ToolCatalog:
+    """Trivial tools in domain "bench": the cost measured is the boundary, not the work."""
+    catalog = ToolCatalog(source="benchmarks")
+
+    @catalog.tool(domain="bench")
+    async def noop(x: int) -> int:
+        """Return x (async)."""
+        return x
+
+    @catalog.tool(domain="bench")
+    def noop_sync(x: int) -> int:
+        """Return x (sync; runs in the router's thread pool)."""
+        return x
+
+    @catalog.tool(domain="bench")
+    async def nap(x: int) -> int:
+        """Sleep 50 ms, then return x."""
+        await asyncio.sleep(NAP_SECONDS)
+        return x
+
+    return catalog
+
+
+def sequential_program(tool: str, calls: int) -> str:
+    return (
+        f"from tools.bench import {tool}\ntotal = 0\nfor i in range({calls}):\n    total += await {tool}(x=i)\ntotal\n"
+    )
+
+
+def gathered_program(tool: str, calls: int) -> str:
+    return (
+        f"import asyncio\n"
+        f"from tools.bench import {tool}\n"
+        f"values = await asyncio.gather(*({tool}(x=i) for i in range({calls})))\n"
+        f"sum(values)\n"
+    )
+
+
+@dataclass
+class Timed:
+    wall: float  # seconds around `await executor.execute(...)`
+    result: ExecutionResult
+
+
+async def _timed(executor: ProgrammaticToolExecutor, code: str, what: str) -> Timed:
+    started = time.perf_counter()
+    result = await executor.execute(code)
+    wall = time.perf_counter() - started
+    check(result, what)
+    return Timed(wall, result)
+
+
+async def _program_runs(
+    executor: ProgrammaticToolExecutor, code: str, runs: int, calls: int, expected: int, what: str
+) -> list[Timed]:
+    timed: list[Timed] = []
+    for run in range(runs):
+        log(f"{what}: run {run + 1}/{runs}")
+        one = await _timed(executor, code, what)
+        if len(one.result.tool_calls) != calls or one.result.result != expected:
+            raise RuntimeError(
+                f"{what}: {len(one.result.tool_calls)} calls and value {one.result.result!r}, "
+                f"expected {calls} and {expected}"
+            )
+        timed.append(one)
+    return timed
+
+
+def _per_call(timed: Sequence[Timed], calls: int, empty_s: float) -> dict[str, Any]:
+    """Per-call figures from the median run; net subtracts the empty program's cold start."""
+    walls = [one.wall for one in timed]
+    wall = statistics.median(walls)
+    handler = [call.duration or 0.0 for one in timed for call in one.result.tool_calls]
+    fuel = [one.result.fuel_used for one in timed if one.result.fuel_used is not None]
+    return {
+        "calls": calls,
+        "runs": len(walls),
+        "walls_s": walls,
+        "median_wall_s": wall,
+        "internal_median_s": statistics.median(one.result.execution_time for one in timed),
+        "us_per_call": wall / calls * 1e6,
+        "net_us_per_call": (wall - empty_s) / calls * 1e6,
+        "handler_mean_us": statistics.fmean(handler) * 1e6 if handler else None,
+        "fuel_per_call": statistics.median(fuel) / calls if fuel else None,
+    }
+
+
+async def _tools_async(settings: Settings) -> dict[str, Any]:
+    executor = ProgrammaticToolExecutor(bench_catalog(), limits=TOOL_LIMITS)
+    figures: dict[str, Any] = {"limits": TOOL_LIMITS.model_dump()}
+
+    # Warm-up: the first execution and the first stub import on this executor.
+    for _ in range(settings.warmup):
+        await _timed(executor, EMPTY, "empty program (warm-up)")
+    await _timed(executor, sequential_program("noop", 10), "tool warm-up")
+    await _timed(executor, sequential_program("noop_sync", 10), "tool warm-up")
+
+    log(f"empty program: {settings.empty_samples} cold starts")
+    empty = [(await _timed(executor, EMPTY, "empty program")).wall for _ in range(settings.empty_samples)]
+    empty_s = statistics.median(empty)
+    figures["empty_program"] = summarize_ms(empty)
+
+    calls = settings.sequential_calls
+    expected = calls * (calls - 1) // 2
+    for key, tool in (("sequential_async", "noop"), ("sequential_sync", "noop_sync")):
+        code = sequential_program(tool, calls)
+        timed = await _program_runs(executor, code, settings.sequential_runs, calls, expected, f"{calls} × {tool}")
+        figures[key] = {"tool": tool, **_per_call(timed, calls, empty_s)}
+
+    calls = settings.gathered_calls
+    expected = calls * (calls - 1) // 2
+    code = gathered_program("noop", calls)
+    timed = await _program_runs(executor, code, settings.gathered_runs, calls, expected, f"gather of {calls} × noop")
+    figures["gathered_async"] = {"tool": "noop", **_per_call(timed, calls, empty_s)}
+
+    code = gathered_program("nap", NAP_CALLS)
+    expected = NAP_CALLS * (NAP_CALLS - 1) // 2
+    timed = await _program_runs(executor, code, settings.nap_runs, NAP_CALLS, expected, f"gather of {NAP_CALLS} × nap")
+    walls = [one.wall for one in timed]
+    figures["gathered_naps"] = {
+        "calls": NAP_CALLS,
+        "nap_s": NAP_SECONDS,
+        "runs": len(walls),
+        "walls_s": walls,
+        "median_wall_s": statistics.median(walls),
+        "max_wall_s": max(walls),
+        "internal_median_s": statistics.median(one.result.execution_time for one in timed),
+    }
+
+    walkthrough = ProgrammaticToolExecutor(budget.catalog, limits=Limits(timeout=60))
+    runs: dict[str, list[Timed]] = {"sequential": [], "gather": []}
+    for run in range(settings.walkthrough_runs):
+        for label, program in (("sequential", budget.SEQUENTIAL), ("gather", budget.GATHER)):
+            log(f"walkthrough {label}: run {run + 1}/{settings.walkthrough_runs}")
+            runs[label].append(await _timed(walkthrough, program, f"walkthrough {label}"))
+    values = {repr(one.result.result) for timed in runs.values() for one in timed}
+    if len(values) != 1:
+        raise RuntimeError(f"walkthrough: the programs disagree: {sorted(values)}")
+    walk: dict[str, Any] = {"latency_s": budget.LATENCY, "runs": settings.walkthrough_runs}
+    for label, timed in runs.items():
+        walk[label] = {
+            "calls": len(timed[0].result.tool_calls),
+            "walls_s": [one.wall for one in timed],
+            "median_wall_s": statistics.median(one.wall for one in timed),
+            "internal_median_s": statistics.median(one.result.execution_time for one in timed),
+        }
+    walk["speedup"] = walk["sequential"]["median_wall_s"] / walk["gather"]["median_wall_s"]
+    figures["walkthrough"] = walk
+    return figures
+
+
+def tools(settings: Settings) -> dict[str, Any]:
+    return asyncio.run(_tools_async(settings))
+
+
 # -- report ----------------------------------------------------------------
 
 
-def rows(report: dict[str, Any]) -> list[Row]:
+def sandbox_rows(report: dict[str, Any]) -> list[Row]:
     cold = report["cold_start"]
     tput = report["throughput"]
     gather = report["gather_sleeps"]
@@ -376,6 +575,77 @@ def rows(report: dict[str, Any]) -> list[Row]:
     return out
 
 
+def tool_rows(report: dict[str, Any]) -> list[Row]:
+    figures = report["tools"]
+    empty_ms = figures["empty_program"]["median_ms"]
+    out = [Row("tools: empty program cold start, median (baseline for net)", f"{empty_ms:.2f} ms", "—", None)]
+    for key, kind in (("sequential_async", "async"), ("sequential_sync", "sync")):
+        seq = figures[key]
+        runs = f"median of {seq['runs']}" if seq["runs"] > 1 else "1 run"
+        label = f"host-call round trip, {kind} `{seq['tool']}`, {seq['calls']:,} sequential calls"
+        gross, net = seq["us_per_call"], seq["net_us_per_call"]
+        out.append(
+            Row(
+                f"{label}: µs per call",
+                f"{gross:.1f} µs (wall {seq['median_wall_s']:.3f} s, {runs})",
+                f"≤ {ROUND_TRIP_US:g} µs",
+                gross <= ROUND_TRIP_US,
+            )
+        )
+        out.append(
+            Row(
+                f"{label}: µs per call, net of empty-program cold start",
+                f"{net:.1f} µs",
+                f"≤ {ROUND_TRIP_US:g} µs",
+                net <= ROUND_TRIP_US,
+            )
+        )
+    gathered = figures["gathered_async"]
+    out.append(
+        Row(
+            f"{gathered['calls']:,} × `noop` under one `gather`: wall (median of {gathered['runs']}) / µs per call",
+            f"{gathered['median_wall_s'] * 1000:.1f} ms / {gathered['us_per_call']:.1f} µs "
+            f"(net {gathered['net_us_per_call']:.1f} µs)",
+            "—",
+            None,
+        )
+    )
+    naps = figures["gathered_naps"]
+    wall_ms = naps["median_wall_s"] * 1000
+    out.append(
+        Row(
+            f"{naps['calls']} concurrent {naps['nap_s'] * 1000:.0f} ms calls under one `gather`, wall "
+            f"(median of {naps['runs']})",
+            f"{wall_ms:.2f} ms",
+            f"≤ {NAP_GATHER_WALL_MS:g} ms",
+            wall_ms <= NAP_GATHER_WALL_MS,
+        )
+    )
+    walk = figures["walkthrough"]
+    runs = f"median of {walk['runs']}" if walk["runs"] > 1 else "1 run"
+    for label in ("sequential", "gather"):
+        out.append(
+            Row(
+                f"walkthrough `budget.{label.upper()}` ({walk[label]['calls']} calls × "
+                f"{walk['latency_s'] * 1000:.0f} ms), wall ({runs})",
+                f"{walk[label]['median_wall_s']:.3f} s",
+                "—",
+                None,
+            )
+        )
+    out.append(Row("walkthrough speedup, sequential / gather", f"{walk['speedup']:.2f}×", "—", None))
+    return out
+
+
+def rows(report: dict[str, Any]) -> list[Row]:
+    out: list[Row] = []
+    if "cold_start" in report:
+        out += sandbox_rows(report)
+    if "tools" in report:
+        out += tool_rows(report)
+    return out
+
+
 def markdown(table: list[Row]) -> str:
     lines = ["| metric | value | target | status |", "|---|---|---|---|"]
     for row in table:
@@ -384,9 +654,10 @@ def markdown(table: list[Row]) -> str:
     return "\n".join(lines)
 
 
-def environment(mode: str) -> dict[str, Any]:
+def environment(mode: str, only: str) -> dict[str, Any]:
     return {
         "mode": mode,
+        "only": only,
         "timestamp": datetime.now(UTC).isoformat(timespec="seconds"),
         "python": platform.python_version(),
         "implementation": platform.python_implementation(),
@@ -400,28 +671,33 @@ def environment(mode: str) -> dict[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="fewer samples: a smoke run in well under 20 s")
+    parser.add_argument("--quick", action="store_true", help="fewer samples: a smoke run in under ~25 s")
+    parser.add_argument(
+        "--only", choices=("sandbox", "tools", "all"), default="all", help="run one section (default: all)"
+    )
     parser.add_argument("--output", type=Path, default=RESULTS_DIR / "latest.json", help="where to write the JSON")
     args = parser.parse_args(argv)
     settings = QUICK if args.quick else FULL
     mode = "quick" if args.quick else "full"
 
     began = time.perf_counter()
+    report: dict[str, Any] = {"environment": environment(mode, args.only), "settings": asdict(settings)}
     # Defaults except a generous timeout: nothing here should come near it.
     executor = ProgrammaticToolExecutor(limits=Limits(timeout=60))
     log("loading the runtime (first execution)")
     first_started = time.perf_counter()
     check(executor.execute_sync(TRIVIAL), "first execution")
-    first_execution_s = time.perf_counter() - first_started
+    report["first_execution_s"] = time.perf_counter() - first_started
 
-    log(f"cold start: {settings.warmup} warm-up + {settings.latency_samples} samples (execute, then execute_sync)")
-    report: dict[str, Any] = {"environment": environment(mode), "settings": asdict(settings)}
-    report["first_execution_s"] = first_execution_s
-    report["cold_start"] = cold_start(executor, settings)
-    report["throughput"] = throughput(executor, settings)
-    log(f"gather of three 0.25 s sleeps: {settings.gather_runs} runs")
-    report["gather_sleeps"] = gather_sleeps(executor, settings)
-    report["rss"] = rss_per_instance(executor, settings)
+    if args.only in ("sandbox", "all"):
+        log(f"cold start: {settings.warmup} warm-up + {settings.latency_samples} samples (execute, then execute_sync)")
+        report["cold_start"] = cold_start(executor, settings)
+        report["throughput"] = throughput(executor, settings)
+        log(f"gather of three 0.25 s sleeps: {settings.gather_runs} runs")
+        report["gather_sleeps"] = gather_sleeps(executor, settings)
+        report["rss"] = rss_per_instance(executor, settings)
+    if args.only in ("tools", "all"):
+        report["tools"] = tools(settings)
     report["total_seconds"] = time.perf_counter() - began
 
     table = rows(report)
@@ -430,7 +706,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.output.write_text(json.dumps(report, indent=2) + "\n")
 
     print(markdown(table))
-    print(f"\n{mode} run, {report['total_seconds']:.1f} s; JSON written to {args.output}")
+    print(f"\n{mode} run ({args.only}), {report['total_seconds']:.1f} s; JSON written to {args.output}")
     return 0
 
 

@@ -87,6 +87,7 @@ class Router:
 
     def close(self) -> None:
         self._sync_pool.shutdown(wait=False, cancel_futures=True)
+        self._sync_pool = ThreadPoolExecutor(max_workers=_SYNC_THREADS, thread_name_prefix="ptc-tool")
 
     # -- lookups --------------------------------------------------------------
     def binding(self, name: str) -> Binding | None:

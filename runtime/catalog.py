@@ -92,6 +92,7 @@ class ToolDefinition(BaseModel):
     output_schema: dict[str, Any] | None = Field(None, description="JSON Schema of the result")
     policy: Policy | None = Field(None, description="overrides the executor's default policy for this tool")
     backend: str | None = Field(None, description="circuit-breaker key; defaults to the tool name (MCP: the server)")
+    function: str | None = Field(None, description="the stub's Python name; derived from `name` when unset")
     notes: list[str] = Field(default_factory=list, description="extra lines for the stub's docstring")
 
     @field_validator("domain")
@@ -103,7 +104,7 @@ class ToolDefinition(BaseModel):
 
     @property
     def python_name(self) -> str:
-        return python_name(self.name)
+        return self.function or python_name(self.name)
 
     @property
     def backend_key(self) -> str:
@@ -218,7 +219,7 @@ _SECTION = re.compile(r"^\s*(Returns|Return|Raises|Yields|Examples?|Notes?):\s*$
 _ARG_LINE = re.compile(r"^\s*(\*{0,2}\w+)\s*(\([^)]*\))?\s*:\s*(.*)$")
 
 
-def _parse_docstring(doc: str) -> tuple[str, dict[str, str]]:
+def parse_docstring(doc: str) -> tuple[str, dict[str, str]]:
     """(description, {parameter: description}) from a Google-style docstring."""
     description: list[str] = []
     params: dict[str, str] = {}
@@ -272,7 +273,7 @@ def definition_from_function(
     policy: Policy | None = None,
 ) -> ToolDefinition:
     hints = typing.get_type_hints(fn, include_extras=True)
-    doc_description, doc_params = _parse_docstring(inspect.getdoc(fn) or "")
+    doc_description, doc_params = parse_docstring(inspect.getdoc(fn) or "")
     parameters = []
     for param in inspect.signature(fn).parameters.values():
         if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):

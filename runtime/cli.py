@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import importlib
 import os
 import sys
@@ -11,6 +12,7 @@ from pathlib import Path
 
 from ptc.catalog import ToolCatalog
 from ptc.executor import ProgrammaticToolExecutor
+from ptc.hostcalls.policies import Policy
 from ptc.limits import Limits, MiB
 from ptc.results import ExecutionResult
 from ptc.stubgen import render_api_reference, write_stubs
@@ -40,6 +42,44 @@ def load_catalog(specs: Sequence[str]) -> ToolCatalog:
     for catalog in catalogs:
         merged.merge(catalog)
     return merged
+
+
+def _mcp_servers(specs: Sequence[str]) -> dict[str, str]:
+    servers = {}
+    for spec in specs:
+        name, sep, target = spec.partition("=")
+        if not sep or not name or not target:
+            raise SystemExit(f'ptc: --mcp takes NAME="COMMAND ARGS" or NAME=http://HOST:PORT/mcp, got {spec!r}')
+        servers[name] = target
+    return servers
+
+
+def _executor(args: argparse.Namespace) -> ProgrammaticToolExecutor:
+    """The executor the flags describe: --tools catalogs, --mcp servers, limits and policy."""
+    policy = Policy(
+        **{
+            k: v
+            for k, v in (
+                ("timeout", getattr(args, "tool_timeout", None)),
+                ("max_retries", getattr(args, "max_retries", None)),
+            )
+            if v is not None
+        }
+    )
+    limits = _limits(args) if hasattr(args, "timeout") else Limits()
+    return ProgrammaticToolExecutor(
+        load_catalog(args.tools), limits=limits, policy=policy, mcp_servers=_mcp_servers(args.mcp)
+    )
+
+
+def _connected(args: argparse.Namespace) -> ProgrammaticToolExecutor:
+    executor = _executor(args)
+    try:
+        asyncio.run(executor.connect())
+    except ConnectionError as exc:
+        executor.close()
+        raise SystemExit(f"ptc: {exc}") from None
+    return executor
 
 
 def _limits(args: argparse.Namespace) -> Limits:
@@ -80,23 +120,49 @@ def _print_result(result: ExecutionResult, as_json: bool) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    catalog = load_catalog(args.tools)
+    executor = _connected(args)
     try:
-        code = Path(args.script).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise SystemExit(f"ptc: cannot read {args.script}: {exc.strerror}") from None
-    executor = ProgrammaticToolExecutor(catalog, limits=_limits(args))
-    return _print_result(executor.execute_sync(code), args.json)
+        try:
+            code = Path(args.script).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise SystemExit(f"ptc: cannot read {args.script}: {exc.strerror}") from None
+        return _print_result(executor.execute_sync(code), args.json)
+    finally:
+        executor.close()
 
 
 def _stubs(args: argparse.Namespace) -> int:
-    for path in write_stubs(load_catalog(args.tools), Path(args.out)):
-        print(path)
+    executor = _connected(args)
+    try:
+        for path in write_stubs(executor.catalog, Path(args.out)):
+            print(path)
+    finally:
+        executor.close()
     return 0
 
 
 def _api(args: argparse.Namespace) -> int:
-    sys.stdout.write(render_api_reference(load_catalog(args.tools)))
+    executor = _connected(args)
+    try:
+        sys.stdout.write(render_api_reference(executor.catalog))
+    finally:
+        executor.close()
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from ptc.serve import build_server
+
+    executor = _connected(args)
+    try:
+        server = build_server(executor)
+        if args.http:
+            host, _, port = args.http.rpartition(":")
+            server.run("streamable-http", host=host or "127.0.0.1", port=int(port))
+        else:
+            server.run()
+    finally:
+        executor.close()
     return 0
 
 
@@ -127,6 +193,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_tool_flags(api)
     api.set_defaults(handler=_api)
 
+    serve = commands.add_parser("serve", help="serve the tools to MCP clients as one code-execution tool")
+    _add_tool_flags(serve)
+    _add_limit_flags(serve)
+    serve.add_argument("--http", metavar="HOST:PORT", help="streamable HTTP instead of stdio")
+    serve.add_argument("--tool-timeout", type=float, help="seconds per tool call (default 30)")
+    serve.add_argument("--max-retries", type=int, help="retries of transient tool failures (default 0)")
+    serve.set_defaults(handler=_serve)
+
     demo = commands.add_parser("demo", help="run the budget walkthrough, sequential vs asyncio.gather")
     demo.set_defaults(handler=_demo)
     return parser
@@ -135,6 +209,9 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_tool_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--tools", action="append", default=[], metavar="MODULE:ATTR", help="a ToolCatalog with handlers (repeatable)"
+    )
+    parser.add_argument(
+        "--mcp", action="append", default=[], metavar="NAME=SERVER", help='an MCP server: NAME="CMD ARGS" or NAME=URL'
     )
 
 

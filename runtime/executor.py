@@ -13,6 +13,7 @@ from typing import Any
 
 from ptc.catalog import Binding, ToolCatalog
 from ptc.hostcalls.events import EventBus, EventCallback
+from ptc.hostcalls.mcp_client import MCPServerConfig, MCPServers
 from ptc.hostcalls.policies import Policy
 from ptc.hostcalls.router import Router
 from ptc.hostcalls.state import ExecutionState
@@ -52,6 +53,11 @@ class ProgrammaticToolExecutor:
         the stubs from memory, whatever these say.
     policy / policies: the default Policy and per-tool overrides.
     on_event: a callback for tool-call events (also `executor.on_event`).
+    mcp_servers: domain -> MCP server ("python server.py" runs over stdio,
+        "http://host:port/mcp" is streamable HTTP, or an MCPServerConfig).
+        Their tools are discovered into `tools.<domain>` on first use (or on
+        `async with executor`); sessions are shared by all executions and
+        closed by `aclose()` / leaving the `async with`.
     """
 
     def __init__(
@@ -67,6 +73,7 @@ class ProgrammaticToolExecutor:
         policies: Mapping[str, Policy] | None = None,
         on_event: EventCallback | None = None,
         tenant_id: str = "default",
+        mcp_servers: Mapping[str, str | MCPServerConfig | Mapping[str, Any]] | None = None,
     ) -> None:
         self.catalog = catalog if catalog is not None else ToolCatalog()
         limits = limits or Limits()
@@ -85,10 +92,57 @@ class ProgrammaticToolExecutor:
             events=self.events,
             tenant_id=tenant_id,
         )
+        self.mcp_configs = [MCPServerConfig.parse(name, spec) for name, spec in (mcp_servers or {}).items()]
+        for config in self.mcp_configs:
+            if not config.name.isidentifier() or config.name.startswith("_"):
+                raise ValueError(
+                    f"MCP server name {config.name!r} must be a Python identifier (it becomes tools.<name>)"
+                )
+        self._mcp: MCPServers | None = None
+        self._mcp_lock = threading.Lock()
         self.stubs = StubCache(self.catalog)
         self.stub_dir = Path(stub_dir) if (stub_dir is not None and enable_stubs) else None
         self._written_revision = -1
         self._sync_stub_dir()
+
+    # -- lifecycle ------------------------------------------------------------
+    async def connect(self) -> None:
+        """Start the MCP sessions and discover their tools (execute() does this on first use)."""
+        if not self.mcp_configs or self._mcp is not None:
+            return
+        from ptc.hostcalls.mcp_tools import add_mcp_tools
+
+        with self._mcp_lock:
+            if self._mcp is not None:
+                return
+            servers = MCPServers(self.mcp_configs)
+        try:
+            self.router.handlers.update(await add_mcp_tools(self.catalog, servers))
+        except BaseException:
+            await asyncio.to_thread(servers.close)
+            raise
+        self._mcp = servers
+
+    async def aclose(self) -> None:
+        """Close MCP sessions (and their subprocesses) and the tool thread pool."""
+        servers, self._mcp = self._mcp, None
+        if servers is not None:
+            await asyncio.to_thread(servers.close)
+        self.router.close()
+
+    def close(self) -> None:
+        """aclose() for callers without an event loop."""
+        servers, self._mcp = self._mcp, None
+        if servers is not None:
+            servers.close()
+        self.router.close()
+
+    async def __aenter__(self) -> ProgrammaticToolExecutor:
+        await self.connect()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
 
     def on_event(self, callback: EventCallback) -> EventCallback:
         """Register a tool-event callback (usable as a decorator)."""
@@ -120,6 +174,8 @@ class ProgrammaticToolExecutor:
         """Run one program; never raises for anything the program does."""
         limits = limits or self.limits
         execution_id = uuid.uuid4().hex
+        if self.mcp_configs and self._mcp is None:
+            await self.connect()
         self._sync_stub_dir()
         loop = asyncio.get_running_loop()
         session = self.router.session(execution_id, loop, limits.max_frame_bytes)

@@ -1,0 +1,148 @@
+"""MCP tools as catalog tools: schemas in, plain values out.
+
+A server's tools go into the domain the user names. JSON Schema is kept as
+the parameter type (with `$ref`s into `$defs` inlined), so the stub generator
+and the validator read it like any other tool. Results reach the program as
+plain values: `structuredContent` when present, else the text (parts joined),
+other content as plain dicts; `isError` results raise ToolError.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from ptc.catalog import Binding, ToolCatalog, ToolDefinition, ToolParameter, parse_docstring, python_name
+from ptc.errors import ToolError
+from ptc.hostcalls.mcp_client import MCPServers
+
+_MAX_REF_DEPTH = 32
+
+
+def resolve_refs(schema: Any, defs: dict[str, Any], depth: int = 0) -> Any:
+    """Inline local `$ref`s; a recursive schema stops at an untyped `{}` (any value)."""
+    if depth > _MAX_REF_DEPTH:
+        return {}
+    if isinstance(schema, dict):
+        ref = schema.get("$ref")
+        if isinstance(ref, str) and ref.startswith("#/"):
+            target = defs.get(ref.rsplit("/", 1)[-1])
+            if target is None:
+                return {k: v for k, v in schema.items() if k != "$ref"}
+            rest = {k: v for k, v in schema.items() if k != "$ref"}
+            return {**resolve_refs(target, defs, depth + 1), **resolve_refs(rest, defs, depth + 1)}
+        return {k: resolve_refs(v, defs, depth) for k, v in schema.items() if k not in ("$defs", "definitions")}
+    if isinstance(schema, list):
+        return [resolve_refs(item, defs, depth) for item in schema]
+    return schema
+
+
+def _defs(schema: dict[str, Any]) -> dict[str, Any]:
+    return {**(schema.get("definitions") or {}), **(schema.get("$defs") or {})}
+
+
+def _wrapped_result(output: dict[str, Any] | None) -> bool:
+    """The SDK's convention for a non-object result: `{"result": value}` with that one property."""
+    return bool(
+        output
+        and output.get("type") == "object"
+        and set((output.get("properties") or {}).keys()) == {"result"}
+        and output.get("required") == ["result"]
+    )
+
+
+def definitions_from_mcp(domain: str, tools: list[Any]) -> list[tuple[ToolDefinition, str, bool]]:
+    """(definition, the server's own tool name, result is wrapped) for each tool.
+
+    Python names are unique within the domain.
+
+    A name that is not a Python identifier gets one (`get-weather` -> `get_weather`); a clash
+    between two such names appends `_` until unique (`get_weather`, `get_weather_`), in the
+    server's sorted tool order, so the mapping is stable.
+    """
+    definitions = []
+    taken: set[str] = set()
+    for tool in sorted(tools, key=lambda t: t.name):
+        input_schema = tool.input_schema if isinstance(tool.input_schema, dict) else {}
+        resolved = resolve_refs(input_schema, _defs(input_schema))
+        required = set(resolved.get("required") or [])
+        description, documented = parse_docstring(tool.description or "")
+        parameters = []
+        for name, schema in (resolved.get("properties") or {}).items():
+            schema = schema if isinstance(schema, dict) else {}
+            parameters.append(
+                ToolParameter(
+                    name=name,
+                    type=schema.get("type") if isinstance(schema.get("type"), str) else "object",
+                    description=str(schema.get("description", "")) or documented.get(name, ""),
+                    required=name in required,
+                    default=schema.get("default"),
+                    schema=schema,
+                )
+            )
+        output = getattr(tool, "output_schema", None)
+        output = resolve_refs(output, _defs(output)) if isinstance(output, dict) else None
+        wrapped = _wrapped_result(output)
+        if wrapped and output is not None:
+            output = output["properties"]["result"]
+        function = python_name(tool.name)
+        while function in taken:
+            function += "_"
+        taken.add(function)
+        definition = ToolDefinition(
+            name=tool.name,
+            type="mcp",
+            domain=domain,
+            description=description,
+            parameters=parameters,
+            output_schema=output,
+            backend=f"mcp:{domain}",
+            function=function,
+            notes=[f"The server calls this tool {tool.name!r}."] if function != tool.name else [],
+        )
+        definitions.append((definition, tool.name, wrapped))
+    return definitions
+
+
+def plain_result(result: Any, wrapped: bool = False) -> Any:
+    """A CallToolResult as the program sees it."""
+    if result.is_error:
+        text = "\n".join(part.text for part in result.content if getattr(part, "type", None) == "text")
+        raise ToolError(text or "the MCP tool reported an error")
+    structured = result.structured_content
+    if structured is not None:
+        if wrapped and isinstance(structured, dict) and set(structured) == {"result"}:
+            return structured["result"]
+        return structured
+    parts = list(result.content)
+    if parts and all(getattr(p, "type", None) == "text" for p in parts):
+        return "\n".join(p.text for p in parts)
+    return [p.model_dump(mode="json", by_alias=True, exclude_none=True) for p in parts]
+
+
+def _worker(
+    servers: MCPServers, server: str, tool: str, wrapped: bool
+) -> Callable[[dict[str, Any]], Coroutine[Any, Any, Any]]:
+    async def call(payload: dict[str, Any]) -> Any:
+        arguments = {k: v for k, v in payload.items() if v is not None}
+        return plain_result(await servers.call_tool(server, tool, arguments), wrapped)
+
+    call.__name__ = f"mcp_{python_name(server)}_{python_name(tool)}"
+    return call
+
+
+async def add_mcp_tools(catalog: ToolCatalog, servers: MCPServers) -> dict[str, Binding]:
+    """Discover every server's tools into the catalog; returns their handlers by catalog name.
+
+    A tool whose name another domain already uses is cataloged as `<server>.<name>`
+    (its stub keeps its own Python name in `tools.<server>`).
+    """
+    bindings: dict[str, Binding] = {}
+    for server in servers.configs:
+        for definition, original, wrapped in definitions_from_mcp(server, await servers.list_tools(server)):
+            existing = catalog.get(definition.name)
+            if existing is not None and existing.domain != server:
+                definition = definition.model_copy(update={"name": f"{server}.{definition.name}"})
+            catalog.add_tool(definition)
+            bindings[definition.name] = Binding(_worker(servers, server, original, wrapped), kwargs=False)
+    return bindings
