@@ -28,6 +28,7 @@ class CallError(_Subscriptable):
 class Caller(_Subscriptable):
     type: Literal["stub_import"] = "stub_import"
     execution_id: str
+    tenant_id: str = "default"
     tool_id: str = Field(description="unique id of this call")
 
 

@@ -96,7 +96,10 @@ class Router:
     def breaker(self, backend: str) -> CircuitBreaker:
         breaker = self._breakers.get(backend)
         if breaker is None:
-            breaker = self._breakers.setdefault(backend, CircuitBreaker(backend, on_change=self._circuit_changed))
+            # labelled by tenant: a breaker never trips for another tenant's failures
+            breaker = self._breakers.setdefault(
+                backend, CircuitBreaker(f"{self.tenant_id}:{backend}", on_change=self._circuit_changed)
+            )
         return breaker
 
     def _circuit_changed(self, backend: str, state: CircuitState) -> None:
@@ -263,6 +266,7 @@ class CallSession:
         self.max_frame_bytes = max_frame_bytes
         self.records: list[ToolCallRecord] = []
         self._ids = itertools.count(1)
+        self._calls: list[_Call] = []
 
     def dispatch(self, request: Request, reply: Reply) -> Cancel:
         """Called on the sandbox thread: record the call and start it on the event loop."""
@@ -274,12 +278,23 @@ class CallSession:
             domain=tool.domain if tool else None,
             parameters=request.get("args") if isinstance(request, dict) else None,
             timestamp=time.time(),
-            caller=Caller(execution_id=self.execution_id, tool_id=f"call_{self.execution_id[:12]}_{next(self._ids)}"),
+            caller=Caller(
+                execution_id=self.execution_id,
+                tenant_id=self.router.tenant_id,
+                tool_id=f"call_{self.execution_id[:12]}_{next(self._ids)}",
+            ),
         )
         self.records.append(record)
         call = _Call(self, record, request, reply)
+        self._calls.append(call)
         self.loop.call_soon_threadsafe(call.start)
         return call.cancel
+
+    def cancel_all(self) -> None:
+        """The execution is gone: stop its calls still in flight."""
+        for call in self._calls:
+            if call.task is None or not call.task.done():
+                call.cancel()
 
 
 class _Call:

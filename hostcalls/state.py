@@ -65,6 +65,7 @@ class ExecutionState:
     tool_calls: int = 0
     abort: Abort | None = None
     stop: threading.Event = field(default_factory=threading.Event)
+    lock: threading.Lock = field(default_factory=threading.Lock)
     _ids: itertools.count = field(default_factory=lambda: itertools.count(1))
     _inflight: dict[int, Cancel] = field(default_factory=dict)
     _replies: queue.SimpleQueue[tuple[int, str] | None] = field(default_factory=queue.SimpleQueue)
@@ -74,9 +75,13 @@ class ExecutionState:
         self.deadline = time.monotonic() + self.timeout
 
     def cancel(self) -> None:
-        """Ask the execution to stop (from any thread)."""
-        self.stop.set()
-        self._replies.put(None)
+        """Stop the execution promptly (from any thread): a wait or sleep in the host
+        returns at once, and running wasm traps at its next epoch tick (ptc.interrupts)."""
+        with self.lock:
+            if self.abort is None:
+                self.abort = Abort("cancelled", "CancelledError", "the execution was cancelled")
+            self.stop.set()
+            self._replies.put(None)
 
     # -- deadline ---------------------------------------------------------
     def _remaining(self) -> float:
@@ -159,6 +164,13 @@ class ExecutionState:
             self.output.append((fd, text))
             self.output_bytes += min(len(data), room)
         return not self.output_truncated
+
+    def abort_error(self) -> Any:
+        """The ExecutionError of how this execution was stopped (cancelled unless told otherwise)."""
+        from ptc.results import ExecutionError
+
+        abort = self.abort or Abort("cancelled", "CancelledError", "the execution was cancelled")
+        return ExecutionError(kind=abort.kind, type=abort.type, message=abort.message)  # type: ignore[arg-type]
 
     def joined_output(self) -> tuple[str, str, str]:
         """(interleaved, stdout, stderr)."""

@@ -1,5 +1,6 @@
 """ptc: run an LLM's Python program against a tool catalog in a WebAssembly sandbox."""
 
+from ptc.audit import AuditEvent
 from ptc.catalog import ToolCatalog, ToolDefinition, ToolParameter
 from ptc.errors import (
     CircuitOpenError,
@@ -16,8 +17,12 @@ from ptc.hostcalls.policies import Policy
 from ptc.hostcalls.records import ToolCallRecord
 from ptc.limits import Limits
 from ptc.results import ExecutionError, ExecutionResult
+from ptc.tenancy import OverCapacityError, Quota
 
 __all__ = [
+    "AuditEvent",
+    "OverCapacityError",
+    "Quota",
     "CircuitOpenError",
     "ExecutionError",
     "ExecutionResult",

@@ -66,9 +66,6 @@ class Runtime:
             time.sleep(EPOCH_TICK)
             self.engine.increment_epoch()
 
-    def deadline_ticks(self, seconds: float) -> int:
-        return int(seconds / EPOCH_TICK) + 2
-
 
 def _monotonic_clock_name(component: Component, engine: Engine) -> str:
     for name in component.type.imports(engine):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 import uuid
@@ -11,16 +12,18 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from ptc.audit import AuditEvent, audit_event, audit_logger
 from ptc.catalog import Binding, ToolCatalog
 from ptc.hostcalls.events import EventBus, EventCallback
 from ptc.hostcalls.mcp_client import MCPServerConfig, MCPServers
 from ptc.hostcalls.policies import Policy
-from ptc.hostcalls.router import Router
+from ptc.hostcalls.router import CallSession, Router
 from ptc.hostcalls.state import ExecutionState
 from ptc.limits import Limits
 from ptc.results import ExecutionResult
-from ptc.sandbox import run_program
+from ptc.sandbox import Outcome, run_program
 from ptc.stubgen import StubCache, render_api_reference, write_stubs
+from ptc.tenancy import Quota, gate_for
 
 # Each running program holds one thread (wasm calls block). The pool is only
 # a cache of threads: it is sized far above what 2 cores run at once so that
@@ -39,6 +42,10 @@ def _threads() -> ThreadPoolExecutor:
     return _pool
 
 
+def _nothing() -> None:
+    pass
+
+
 class ProgrammaticToolExecutor:
     """Runs programs in the sandbox against one tool catalog.
 
@@ -53,6 +60,10 @@ class ProgrammaticToolExecutor:
         the stubs from memory, whatever these say.
     policy / policies: the default Policy and per-tool overrides.
     on_event: a callback for tool-call events (also `executor.on_event`).
+    tenant_id / quota: executions of one tenant share its Quota (concurrent
+        executions and a bounded queue) across executors; ids label records,
+        events, audit events and the policy state.
+    on_audit: a callback for the one AuditEvent of every execution.
     mcp_servers: domain -> MCP server ("python server.py" runs over stdio,
         "http://host:port/mcp" is streamable HTTP, or an MCPServerConfig).
         Their tools are discovered into `tools.<domain>` on first use (or on
@@ -74,6 +85,8 @@ class ProgrammaticToolExecutor:
         on_event: EventCallback | None = None,
         tenant_id: str = "default",
         mcp_servers: Mapping[str, str | MCPServerConfig | Mapping[str, Any]] | None = None,
+        quota: Quota | None = None,
+        on_audit: Callable[[AuditEvent], None] | None = None,
     ) -> None:
         self.catalog = catalog if catalog is not None else ToolCatalog()
         limits = limits or Limits()
@@ -81,6 +94,8 @@ class ProgrammaticToolExecutor:
             limits = limits.model_copy(update={"timeout": float(timeout)})
         self.limits = limits
         self.tenant_id = tenant_id
+        gate_for(tenant_id, quota)  # a quota applies to every executor of the tenant
+        self._audit_callbacks: list[Callable[[AuditEvent], None]] = [on_audit] if on_audit else []
         self.events = EventBus()
         if on_event is not None:
             self.events.subscribe(on_event)
@@ -171,25 +186,60 @@ class ProgrammaticToolExecutor:
         )
 
     async def execute(self, code: str, *, limits: Limits | None = None) -> ExecutionResult:
-        """Run one program; never raises for anything the program does."""
+        """Run one program; never raises for anything the program does.
+
+        Raises OverCapacityError (at once) when the tenant's quota and queue
+        are full. Cancelling the awaiting task (or a caller's timeout) stops
+        the program promptly: its instance is freed and its audit event says
+        "cancelled".
+        """
         limits = limits or self.limits
-        execution_id = uuid.uuid4().hex
         if self.mcp_configs and self._mcp is None:
             await self.connect()
-        self._sync_stub_dir()
-        loop = asyncio.get_running_loop()
-        session = self.router.session(execution_id, loop, limits.max_frame_bytes)
-        state = self._state(execution_id, limits, session.dispatch)
-        started = time.perf_counter()
-        future = loop.run_in_executor(_threads(), run_program, code, state, limits)
+        gate = gate_for(self.tenant_id, None)
+        if gate is not None:
+            await gate.acquire()
+        return await self._execute(code, limits, gate.release if gate is not None else _nothing)
+
+    async def _execute(self, code: str, limits: Limits, release: Callable[[], None]) -> ExecutionResult:
+        """Run on a worker thread; `release` the tenant's slot once the instance is gone."""
+        release_later = False
         try:
-            outcome = await asyncio.shield(future)
-        except asyncio.CancelledError:
-            state.cancel()
-            raise
+            execution_id = uuid.uuid4().hex
+            self._sync_stub_dir()
+            loop = asyncio.get_running_loop()
+            session = self.router.session(execution_id, loop, limits.max_frame_bytes)
+            state = self._state(execution_id, limits, session.dispatch)
+            started_at, started = time.time(), time.perf_counter()
+            future = loop.run_in_executor(_threads(), run_program, code, state, limits)
+            try:
+                outcome = await asyncio.shield(future)
+            except asyncio.CancelledError:
+                state.cancel()
+                session.cancel_all()
+                release_later = True
+
+                def finished(_: object) -> None:
+                    release()
+                    result = self._result(execution_id, state, session, Outcome(error=state.abort_error()), started)
+                    self._audit(code, started_at, limits, result)
+
+                future.add_done_callback(finished)
+                raise
+            result = self._result(execution_id, state, session, outcome, started)
+        finally:
+            if not release_later:
+                release()
+        self._audit(code, started_at, limits, result)
+        return result
+
+    def _result(
+        self, execution_id: str, state: ExecutionState, session: CallSession, outcome: Outcome, started: float
+    ) -> ExecutionResult:
         both, out, err = state.joined_output()
         return ExecutionResult(
             execution_id=execution_id,
+            tenant_id=self.tenant_id,
             output=both,
             stdout=out,
             stderr=err,
@@ -200,6 +250,22 @@ class ProgrammaticToolExecutor:
             fuel_used=outcome.fuel_used,
             tool_calls=session.records,
         )
+
+    def _audit(self, code: str, started_at: float, limits: Limits, result: ExecutionResult) -> None:
+        if not self._audit_callbacks and not audit_logger.isEnabledFor(logging.INFO):
+            return
+        event = audit_event(self.tenant_id, code, started_at, limits, result)
+        audit_logger.info("%s", event.model_dump_json())
+        for callback in list(self._audit_callbacks):
+            try:
+                callback(event)
+            except Exception:
+                audit_logger.exception("ptc audit callback %r failed", callback)
+
+    def on_audit(self, callback: Callable[[AuditEvent], None]) -> Callable[[AuditEvent], None]:
+        """Register a callback for the one audit event of every execution (usable as a decorator)."""
+        self._audit_callbacks.append(callback)
+        return callback
 
     def execute_sync(self, code: str, *, limits: Limits | None = None) -> ExecutionResult:
         """execute() for callers without an event loop."""

@@ -31,6 +31,7 @@ class ExecutionError(BaseModel):
 
 class ExecutionResult(BaseModel):
     execution_id: str
+    tenant_id: str = "default"
     output: str = Field("", description="stdout and stderr, interleaved as written")
     stdout: str = ""
     stderr: str = ""

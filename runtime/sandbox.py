@@ -13,6 +13,7 @@ from typing import Any
 from ptc.engine import get_runtime
 from ptc.hostcalls import codec
 from ptc.hostcalls.state import ExecutionState
+from ptc.interrupts import watch
 from ptc.limits import Limits
 from ptc.results import ExecutionError
 from wasmtime import ExitTrap, Store, WasiConfig, WasmtimeError
@@ -69,7 +70,7 @@ def run_program(code: str, state: ExecutionState, limits: Limits) -> Outcome:
     fuel = limits.fuel if limits.fuel is not None else 2**63 - 1
     store.set_fuel(fuel)
     state.start()
-    store.set_epoch_deadline(runtime.deadline_ticks(limits.timeout))
+    watch(store)
     try:
         instance = runtime.linker.instantiate(store, runtime.component)
     except WasmtimeError as exc:

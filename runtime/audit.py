@@ -1,0 +1,61 @@
+"""One structured audit event per execution, for the service's records."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from typing import Any
+
+from ptc.limits import Limits
+from ptc.results import ExecutionResult
+from pydantic import BaseModel, Field
+
+audit_logger = logging.getLogger("ptc.audit")
+audit_logger.addHandler(logging.NullHandler())
+
+
+class AuditEvent(BaseModel):
+    tenant_id: str
+    execution_id: str
+    code_sha256: str
+    started_at: float = Field(description="unix time")
+    duration: float
+    limits: dict[str, Any]
+    outcome: str = Field(description='"ok", an error kind, or "cancelled"')
+    error_type: str | None = None
+    fuel_used: int | None = None
+    output_bytes: int = 0
+    output_truncated: bool = False
+    tool_calls: list[dict[str, Any]] = Field(default_factory=list)
+
+
+def code_digest(code: str) -> str:
+    return hashlib.sha256(code.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def audit_event(
+    tenant_id: str, code: str, started_at: float, limits: Limits, result: ExecutionResult, outcome: str | None = None
+) -> AuditEvent:
+    return AuditEvent(
+        tenant_id=tenant_id,
+        execution_id=result.execution_id,
+        code_sha256=code_digest(code),
+        started_at=started_at,
+        duration=result.execution_time,
+        limits=limits.model_dump(),
+        outcome=outcome or (result.error.kind if result.error else "ok"),
+        error_type=result.error.type if result.error else None,
+        fuel_used=result.fuel_used,
+        output_bytes=len(result.output.encode("utf-8", "surrogatepass")),
+        output_truncated=result.output_truncated,
+        tool_calls=[
+            {
+                "tool": call.tool,
+                "duration": call.duration,
+                "error": call.error.type if call.error else None,
+                "attempts": call.attempts,
+                "cache_hit": call.cache_hit,
+            }
+            for call in result.tool_calls
+        ],
+    )
