@@ -53,7 +53,9 @@ async def test_random_failures_are_retried_timed_out_and_all_recorded():
     assert r.error is None, r.error
     outcomes = r.result
     assert len(outcomes) == 60 and len(r.tool_calls) == 60  # one record per call, none lost
-    for i, (outcome, record) in enumerate(zip(outcomes, sorted(r.tool_calls, key=lambda c: c.parameters["i"]))):
+    for i, (outcome, record) in enumerate(
+        zip(outcomes, sorted(r.tool_calls, key=lambda c: c.parameters["i"]), strict=True)
+    ):
         assert record.parameters == {"i": i}
         if outcome[0] == "ok":
             assert outcome[1] == i and record.error is None
@@ -76,7 +78,9 @@ async def test_breaker_trips_under_a_failing_backend_and_calls_are_still_recorde
     def down() -> str:
         raise ConnectionError("backend down")
 
-    ex = ProgrammaticToolExecutor(catalog, policy=Policy(max_retries=0, circuit_failure_threshold=3, circuit_reset_timeout=60))
+    ex = ProgrammaticToolExecutor(
+        catalog, policy=Policy(max_retries=0, circuit_failure_threshold=3, circuit_reset_timeout=60)
+    )
     r = await ex.execute(
         "from tools.svc import down\nfrom tools import ToolError\nout = []\nfor _ in range(10):\n"
         "    try:\n        await down()\n    except ToolError as e:\n        out.append(type(e).__name__)\nout"
