@@ -23,7 +23,10 @@ HOST_INTERFACE = "ptc:sandbox/host@0.1.0"
 
 def state_of(store: Any) -> ExecutionState:
     # Host functions receive a StoreContext; Store.data only needs its context pointer.
-    return Store.data(store)  # type: ignore[arg-type]
+    state = Store.data(store).state  # type: ignore[arg-type, union-attr]
+    if state is None:  # pragma: no cover - a store runs only with an execution in its slot
+        raise WasmtimeError("ptc: no execution for this store")
+    return state
 
 
 def _barrier(method: Callable[..., Any]) -> Callable[..., Any]:

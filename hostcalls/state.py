@@ -178,3 +178,14 @@ class ExecutionState:
         out = "".join(text for fd, text in self.output if fd == 1)
         err = "".join(text for fd, text in self.output if fd == 2)
         return both, out, err
+
+
+@dataclass
+class StoreData:
+    """A store's data: the execution it currently serves.
+
+    A spare instance is created (and warmed) before its execution exists,
+    so the store holds this slot and the execution is put in it at checkout.
+    """
+
+    state: ExecutionState | None = None

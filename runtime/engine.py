@@ -12,12 +12,13 @@ import hashlib
 import os
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 
 from ptc.guest.build import guest_wasm
 from ptc.hostcalls import boundary
+from ptc.spares import SparePool, pool_size
 from wasmtime import Config, Engine, WasmtimeError
 from wasmtime.component import Component, Linker
 
@@ -60,6 +61,10 @@ class Runtime:
     engine: Engine
     component: Component
     linker: Linker
+    spares: SparePool = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.spares = SparePool(self, pool_size())
 
     def _tick(self) -> None:
         while True:

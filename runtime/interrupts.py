@@ -17,7 +17,7 @@ import ctypes
 import time
 from typing import Any
 
-from ptc.hostcalls.state import Abort, ExecutionState
+from ptc.hostcalls.state import Abort
 from wasmtime import Store, StoreContext
 from wasmtime import _ffi as ffi
 
@@ -37,7 +37,11 @@ def _trap(message: str) -> int:
 )
 def _on_tick(context: Any, data: Any, delta: Any, kind: Any) -> int:
     try:
-        state: ExecutionState = Store.data(StoreContext(context))  # type: ignore[arg-type]
+        state = Store.data(StoreContext(context)).state  # type: ignore[arg-type, union-attr]
+        if state is None:
+            delta[0] = 1
+            kind[0] = _CONTINUE
+            return 0
         if state.stop.is_set():
             return _trap("ptc: cancelled")
         if time.monotonic() >= state.deadline:
@@ -55,6 +59,6 @@ _NO_FINALIZER = ctypes.cast(0, ctypes.CFUNCTYPE(None, ctypes.c_void_p))
 
 
 def watch(store: Store) -> None:
-    """Check the store's execution (its data) at every epoch tick."""
+    """Check the store's execution (its StoreData) at every epoch tick, from the next tick on."""
     ffi.wasmtime_store_epoch_deadline_callback(store.ptr(), _on_tick, None, _NO_FINALIZER)
     store.set_epoch_deadline(1)

@@ -13,10 +13,10 @@ from typing import Any
 from ptc.engine import get_runtime
 from ptc.hostcalls import codec
 from ptc.hostcalls.state import ExecutionState
-from ptc.interrupts import watch
 from ptc.limits import Limits
 from ptc.results import ExecutionError
-from wasmtime import ExitTrap, Store, WasiConfig, WasmtimeError
+from ptc.spares import new_instance
+from wasmtime import ExitTrap, WasmtimeError
 
 
 @dataclass
@@ -62,29 +62,31 @@ def _report(frame: str, limits: Limits) -> Outcome:
         return Outcome(error=_error("internal_error", "ReportError", "the guest's result could not be read"))
 
 
+# Spares wait with a generous memory limit; an execution whose own limit is
+# below this instantiates on its own, so "too small to start" is still seen.
+SPARE_MIN_MEMORY = 64 * 1024 * 1024
+
+
 def run_program(code: str, state: ExecutionState, limits: Limits) -> Outcome:
     runtime = get_runtime()
-    store = Store(runtime.engine, data=state)
-    store.set_wasi(WasiConfig())  # no preopens, no environment, no arguments, no network, no stdio
+    instance = runtime.spares.take() if limits.memory_bytes >= SPARE_MIN_MEMORY else None
+    if instance is None:
+        try:
+            instance = new_instance(runtime, limits.memory_bytes)
+        except WasmtimeError as exc:
+            if "memory" in str(exc):
+                message = f"the sandbox needs more than {limits.memory_bytes} bytes to start"
+                return Outcome(error=_error("memory_limit", "MemoryError", message))
+            raise
+    store = instance.store
     store.set_limits(memory_size=limits.memory_bytes)
     fuel = limits.fuel if limits.fuel is not None else 2**63 - 1
     store.set_fuel(fuel)
+    instance.data.state = state
     state.start()
-    watch(store)
+    store.set_epoch_deadline(1)
     try:
-        instance = runtime.linker.instantiate(store, runtime.component)
-    except WasmtimeError as exc:
-        if "memory" in str(exc):
-            return Outcome(
-                error=_error(
-                    "memory_limit", "MemoryError", f"the sandbox needs more than {limits.memory_bytes} bytes to start"
-                )
-            )
-        raise
-    run = instance.get_func(store, "run")
-    assert run is not None
-    try:
-        outcome = _report(run(store, code), limits)
+        outcome = _report(instance.run(store, code), limits)
     except ExitTrap as trap:  # os._exit(): no report, but 0 is a success
         outcome = Outcome(error=None if trap.code == 0 and state.abort is None else _classify_trap(trap, state, limits))
     except WasmtimeError as trap:
@@ -94,4 +96,6 @@ def run_program(code: str, state: ExecutionState, limits: Limits) -> Outcome:
             outcome.fuel_used = fuel - store.get_fuel()
         except WasmtimeError:
             outcome.fuel_used = fuel
+    del store
+    runtime.spares.retire(instance)
     return outcome

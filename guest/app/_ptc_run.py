@@ -17,7 +17,7 @@ import time
 import traceback
 from typing import Any
 
-import msgpack
+import _ptc_codec
 from _ptc_io import make_streams
 from _ptc_loop import HostEventLoop
 from wit_world.imports import host
@@ -178,4 +178,4 @@ def run(code: str) -> str:
     except Exception:
         pass
     sink.flush()
-    return msgpack.packb(report, use_bin_type=True).decode("latin-1")
+    return _ptc_codec.pack(report).decode("latin-1")

@@ -13,7 +13,7 @@ from importlib.abc import Loader, MetaPathFinder
 from importlib.machinery import ModuleSpec
 from typing import Any
 
-import msgpack
+import _ptc_codec
 from _ptc_loop import HostEventLoop
 from wit_world.imports import host
 
@@ -46,11 +46,11 @@ for _cls in _ERRORS.values():
 
 
 def _encode(tool: str, args: dict[str, Any], key: str | None) -> str:
-    return msgpack.packb({"tool": tool, "args": args, "key": key}, use_bin_type=True).decode("latin-1")
+    return _ptc_codec.pack({"tool": tool, "args": args, "key": key}).decode("latin-1")
 
 
 def _decode(reply: str) -> Any:
-    message = msgpack.unpackb(reply.encode("latin-1"), raw=False, strict_map_key=False)
+    message = _ptc_codec.unpack(reply.encode("latin-1"))
     if "error" in message:
         error = message["error"]
         raise _ERRORS.get(error.get("type"), ToolError)(error.get("message", ""))

@@ -58,6 +58,7 @@ import zlib  # noqa: E402, F401
 import _ptc_loop  # noqa: E402
 import _ptc_run  # noqa: E402
 import _ptc_tools  # noqa: E402
+import msgpack  # noqa: E402, F401 - programs may use it; the runtime's frames use _ptc_codec
 import wit_world  # noqa: E402
 
 _ptc_loop.install()
