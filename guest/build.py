@@ -129,4 +129,5 @@ if __name__ == "__main__":
     if "--precompile" in sys.argv:
         from ptc.engine import get_runtime
 
-        get_runtime()  # compiles and caches the .cwasm next to the component
+        get_runtime(fuel=True)  # compiles and caches the .cwasm next to the component
+        get_runtime(fuel=False)  # and the epoch-only variant used by Limits(fuel=None)

@@ -28,14 +28,14 @@ EPOCH_TICK = 0.01  # seconds per epoch; deadlines are this precise
 MAX_WASM_STACK = 1024 * 1024  # below wasmtime's async_stack_size (2 MiB), far below a thread's 8 MiB
 
 
-def _config() -> tuple[Config, str]:
+def _config(fuel: bool) -> tuple[Config, str]:
     config = Config()
-    config.consume_fuel = True
+    config.consume_fuel = fuel
     config.epoch_interruption = True
     config.max_wasm_stack = MAX_WASM_STACK
     config.cranelift_opt_level = "speed"
     config.parallel_compilation = True
-    tag = f"wasmtime{metadata.version('wasmtime')}-fuel-epoch-stack{MAX_WASM_STACK}-speed"
+    tag = f"wasmtime{metadata.version('wasmtime')}-{'fuel-' if fuel else ''}epoch-stack{MAX_WASM_STACK}-speed"
     return config, tag
 
 
@@ -61,6 +61,7 @@ class Runtime:
     engine: Engine
     component: Component
     linker: Linker
+    fuel: bool
     spares: SparePool = field(init=False)
 
     def __post_init__(self) -> None:
@@ -79,8 +80,8 @@ def _monotonic_clock_name(component: Component, engine: Engine) -> str:
     raise RuntimeError("the guest does not import wasi:clocks/monotonic-clock")
 
 
-def _create() -> Runtime:
-    config, tag = _config()
+def _create(fuel: bool) -> Runtime:
+    config, tag = _config(fuel)
     engine = Engine(config)
     component = _load_component(engine, tag, guest_wasm())
     linker = Linker(engine)
@@ -88,20 +89,26 @@ def _create() -> Runtime:
     linker.allow_shadowing = True
     with linker.root() as root:
         boundary.define(root, _monotonic_clock_name(component, engine))
-    runtime = Runtime(engine, component, linker)
+    runtime = Runtime(engine, component, linker, fuel)
     threading.Thread(target=runtime._tick, name="ptc-epoch", daemon=True).start()
     return runtime
 
 
 _lock = threading.Lock()
-_runtime: Runtime | None = None
+_runtimes: dict[bool, Runtime] = {}
 
 
-def get_runtime() -> Runtime:
-    """The process-wide runtime, created (and the guest built or loaded) on first use."""
-    global _runtime
-    if _runtime is None:
+def get_runtime(fuel: bool = True) -> Runtime:
+    """The process-wide runtime, created (and the guest built or loaded) on first use.
+
+    Fuel metering is compiled into the code, so executions without a fuel
+    budget (`Limits(fuel=None)`) run on a second, epoch-only engine: measured
+    ~17% faster on CPU-bound Python, with only the wall-clock deadline.
+    """
+    runtime = _runtimes.get(fuel)
+    if runtime is None:
         with _lock:
-            if _runtime is None:
-                _runtime = _create()
-    return _runtime
+            runtime = _runtimes.get(fuel)
+            if runtime is None:
+                runtime = _runtimes[fuel] = _create(fuel)
+    return runtime

@@ -68,7 +68,7 @@ SPARE_MIN_MEMORY = 64 * 1024 * 1024
 
 
 def run_program(code: str, state: ExecutionState, limits: Limits) -> Outcome:
-    runtime = get_runtime()
+    runtime = get_runtime(fuel=limits.fuel is not None)
     instance = runtime.spares.take() if limits.memory_bytes >= SPARE_MIN_MEMORY else None
     if instance is None:
         try:
@@ -80,8 +80,8 @@ def run_program(code: str, state: ExecutionState, limits: Limits) -> Outcome:
             raise
     store = instance.store
     store.set_limits(memory_size=limits.memory_bytes)
-    fuel = limits.fuel if limits.fuel is not None else 2**63 - 1
-    store.set_fuel(fuel)
+    if limits.fuel is not None:
+        store.set_fuel(limits.fuel)
     instance.data.state = state
     state.start()
     store.set_epoch_deadline(1)
@@ -93,9 +93,9 @@ def run_program(code: str, state: ExecutionState, limits: Limits) -> Outcome:
         outcome = Outcome(error=_classify_trap(trap, state, limits))
     if limits.fuel is not None:
         try:
-            outcome.fuel_used = fuel - store.get_fuel()
+            outcome.fuel_used = limits.fuel - store.get_fuel()
         except WasmtimeError:
-            outcome.fuel_used = fuel
+            outcome.fuel_used = limits.fuel
     del store
     runtime.spares.retire(instance)
     return outcome

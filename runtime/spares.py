@@ -39,7 +39,8 @@ def new_instance(runtime: Any, memory_limit: int) -> Instance:
     store = Store(runtime.engine, data=data)
     store.set_wasi(WasiConfig())  # no preopens, no environment, no arguments, no network, no stdio
     store.set_limits(memory_size=memory_limit)
-    store.set_fuel(_INSTANTIATE_FUEL)  # instantiation runs guest code too
+    if runtime.fuel:
+        store.set_fuel(_INSTANTIATE_FUEL)  # instantiation runs guest code too
     watch(store)
     instance = runtime.linker.instantiate(store, runtime.component)
     run = instance.get_func(store, "run")
@@ -51,7 +52,8 @@ def _warm(runtime: Any) -> Instance:
     spare = new_instance(runtime, _WARM_UP_LIMIT)
     state = ExecutionState("warm-up", timeout=10, max_output_bytes=0, max_tool_calls=0, max_frame_bytes=1 << 20)
     spare.data.state = state
-    spare.store.set_fuel(10**10)
+    if runtime.fuel:
+        spare.store.set_fuel(_INSTANTIATE_FUEL)
     state.start()
     spare.store.set_epoch_deadline(1)
     spare.run(spare.store, WARM_UP)

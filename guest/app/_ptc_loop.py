@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import asyncio.events
+from time import time as _wall_clock
 
 from wit_world.imports import host
 
@@ -37,6 +38,21 @@ class HostEventLoop(asyncio.BaseEventLoop):
         super().__init__()
         self._calls: dict[int, asyncio.Future[str]] = {}
         self._selector = _HostSelector(self)
+
+    _last_time = 0.0
+
+    def time(self) -> float:
+        """The loop's clock, read every iteration.
+
+        The monotonic clock is the host's Python shim (it must be, see
+        hostcalls.boundary) at ~6 µs a read; the wall clock is native. Clamped
+        so it never runs backwards, it times an execution's few seconds well.
+        """
+        now = _wall_clock()
+        if now < self._last_time:
+            return self._last_time
+        self._last_time = now
+        return now
 
     def submit(self, frame: str) -> asyncio.Future[str]:
         """Start a host call; the future resolves to the reply frame."""
