@@ -120,49 +120,37 @@ def _print_result(result: ExecutionResult, as_json: bool) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    executor = _connected(args)
-    try:
+    with _connected(args) as executor:
         try:
             code = Path(args.script).read_text(encoding="utf-8")
         except OSError as exc:
             raise SystemExit(f"ptc: cannot read {args.script}: {exc.strerror}") from None
         return _print_result(executor.execute_sync(code), args.json)
-    finally:
-        executor.close()
 
 
 def _stubs(args: argparse.Namespace) -> int:
-    executor = _connected(args)
-    try:
+    with _connected(args) as executor:
         for path in write_stubs(executor.catalog, Path(args.out)):
             print(path)
-    finally:
-        executor.close()
     return 0
 
 
 def _api(args: argparse.Namespace) -> int:
-    executor = _connected(args)
-    try:
+    with _connected(args) as executor:
         sys.stdout.write(render_api_reference(executor.catalog))
-    finally:
-        executor.close()
     return 0
 
 
 def _serve(args: argparse.Namespace) -> int:
     from ptc.serve import build_server
 
-    executor = _connected(args)
-    try:
+    with _connected(args) as executor:
         server = build_server(executor)
         if args.http:
             host, _, port = args.http.rpartition(":")
             server.run("streamable-http", host=host or "127.0.0.1", port=int(port))
         else:
             server.run()
-    finally:
-        executor.close()
     return 0
 
 

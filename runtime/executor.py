@@ -152,6 +152,12 @@ class ProgrammaticToolExecutor:
             servers.close()
         self.router.close()
 
+    def __enter__(self) -> ProgrammaticToolExecutor:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
     async def __aenter__(self) -> ProgrammaticToolExecutor:
         await self.connect()
         return self
