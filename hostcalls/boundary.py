@@ -10,7 +10,6 @@ the execution.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -62,13 +61,14 @@ def define(root: LinkerInstance, monotonic_clock: str) -> None:
         host.add_func("call", _barrier(ExecutionState.call))
         host.add_func("sleep", _barrier(ExecutionState.sleep))
         host.add_func("write", _barrier(ExecutionState.write))
+        host.add_func("started", _barrier(ExecutionState.mark_started))
         host.add_func("load-module", _barrier(lambda state, name: state.module_source(name)))
     # wasmtime's own subscribe-duration/instant block inside the host where
     # neither epochs nor our deadline reach; the guest runtime never uses
     # them (it sleeps through `host.sleep`), so a program that digs out the
     # C-level sleep ends instead of pinning a host thread.
     with root.add_instance(monotonic_clock) as clock:
-        clock.add_func("now", lambda store: time.monotonic_ns())
+        clock.add_func("now", _barrier(ExecutionState.now))
         clock.add_func("resolution", lambda store: 1)
         clock.add_func("subscribe-duration", _barrier(_deny_blocking))
         clock.add_func("subscribe-instant", _barrier(_deny_blocking))

@@ -24,8 +24,13 @@ def _no_ext(code: int, data: bytes) -> Any:
     raise FrameError(f"msgpack ext type {code} is not allowed")
 
 
-def check_plain(value: Any, max_depth: int = MAX_DEPTH) -> None:
-    """Raise FrameError unless value is plain data nested at most max_depth deep."""
+def check_plain(value: Any, max_depth: int = MAX_DEPTH, *, tuples: bool = False) -> None:
+    """Raise FrameError unless value is plain data nested at most max_depth deep.
+
+    Map keys must be scalars (the guest builds dicts from them); `tuples`
+    accepts tuples as lists (a tool's result, not a guest frame).
+    """
+    sequences = (list, tuple) if tuples else list
     stack: list[tuple[Any, int]] = [(value, 0)]
     while stack:
         item, depth = stack.pop()
@@ -33,11 +38,12 @@ def check_plain(value: Any, max_depth: int = MAX_DEPTH) -> None:
             continue
         if depth >= max_depth:
             raise FrameError(f"nested deeper than {max_depth} levels")
-        if isinstance(item, list):
+        if isinstance(item, sequences):
             stack.extend((x, depth + 1) for x in item)
         elif isinstance(item, dict):
             for key, val in item.items():
-                stack.append((key, depth + 1))
+                if not isinstance(key, _PLAIN_LEAVES):
+                    raise FrameError(f"a map key of type {type(key).__name__} is not plain data")
                 stack.append((val, depth + 1))
         else:
             raise FrameError(f"{type(item).__name__} is not plain data")

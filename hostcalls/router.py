@@ -53,6 +53,16 @@ class _Failure(Exception):
         self.message = message
 
 
+def _message(exc: BaseException) -> str:
+    """A tool exception's message for the program: an OSError's file names are host paths, so only its reason."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    try:
+        return str(exc)
+    except Exception:
+        return f"<unprintable {type(exc).__name__}>"
+
+
 def _plain_result(value: Any) -> Any:
     if isinstance(value, BaseModel):
         return value.model_dump(mode="json")
@@ -126,6 +136,7 @@ class Router:
         try:
             value = _plain_result(await self._call(record, request, session))
             try:
+                codec.check_plain(value, tuples=True)
                 reply = codec.encode({"ok": value})
             except (TypeError, ValueError, OverflowError) as exc:
                 raise _Failure("ToolError", f"{record.tool} returned a value that is not plain data ({exc})") from None
@@ -215,8 +226,10 @@ class Router:
                 transient = True
             except ToolError as exc:  # a handler may raise ptc's ToolError family on purpose
                 failure = _Failure(type(exc).__name__, str(exc))
-            except Exception as exc:  # the tool's own failure: its message, never its traceback
-                failure = _Failure("ToolError", f"{type(exc).__name__}: {exc}")
+            except asyncio.CancelledError:
+                raise
+            except BaseException as exc:  # noqa: BLE001 - the tool's own failure, even SystemExit: its message only
+                failure = _Failure("ToolError", f"{type(exc).__name__}: {_message(exc)}")
             else:
                 breaker.record(True, policy)
                 return value

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import queue
+import secrets
 import threading
 import time
 from collections.abc import Callable
@@ -56,6 +57,9 @@ class ExecutionState:
     max_output_bytes: int
     max_tool_calls: int
     max_frame_bytes: int
+    # All frames of one execution together: a program cannot make the host hold
+    # more than its own memory limit by resending one string (records keep them).
+    max_total_frame_bytes: int = 1 << 62
     dispatch: Dispatch = _no_tools
     module_source: ModuleSource = lambda name: None  # noqa: E731
     deadline: float = float("inf")
@@ -63,6 +67,9 @@ class ExecutionState:
     output_bytes: int = 0
     output_truncated: bool = False
     tool_calls: int = 0
+    frame_bytes: int = 0
+    clock_offset: int = 0
+    started: bool = False  # the program compiled and its code is running
     abort: Abort | None = None
     stop: threading.Event = field(default_factory=threading.Event)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -73,6 +80,14 @@ class ExecutionState:
 
     def start(self) -> None:
         self.deadline = time.monotonic() + self.timeout
+        # The guest's monotonic clock starts at a random point: it must not show host uptime.
+        self.clock_offset = time.monotonic_ns() - secrets.randbelow(1 << 40)
+
+    def mark_started(self) -> None:
+        self.started = True
+
+    def now(self) -> int:
+        return time.monotonic_ns() - self.clock_offset
 
     def cancel(self) -> None:
         """Stop the execution promptly (from any thread): a wait or sleep in the host
@@ -98,7 +113,10 @@ class ExecutionState:
             raise Abort("tool_call_limit", "ToolCallLimitError", f"more than {self.max_tool_calls} tool calls")
         self.tool_calls += 1
         call_id = next(self._ids)
+        self.frame_bytes += len(frame)
         try:
+            if self.frame_bytes > self.max_total_frame_bytes:
+                raise codec.FrameError(f"frames of this execution exceed {self.max_total_frame_bytes} bytes in total")
             request: dict[str, Any] | codec.FrameError = codec.decode(frame, self.max_frame_bytes)
             if not isinstance(request, dict) or not isinstance(request.get("tool"), str):
                 request = codec.FrameError("a call frame must be a map with a string 'tool'")
@@ -155,6 +173,7 @@ class ExecutionState:
     def write(self, fd: int, text: str) -> bool:
         if self.output_truncated:
             return False
+        fd = 1 if fd == 1 else 2  # anything not stdout is stderr
         data = text.encode("utf-8", "surrogatepass")
         room = self.max_output_bytes - self.output_bytes
         if len(data) > room:

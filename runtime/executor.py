@@ -187,6 +187,7 @@ class ProgrammaticToolExecutor:
             max_output_bytes=limits.max_output_bytes,
             max_tool_calls=limits.max_tool_calls,
             max_frame_bytes=limits.max_frame_bytes,
+            max_total_frame_bytes=limits.memory_bytes,
             dispatch=dispatch,
             module_source=self.stubs.source,
         )
@@ -232,6 +233,7 @@ class ProgrammaticToolExecutor:
 
                 future.add_done_callback(finished)
                 raise
+            session.cancel_all()  # a call still running belongs to no one now
             result = self._result(execution_id, state, session, outcome, started)
         finally:
             if not release_later:

@@ -30,6 +30,11 @@ def _error(kind: str, type_: str, message: str, traceback: str = "") -> Executio
     return ExecutionError(kind=kind, type=type_, message=message, traceback=traceback)  # type: ignore[arg-type]
 
 
+# CPython's parser, AST optimizer and compiler recurse on the program's nesting:
+# a stack exhausted in them is a parser bomb, like the ones CPython catches itself.
+_COMPILER_FRAMES = ("astfold_", "_PyPegen", "_PyParser", "compiler_", "codegen_", "_PyAST_", "symtable_")
+
+
 def _classify_trap(trap: WasmtimeError, state: ExecutionState, limits: Limits) -> ExecutionError:
     if state.abort is not None:
         return _error(state.abort.kind, state.abort.type, state.abort.message)
@@ -41,16 +46,24 @@ def _classify_trap(trap: WasmtimeError, state: ExecutionState, limits: Limits) -
     if "interrupt" in text:
         return _error("timeout", "TimeoutError", f"execution exceeded its {limits.timeout:g} s timeout")
     if "call stack exhausted" in text or "stack overflow" in text:
+        if not state.started and any(f"libpython3.14.so!{fn}" in text for fn in _COMPILER_FRAMES):
+            return _error("syntax_error", "SyntaxError", "the program is nested too deeply to compile")
         return _error("runtime_error", "RecursionError", "the program exhausted the sandbox stack")
     if "memory" in text and ("grow" in text or "limit" in text or "minimum" in text):
         return _error(
             "memory_limit", "MemoryError", f"the sandbox memory limit ({limits.memory_bytes} bytes) was reached"
         )
+    if "rust_oom" in text or "handle_alloc_error" in text:
+        return _error("memory_limit", "MemoryError", "the sandbox ran out of memory")
+    if "panic" in text:
+        # The bindings' Rust code refused a value: a raw host call given the wrong types.
+        return _error("runtime_error", "SandboxError", "the program passed a value the sandbox bindings cannot carry")
     if "unreachable" in text:
         # CPython aborts (wasm `unreachable`) when an allocation fails where
         # it cannot raise MemoryError: the memory limit is the usual cause.
         return _error("memory_limit", "MemoryError", "the guest aborted, most likely out of memory")
-    return _error("internal_error", "Trap", "the sandbox trapped")
+    # Any other trap is the program's own doing: it can reach the runtime's internals.
+    return _error("runtime_error", "SandboxError", "the program made the sandbox trap")
 
 
 def _report(frame: str, limits: Limits) -> Outcome:
@@ -59,7 +72,8 @@ def _report(frame: str, limits: Limits) -> Outcome:
         error = report.get("error")
         return Outcome(value=report.get("value"), error=ExecutionError(**error) if error else None)
     except (codec.FrameError, TypeError, ValueError, AttributeError):
-        return Outcome(error=_error("internal_error", "ReportError", "the guest's result could not be read"))
+        # Only a program that tampered with the runtime gets here.
+        return Outcome(error=_error("runtime_error", "SandboxError", "the program's result could not be read"))
 
 
 # Spares wait with a generous memory limit; an execution whose own limit is
@@ -68,6 +82,11 @@ SPARE_MIN_MEMORY = 64 * 1024 * 1024
 
 
 def run_program(code: str, state: ExecutionState, limits: Limits) -> Outcome:
+    try:
+        code.encode("utf-8")
+    except UnicodeEncodeError as exc:  # a lone surrogate: no valid UTF-8 to give the guest
+        message = f"the program contains a character that is not valid Unicode text at position {exc.start}"
+        return Outcome(error=_error("syntax_error", "SyntaxError", message))
     runtime = get_runtime(fuel=limits.fuel is not None)
     instance = runtime.spares.take() if limits.memory_bytes >= SPARE_MIN_MEMORY else None
     if instance is None:

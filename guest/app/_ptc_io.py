@@ -33,7 +33,12 @@ class _Sink:
     def flush(self) -> None:
         parts, self.parts, self.size = self.parts, [], 0
         for fd, run in groupby(parts, key=itemgetter(0)):
-            if self.open and not host.write(fd, "".join(text for _, text in run)):
+            text = "".join(text for _, text in run)
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:  # lone surrogates are not valid text for the host
+                text = text.encode("utf-8", "replace").decode("utf-8")
+            if self.open and not host.write(fd, text):
                 self.open = False
 
 
@@ -52,6 +57,7 @@ class HostWriter(io.TextIOBase):
     def write(self, s: str) -> int:
         if not isinstance(s, str):
             raise TypeError(f"write() argument must be str, not {type(s).__name__}")
+        s.encode("utf-8")  # as a real UTF-8 stdout: a lone surrogate raises UnicodeEncodeError here
         self._sink.add(self._fd, s)
         return len(s)
 

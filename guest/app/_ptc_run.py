@@ -73,22 +73,42 @@ def _filter(te: traceback.TracebackException) -> None:
         stack.extend([cur.__cause__, cur.__context__, *(getattr(cur, "exceptions", None) or [])])
 
 
+def _message(exc: BaseException) -> str:
+    try:
+        message = str(exc)
+    except Exception:
+        return "<exception str() failed>"
+    return message if type(message) is str else "<exception str() returned a non-string>"
+
+
 def _error(kind: str, exc: BaseException) -> dict[str, Any]:
+    message = _message(exc)
     try:
         te = traceback.TracebackException.from_exception(exc, limit=None, compact=True)
         _filter(te)
         text = "".join(te.format_exception_only() if kind == "syntax_error" else te.format())
     except Exception:  # formatting must never hide the original error
-        text = f"{type(exc).__name__}: {exc}\n"
-    return {"kind": kind, "type": type(exc).__name__, "message": str(exc), "traceback": text}
+        text = f"{type(exc).__name__}: {message}\n"
+    return {"kind": kind, "type": type(exc).__name__, "message": message, "traceback": text}
+
+
+def _valid_text(value: Any) -> Any:
+    """The report with lone surrogates replaced: they are not valid Unicode text to send."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "replace").decode("utf-8")
+    if isinstance(value, list):
+        return [_valid_text(v) for v in value]
+    if isinstance(value, dict):
+        return {_valid_text(k): _valid_text(v) for k, v in value.items()}
+    return value
 
 
 def _kind(exc: BaseException) -> str:
-    if isinstance(exc, MemoryError) and not str(exc).startswith("Parser stack"):
+    if isinstance(exc, MemoryError) and not _message(exc).startswith("Parser stack"):
         return "memory_limit"
     # wasm32 sizes are 32-bit: bytearray(2**31) fails converting the size,
     # where a 64-bit host would fail allocating it.
-    if isinstance(exc, OverflowError) and str(exc) == "cannot fit 'int' into an index-sized integer":
+    if isinstance(exc, OverflowError) and _message(exc) == "cannot fit 'int' into an index-sized integer":
         return "memory_limit"
     return "runtime_error"
 
@@ -145,8 +165,13 @@ def _value(namespace: dict[str, Any]) -> Any:
 
 
 def _sleep(seconds: float) -> None:
+    seconds = float(seconds)
+    if seconds != seconds:
+        raise ValueError("Invalid value NaN (not a number)")
     if seconds < 0:
         raise ValueError("sleep length must be non-negative")
+    if seconds * 1e9 >= 2.0**63:  # as CPython: beyond its clock's range
+        raise OverflowError("timestamp too large to convert to C PyTime_t")
     host.sleep(int(seconds * 1e9))
 
 
@@ -164,9 +189,11 @@ def run(code: str) -> str:
         # MemoryError/RecursionError here: a parser bomb, not a memory limit.
         report["error"] = _error("syntax_error", exc)
     else:
+        host.started()
         try:
             _execute(code_obj, namespace)
-            report["value"] = _value(namespace)
+            report["value"] = value = _value(namespace)
+            _ptc_codec.pack(value)  # a lone surrogate in it raises UnicodeEncodeError: the program's error
         except SystemExit as exc:
             if exc.code not in (None, 0):
                 report["error"] = _error("runtime_error", exc)
@@ -178,4 +205,7 @@ def run(code: str) -> str:
     except Exception:
         pass
     sink.flush()
-    return _ptc_codec.pack(report).decode("latin-1")
+    try:
+        return _ptc_codec.pack(report).decode("latin-1")
+    except UnicodeEncodeError:
+        return _ptc_codec.pack(_valid_text(report)).decode("latin-1")

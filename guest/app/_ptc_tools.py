@@ -50,7 +50,12 @@ def _encode(tool: str, args: dict[str, Any], key: str | None) -> str:
 
 
 def _decode(reply: str) -> Any:
-    message = _ptc_codec.unpack(reply.encode("latin-1"))
+    try:
+        message = _ptc_codec.unpack(reply.encode("latin-1"))
+    except (ValueError, TypeError) as exc:
+        raise ToolError("the tool's reply could not be decoded: %s" % exc) from None
+    if not isinstance(message, dict):
+        raise ToolError("the tool's reply is not a map")
     if "error" in message:
         error = message["error"]
         raise _ERRORS.get(error.get("type"), ToolError)(error.get("message", ""))
