@@ -2,7 +2,7 @@
 
     python benchmarks/run.py                # full run (about 80 s: sandbox ~45 s, tools ~35 s)
     python benchmarks/run.py --quick        # smoke run (under ~25 s)
-    python benchmarks/run.py --only tools   # one section: sandbox, tools or all (default)
+    python benchmarks/run.py --only tools   # one section: sandbox, tools, mcp or all (default)
 
 Prints a markdown table (metric | value | target | status) and writes every
 figure, plus the raw samples' summaries and the environment, to
@@ -637,12 +637,41 @@ def tool_rows(report: dict[str, Any]) -> list[Row]:
     return out
 
 
+def mcp_rows(report: dict[str, Any]) -> list[Row]:
+    figures = report["mcp"]
+    direct, ptc = figures["direct"], figures["ptc"]
+    return [
+        Row(
+            f"MCP `echo` round trip, {figures['calls']:,} sequential calls: direct SDK client, µs per call",
+            f"{direct['us_per_call']:.0f} µs",
+            "—",
+            None,
+        ),
+        Row(
+            "MCP `echo` round trip through the sandbox (net of an empty program), µs per call",
+            f"{ptc['us_per_call']:.0f} µs",
+            "—",
+            None,
+        ),
+        Row("MCP: what ptc adds per call", f"{figures['overhead_us_per_call']:.0f} µs", "—", None),
+        Row(
+            f"{figures['concurrent']} concurrent {figures['nap_ms']} ms MCP calls: direct SDK `gather` / "
+            "sandbox program `gather`, wall",
+            f"{direct['concurrent_wall_ms']:.1f} ms / {ptc['concurrent_wall_ms']:.1f} ms",
+            "—",
+            None,
+        ),
+    ]
+
+
 def rows(report: dict[str, Any]) -> list[Row]:
     out: list[Row] = []
     if "cold_start" in report:
         out += sandbox_rows(report)
     if "tools" in report:
         out += tool_rows(report)
+    if "mcp" in report:
+        out += mcp_rows(report)
     return out
 
 
@@ -673,7 +702,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer samples: a smoke run in under ~25 s")
     parser.add_argument(
-        "--only", choices=("sandbox", "tools", "all"), default="all", help="run one section (default: all)"
+        "--only", choices=("sandbox", "tools", "mcp", "all"), default="all", help="run one section (default: all)"
     )
     parser.add_argument("--output", type=Path, default=RESULTS_DIR / "latest.json", help="where to write the JSON")
     args = parser.parse_args(argv)
@@ -698,6 +727,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         report["rss"] = rss_per_instance(executor, settings)
     if args.only in ("tools", "all"):
         report["tools"] = tools(settings)
+    if args.only in ("mcp", "all"):
+        from mcp_section import measure
+
+        log("MCP: direct SDK client vs through the sandbox")
+        report["mcp"] = asyncio.run(measure(args.quick))
     report["total_seconds"] = time.perf_counter() - began
 
     table = rows(report)
