@@ -24,6 +24,7 @@ from wasmtime import Store, WasiConfig, WasmtimeError
 
 WARM_UP = "pass"
 _INSTANTIATE_FUEL = 10**10
+_MAX_RETIRED = 4
 _WARM_UP_LIMIT = 1 << 31  # memory while waiting; the execution's own limit is set at checkout
 
 
@@ -73,10 +74,16 @@ class SparePool:
         threading.Thread(target=self._work, name="ptc-spares", daemon=True).start()
 
     def retire(self, instance: Instance) -> None:
-        """Drop a used instance off the caller's path (freeing its memory takes ~0.3 ms)."""
+        """Drop a used instance off the caller's path (freeing its memory takes ~0.3 ms).
+
+        Only a few wait for the spare thread: under sustained load it falls
+        behind, so past _MAX_RETIRED the caller frees its own (it returns
+        and the last reference goes) and memory stays bounded.
+        """
         instance.data.state = None
-        self._retired.append(instance)
-        self._wanted.set()
+        if len(self._retired) < _MAX_RETIRED:
+            self._retired.append(instance)
+            self._wanted.set()
 
     def take(self) -> Instance | None:
         try:

@@ -183,7 +183,10 @@ def render_stubs(catalog: ToolCatalog) -> dict[str, str]:
     """{module name: source} for `tools`, `tools.<domain>` and `tools.<domain>.<tool>`."""
     by_domain = _stubs_by_domain(catalog)
     context = {"source": catalog.source, "version": catalog.version}
-    modules = {"tools": _ENV.get_template("package.py.j2").render(domains=list(by_domain), **context)}
+    modules = {
+        "tools": _ENV.get_template("package.py.j2").render(domains=list(by_domain), **context),
+        "tools._outside": _ENV.get_template("outside.py.j2").render(**context),
+    }
     for domain, stubs in by_domain.items():
         modules[f"tools.{domain}"] = _ENV.get_template("domain.py.j2").render(domain=domain, tools=stubs, **context)
         for stub in stubs:

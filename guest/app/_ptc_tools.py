@@ -7,6 +7,9 @@ from the host through `load-module`, so a program loads only what it imports.
 from __future__ import annotations
 
 import asyncio
+import functools
+import importlib
+import inspect
 import linecache
 import sys
 from importlib.abc import Loader, MetaPathFinder
@@ -75,6 +78,59 @@ async def call_tool(tool: str, args: dict[str, Any], idempotency_key: str | None
     return _decode(reply)
 
 
+# -- what the generated stubs use (kept here, in the snapshot: compiling it
+# per execution cost ~5 ms; the stubs themselves stay a few lines) ---------
+
+
+async def call(tool: str, args: dict[str, Any], idempotency_key: str | None = None, omit: tuple[str, ...] = ()) -> Any:
+    for name in omit:
+        if args.get(name) is None:
+            del args[name]
+    return await call_tool(tool, args, idempotency_key)
+
+
+def stub(tool: str, names: dict[str, str]) -> Any:
+    """Make a call that does not fit the signature (a missing or unknown parameter) a ToolValidationError.
+
+    Such a call goes to the host as written, where validation names the
+    parameter and the call is recorded like any other.
+    """
+
+    def decorate(function: Any) -> Any:
+        @functools.wraps(function)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return function(*args, **kwargs)
+            except TypeError:
+                key = kwargs.pop("idempotency_key", None)
+                positional = [*names.values(), *("<positional %d>" % (n + 1) for n in range(len(names), len(args)))]
+                params = dict(zip(positional, args, strict=False))
+                params.update({names.get(k, k): v for k, v in kwargs.items()})
+                return call_tool(tool, params, key)
+
+        inspect.markcoroutinefunction(wrapper)
+        return wrapper
+
+    return decorate
+
+
+def lazy_domain(module: str, names: list[str]) -> tuple[Any, Any]:
+    """`__getattr__` and `__dir__` for a domain package: each tool's module loads on first use."""
+    namespace = sys.modules[module].__dict__
+
+    def __getattr__(name: str) -> Any:
+        if name in names:
+            function = getattr(importlib.import_module("%s.%s" % (module, name)), name)
+            namespace[name] = function  # the import bound the submodule under this name
+            return function
+        raise AttributeError("module %r has no attribute %r" % (module, name))
+
+    def __dir__() -> list[str]:
+        return list(names)
+
+    return __getattr__, __dir__
+
+
 class ToolsFinder(MetaPathFinder, Loader):
     """Imports `tools`, `tools.<domain>` and `tools.<domain>.<tool>` from the host."""
 
@@ -88,7 +144,7 @@ class ToolsFinder(MetaPathFinder, Loader):
         if source is None:
             return None
         self._sources[fullname] = source
-        is_pkg = fullname.count(".") <= 1
+        is_pkg = _is_package(fullname)
         spec = ModuleSpec(fullname, self, is_package=is_pkg, origin=_filename(fullname, is_pkg))
         spec.has_location = True
         if is_pkg:
@@ -107,6 +163,12 @@ class ToolsFinder(MetaPathFinder, Loader):
         module.__file__ = filename
         linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
         exec(compile(source, filename, "exec", dont_inherit=True), module.__dict__)
+
+
+def _is_package(fullname: str) -> bool:
+    """`tools` and `tools.<domain>`; `tools._x` modules are plain modules."""
+    parts = fullname.split(".")
+    return len(parts) == 1 or (len(parts) == 2 and not parts[1].startswith("_"))
 
 
 def _filename(fullname: str, is_pkg: bool) -> str:
