@@ -66,6 +66,13 @@ def _classify_trap(trap: WasmtimeError, state: ExecutionState, limits: Limits) -
     return _error("runtime_error", "SandboxError", "the program made the sandbox trap")
 
 
+def _release(trap: BaseException) -> None:
+    """Drop the trap's traceback: wasmtime-py raises it from a frame that holds it
+    (a cycle), and the frames up the chain hold the Store. Left to the cyclic GC,
+    every trapped execution kept its ~12 MB instance alive until a collection."""
+    trap.__traceback__ = None
+
+
 def _report(frame: str, limits: Limits) -> Outcome:
     try:
         report = codec.decode(frame, max(limits.max_frame_bytes, len(frame)))
@@ -108,8 +115,10 @@ def run_program(code: str, state: ExecutionState, limits: Limits) -> Outcome:
         outcome = _report(instance.run(store, code), limits)
     except ExitTrap as trap:  # os._exit(): no report, but 0 is a success
         outcome = Outcome(error=None if trap.code == 0 and state.abort is None else _classify_trap(trap, state, limits))
+        _release(trap)
     except WasmtimeError as trap:
         outcome = Outcome(error=_classify_trap(trap, state, limits))
+        _release(trap)
     if limits.fuel is not None:
         try:
             outcome.fuel_used = limits.fuel - store.get_fuel()

@@ -12,8 +12,10 @@ nothing of one user's execution can reach another's.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import threading
+import time
 from collections import deque
 from dataclasses import dataclass
 from typing import Any
@@ -94,8 +96,15 @@ class SparePool:
         return spare
 
     def _work(self) -> None:
+        last_trim = 0.0
         while True:
-            self._wanted.wait()
+            if not self._wanted.wait(timeout=1.0):
+                # Idle: give back what glibc keeps after a burst of instances
+                # (without this, settled RSS stays at the burst's high-water mark).
+                if time.monotonic() - last_trim > 1.0 and _malloc_trim is not None:
+                    _malloc_trim(0)
+                    last_trim = time.monotonic()
+                continue
             self._wanted.clear()
             while self._retired:
                 self._retired.popleft()  # the last reference: the store is freed here
@@ -104,6 +113,16 @@ class SparePool:
                     self._spares.append(_warm(self._runtime))
                 except WasmtimeError:  # pragma: no cover - executions instantiate on their own then
                     break
+
+
+def _find_malloc_trim() -> Any:
+    try:
+        return ctypes.CDLL(None).malloc_trim  # glibc only
+    except (OSError, AttributeError):
+        return None
+
+
+_malloc_trim = _find_malloc_trim()
 
 
 def pool_size() -> int:
