@@ -31,9 +31,7 @@ import ctypes
 import gc
 import hashlib
 import json
-import math
 import os
-import platform
 import random
 import string
 import subprocess
@@ -42,11 +40,10 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from _common import machine, percentile, rss_bytes
 from ptc import (
     AuditEvent,
     ExecutionResult,
@@ -507,22 +504,6 @@ def peak_concurrency(events: Sequence[AuditEvent]) -> int:
     return peak
 
 
-def percentile(samples: Sequence[float], q: float) -> float:
-    """Nearest-rank percentile, q in [0, 100]."""
-    ordered = sorted(samples)
-    rank = max(1, math.ceil(q / 100 * len(ordered)))
-    return ordered[rank - 1]
-
-
-def rss_bytes() -> int:
-    """This process's resident set size (VmRSS), in bytes."""
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError("VmRSS not found in /proc/self/status")
-
-
 def mem_total_bytes() -> int:
     with open("/proc/meminfo") as meminfo:
         for line in meminfo:
@@ -918,14 +899,7 @@ def environment(mode: str) -> dict[str, Any]:
         "mode": mode,
         **git_state(),
         "loadavg_at_start": os.getloadavg(),
-        "timestamp": datetime.now(UTC).isoformat(timespec="seconds"),
-        "python": platform.python_version(),
-        "implementation": platform.python_implementation(),
-        "platform": platform.platform(),
-        "machine": platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "wasmtime": metadata.version("wasmtime"),
-        "ptc": metadata.version("ptc"),
+        **machine(),
     }
 
 

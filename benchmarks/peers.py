@@ -35,7 +35,6 @@ import asyncio
 import functools
 import importlib
 import json
-import math
 import os
 import platform
 import statistics
@@ -50,6 +49,8 @@ from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from _common import percentile
 
 if TYPE_CHECKING:
     from ptc import ProgrammaticToolExecutor, ToolCatalog
@@ -176,13 +177,6 @@ def describe(exc: BaseException) -> str:
     if len(text) > 300:
         text = text[:297] + "..."
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
-def percentile(samples: Sequence[float], q: float) -> float:
-    """Nearest-rank percentile, q in [0, 100]."""
-    ordered = sorted(samples)
-    rank = max(1, math.ceil(q / 100 * len(ordered)))
-    return ordered[rank - 1]
 
 
 def expect(what: str, got: object, wanted: object) -> None:

@@ -15,20 +15,16 @@ import argparse
 import asyncio
 import gc
 import json
-import math
-import os
-import platform
 import statistics
 import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from _common import machine, percentile, rss_bytes
 from ptc import ExecutionResult, Limits, ProgrammaticToolExecutor, ToolCatalog
 from ptc.examples import budget
 
@@ -113,13 +109,6 @@ class Row:
 # -- helpers ---------------------------------------------------------------
 
 
-def percentile(samples: Sequence[float], q: float) -> float:
-    """Nearest-rank percentile, q in [0, 100]."""
-    ordered = sorted(samples)
-    rank = max(1, math.ceil(q / 100 * len(ordered)))
-    return ordered[rank - 1]
-
-
 def summarize_ms(samples: Sequence[float]) -> dict[str, float]:
     """Seconds in, a millisecond summary out."""
     ms = [s * 1000 for s in samples]
@@ -132,15 +121,6 @@ def summarize_ms(samples: Sequence[float]) -> dict[str, float]:
         "max_ms": max(ms),
         "mean_ms": statistics.fmean(ms),
     }
-
-
-def rss_bytes() -> int:
-    """This process's resident set size (VmRSS), in bytes."""
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError("VmRSS not found in /proc/self/status")
 
 
 def check(result: ExecutionResult, what: str) -> None:
@@ -687,14 +667,7 @@ def environment(mode: str, only: str) -> dict[str, Any]:
     return {
         "mode": mode,
         "only": only,
-        "timestamp": datetime.now(UTC).isoformat(timespec="seconds"),
-        "python": platform.python_version(),
-        "implementation": platform.python_implementation(),
-        "platform": platform.platform(),
-        "machine": platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "wasmtime": metadata.version("wasmtime"),
-        "ptc": metadata.version("ptc"),
+        **machine(),
     }
 
 
