@@ -38,6 +38,10 @@ class Abort(Exception):
         self.message = message
 
 
+def _cancelled() -> Abort:
+    return Abort("cancelled", "CancelledError", "the execution was cancelled")
+
+
 def _error_reply(type_: str, message: str) -> str:
     return codec.encode({"error": {"type": type_, "message": message}})
 
@@ -72,7 +76,6 @@ class ExecutionState:
     started: bool = False  # the program compiled and its code is running
     abort: Abort | None = None
     stop: threading.Event = field(default_factory=threading.Event)
-    lock: threading.Lock = field(default_factory=threading.Lock)
     _ids: itertools.count = field(default_factory=lambda: itertools.count(1))
     _inflight: dict[int, Cancel] = field(default_factory=dict)
     _replies: queue.SimpleQueue[tuple[int, str] | None] = field(default_factory=queue.SimpleQueue)
@@ -92,19 +95,21 @@ class ExecutionState:
     def cancel(self) -> None:
         """Stop the execution promptly (from any thread): a wait or sleep in the host
         returns at once, and running wasm traps at its next epoch tick (ptc.interrupts)."""
-        with self.lock:
-            if self.abort is None:
-                self.abort = Abort("cancelled", "CancelledError", "the execution was cancelled")
-            self.stop.set()
-            self._replies.put(None)
+        if self.abort is None:
+            self.abort = _cancelled()
+        self.stop.set()
+        self._replies.put(None)
+
+    def timed_out(self) -> Abort:
+        return Abort("timeout", "TimeoutError", f"execution exceeded its {self.timeout:g} s timeout")
 
     # -- deadline ---------------------------------------------------------
     def _remaining(self) -> float:
         if self.stop.is_set():
-            raise Abort("cancelled", "CancelledError", "the execution was cancelled")
+            raise _cancelled()
         remaining = self.deadline - time.monotonic()
         if remaining <= 0:
-            raise Abort("timeout", "TimeoutError", f"execution exceeded its {self.timeout:g} s timeout")
+            raise self.timed_out()
         return remaining
 
     # -- tool calls -------------------------------------------------------
@@ -188,7 +193,7 @@ class ExecutionState:
         """The ExecutionError of how this execution was stopped (cancelled unless told otherwise)."""
         from ptc.results import ExecutionError
 
-        abort = self.abort or Abort("cancelled", "CancelledError", "the execution was cancelled")
+        abort = self.abort or _cancelled()
         return ExecutionError(kind=abort.kind, type=abort.type, message=abort.message)  # type: ignore[arg-type]
 
     def joined_output(self) -> tuple[str, str, str]:

@@ -17,7 +17,6 @@ import ctypes
 import time
 from typing import Any
 
-from ptc.hostcalls.state import Abort
 from wasmtime import Store, StoreContext
 from wasmtime import _ffi as ffi
 
@@ -46,7 +45,7 @@ def _on_tick(context: Any, data: Any, delta: Any, kind: Any) -> int:
             return _trap("ptc: cancelled")
         if time.monotonic() >= state.deadline:
             if state.abort is None:
-                state.abort = Abort("timeout", "TimeoutError", f"execution exceeded its {state.timeout:g} s timeout")
+                state.abort = state.timed_out()
             return _trap("ptc: timeout")
         delta[0] = 1
         kind[0] = _CONTINUE

@@ -44,7 +44,8 @@ def _classify_trap(trap: WasmtimeError, state: ExecutionState, limits: Limits) -
     if "all fuel consumed" in text:
         return _error("out_of_fuel", "OutOfFuel", f"the program used its whole fuel budget ({limits.fuel})")
     if "interrupt" in text:
-        return _error("timeout", "TimeoutError", f"execution exceeded its {limits.timeout:g} s timeout")
+        timeout = state.timed_out()
+        return _error(timeout.kind, timeout.type, timeout.message)
     if "call stack exhausted" in text or "stack overflow" in text:
         if not state.started and any(f"libpython3.14.so!{fn}" in text for fn in _COMPILER_FRAMES):
             return _error("syntax_error", "SyntaxError", "the program is nested too deeply to compile")
