@@ -96,6 +96,8 @@ class Router:
         return CallSession(self, execution_id, loop, max_frame_bytes)
 
     def close(self) -> None:
+        """Stop the sync tools' threads. The executor stays usable (a closed one still
+        runs programs), so a fresh pool replaces them: its threads start only when used."""
         self._sync_pool.shutdown(wait=False, cancel_futures=True)
         self._sync_pool = ThreadPoolExecutor(max_workers=_SYNC_THREADS, thread_name_prefix="ptc-tool")
 
