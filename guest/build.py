@@ -41,7 +41,7 @@ def cache_dir() -> Path:
 
 
 def _sources() -> list[Path]:
-    return sorted([*APP_DIR.glob("*.py"), *WIT_DIR.glob("*.wit")])
+    return sorted([*APP_DIR.glob("*.py"), *APP_DIR.glob("*.wat"), *WIT_DIR.glob("*.wit")])
 
 
 def source_key() -> str:
@@ -49,7 +49,7 @@ def source_key() -> str:
     digest = hashlib.sha256()
     for path in _sources():
         digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
-    for dist in ("componentize-py", "msgpack"):
+    for dist in ("componentize-py", "msgpack", "wasmtime"):
         digest.update(f"{dist}={metadata.version(dist)}".encode())
     return digest.hexdigest()[:16]
 
@@ -65,9 +65,18 @@ def _locked(path: Path) -> Iterator[None]:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
+# Native extensions: componentize-py links `*.cpython-314-wasm32-wasi.so` files
+# it finds on the path into the component (CPython 3.14 is what it ships).
+_EXTENSION_SUFFIX = ".cpython-314-wasm32-wasi.so"
+
+
 def _stage(into: Path) -> None:
     for path in APP_DIR.glob("*.py"):
         shutil.copy(path, into / path.name)
+    from wasmtime import wat2wasm
+
+    for path in APP_DIR.glob("*.wat"):
+        (into / (path.stem + _EXTENSION_SUFFIX)).write_bytes(wat2wasm(path.read_text()))
     import msgpack
 
     target = into / "msgpack"

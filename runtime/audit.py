@@ -24,6 +24,7 @@ class AuditEvent(BaseModel):
     outcome: str = Field(description='"ok", an error kind, or "cancelled"')
     error_type: str | None = None
     fuel_used: int | None = None
+    memory_used: int | None = Field(None, description="bytes of sandbox memory at the end (its peak), if it finished")
     output_bytes: int = 0
     output_truncated: bool = False
     tool_calls: list[dict[str, Any]] = Field(default_factory=list)
@@ -46,6 +47,7 @@ def audit_event(
         outcome=outcome or (result.error.kind if result.error else "ok"),
         error_type=result.error.type if result.error else None,
         fuel_used=result.fuel_used,
+        memory_used=result.memory_used,
         output_bytes=len(result.output.encode("utf-8", "surrogatepass")),
         output_truncated=result.output_truncated,
         tool_calls=[

@@ -256,6 +256,7 @@ class ProgrammaticToolExecutor:
             error=outcome.error,
             execution_time=time.perf_counter() - started,
             fuel_used=outcome.fuel_used,
+            memory_used=outcome.memory_used,
             tool_calls=session.records,
         )
 

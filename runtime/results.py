@@ -40,6 +40,10 @@ class ExecutionResult(BaseModel):
     error: ExecutionError | None = None
     execution_time: float = Field(0.0, description="seconds, end to end")
     fuel_used: int | None = None
+    memory_used: int | None = Field(
+        None,
+        description="bytes of sandbox memory at the end (its peak); None when a trap, timeout or cancel stopped it",
+    )
     tool_calls: list[ToolCallRecord] = Field(default_factory=list, description="every call, in call order")
 
     @property

@@ -24,6 +24,7 @@ class Outcome:
     value: Any = None
     error: ExecutionError | None = None
     fuel_used: int | None = None
+    memory_used: int | None = None
 
 
 def _error(kind: str, type_: str, message: str, traceback: str = "") -> ExecutionError:
@@ -74,11 +75,23 @@ def _release(trap: BaseException) -> None:
     trap.__traceback__ = None
 
 
+def _memory_used(reported: object, limits: Limits) -> int | None:
+    """The guest's figure, if it is one wasm could have: whole 64 KiB pages
+    within the limit (the limit itself is enforced by wasmtime, not by this)."""
+    if type(reported) is int and 0 < reported <= limits.memory_bytes and reported % 65536 == 0:
+        return reported
+    return None
+
+
 def _report(frame: str, limits: Limits) -> Outcome:
     try:
         report = codec.decode(frame, max(limits.max_frame_bytes, len(frame)))
         error = report.get("error")
-        return Outcome(value=report.get("value"), error=ExecutionError(**error) if error else None)
+        return Outcome(
+            value=report.get("value"),
+            error=ExecutionError(**error) if error else None,
+            memory_used=_memory_used(report.get("memory"), limits),
+        )
     except (codec.FrameError, TypeError, ValueError, AttributeError):
         # Only a program that tampered with the runtime gets here.
         return Outcome(error=_error("runtime_error", "SandboxError", "the program's result could not be read"))

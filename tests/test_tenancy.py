@@ -5,7 +5,7 @@ import hashlib
 import time
 
 import pytest
-from ptc import AuditEvent, OverCapacityError, ProgrammaticToolExecutor, Quota, ToolCatalog, ToolEvent
+from ptc import AuditEvent, Limits, OverCapacityError, ProgrammaticToolExecutor, Quota, ToolCatalog, ToolEvent
 
 
 def tenant_executor(tenant: str, **kwargs) -> ProgrammaticToolExecutor:
@@ -128,6 +128,23 @@ async def test_audit_event_describes_the_execution():
     ]
     await ex.execute("1/0")
     assert audits[-1].outcome == "runtime_error" and audits[-1].error_type == "ZeroDivisionError"
+
+
+async def test_audit_event_reports_the_memory_the_program_used():
+    audits: list[AuditEvent] = []
+    ex = ProgrammaticToolExecutor(on_audit=audits.append, limits=Limits(memory_bytes=256 * 1024 * 1024))
+    small = await ex.execute("x = 1")
+    big = await ex.execute("blob = bytearray(64 * 1024 * 1024)")
+    assert small.memory_used == audits[0].memory_used and big.memory_used == audits[1].memory_used
+    # Whole wasm pages, within the limit, and the 64 MiB buffer shows.
+    assert small.memory_used % 65536 == 0 and 0 < small.memory_used < 64 * 1024 * 1024
+    assert big.memory_used - small.memory_used >= 64 * 1024 * 1024
+    assert big.memory_used <= 256 * 1024 * 1024
+    # A fresh instance each time: the next execution starts small again.
+    assert (await ex.execute("x = 1")).memory_used == small.memory_used
+    # A program stopped by a trap reports nothing it could not measure.
+    stopped = await ex.execute("while True: pass", limits=Limits(timeout=0.3))
+    assert stopped.error.kind == "timeout" and stopped.memory_used is None and audits[-1].memory_used is None
 
 
 async def test_tenant_labels_records_events_and_idempotency():

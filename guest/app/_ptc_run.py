@@ -1,7 +1,8 @@
 """Runs one program: compile, execute (top-level await allowed), report.
 
-The report is one msgpack map: `value` (plain data) and `error` (kind, type,
-message, traceback of the program's own frames).
+The report is one msgpack map: `value` (plain data), `error` (kind, type,
+message, traceback of the program's own frames) and `memory` (bytes of linear
+memory at the end, which is the peak: wasm memory never shrinks).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 import _ptc_codec
 from _ptc_io import make_streams
 from _ptc_loop import HostEventLoop
+from _ptc_mem import pages as _memory_pages
 from wit_world.imports import host
 
 PROGRAM = "<program>"
@@ -205,6 +207,7 @@ def run(code: str) -> str:
     except Exception:
         pass
     sink.flush()
+    report["memory"] = _memory_pages() * 65536
     try:
         return _ptc_codec.pack(report).decode("latin-1")
     except UnicodeEncodeError:
