@@ -32,6 +32,14 @@ class Policy(BaseModel):
     circuit_failure_threshold: int = Field(5, ge=1, description="consecutive failures that open the circuit")
     circuit_reset_timeout: float = Field(30.0, ge=0, description="seconds open before a half-open trial")
     idempotency_ttl: float = Field(3600.0, ge=0, description="seconds a result is kept for its idempotency key")
+    inline: bool = Field(
+        False,
+        description=(
+            "run the call on the sandbox's own thread, with no thread hop (~4x faster round trip), for "
+            "handlers that answer at once: a sync handler there cannot be timed out, an async one runs on "
+            "that thread's own event loop, and calls under gather run one after another"
+        ),
+    )
 
     def merged(self, override: Policy | None) -> Policy:
         if override is None:

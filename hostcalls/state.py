@@ -19,12 +19,13 @@ from typing import Any
 
 from ptc.hostcalls import codec
 
-# dispatch(request or the reason it was rejected, reply) -> cancel. `reply` is called
-# once, from any thread, with the encoded reply frame; `cancel` may be called from
-# the sandbox thread when the program stops waiting.
+# dispatch(request or the reason it was rejected, reply) -> the reply frame if the
+# call finished at once (on this thread), else a cancel. `reply` is called once,
+# from any thread, with the encoded reply frame; `cancel` may be called from the
+# sandbox thread when the program stops waiting.
 Reply = Callable[[str], None]
 Cancel = Callable[[], None]
-Dispatch = Callable[[dict[str, Any] | codec.FrameError, Reply], Cancel]
+Dispatch = Callable[[dict[str, Any] | codec.FrameError, Reply], Cancel | str]
 ModuleSource = Callable[[str], str | None]
 
 
@@ -46,12 +47,10 @@ def _error_reply(type_: str, message: str) -> str:
     return codec.encode({"error": {"type": type_, "message": message}})
 
 
-def _no_tools(request: dict[str, Any] | codec.FrameError, reply: Reply) -> Cancel:
+def _no_tools(request: dict[str, Any] | codec.FrameError, reply: Reply) -> Cancel | str:
     if isinstance(request, codec.FrameError):
-        reply(_error_reply("ToolError", f"rejected frame: {request}"))
-    else:
-        reply(_error_reply("ToolNotFoundError", f"no tool named {request.get('tool')!r}"))
-    return lambda: None
+        return _error_reply("ToolError", f"rejected frame: {request}")
+    return _error_reply("ToolNotFoundError", f"no tool named {request.get('tool')!r}")
 
 
 @dataclass
@@ -113,7 +112,9 @@ class ExecutionState:
         return remaining
 
     # -- tool calls -------------------------------------------------------
-    def submit(self, frame: str) -> int:
+    def submit(self, frame: str) -> int | str:
+        """The call's id, or its reply frame if it finished at once (the WIT `submitted`
+        variant: wasmtime-py picks the case by the Python type)."""
         if self.tool_calls >= self.max_tool_calls:
             raise Abort("tool_call_limit", "ToolCallLimitError", f"more than {self.max_tool_calls} tool calls")
         self.tool_calls += 1
@@ -128,7 +129,10 @@ class ExecutionState:
         except codec.FrameError as exc:
             request = exc
         put = self._replies.put
-        self._inflight[call_id] = self.dispatch(request, lambda reply: put((call_id, reply)))
+        dispatched = self.dispatch(request, lambda reply: put((call_id, reply)))
+        if isinstance(dispatched, str):
+            return dispatched
+        self._inflight[call_id] = dispatched
         return call_id
 
     def cancel_call(self, call_id: int) -> None:
@@ -159,6 +163,8 @@ class ExecutionState:
 
     def call(self, frame: str) -> str:
         call_id = self.submit(frame)
+        if isinstance(call_id, str):
+            return call_id
         while True:
             for item in self._finished(None):
                 if item[0] == call_id:

@@ -14,6 +14,7 @@ import asyncio.events
 from time import time as _wall_clock
 
 from wit_world.imports import host
+from wit_world.imports.host import Submitted_Done
 
 
 class _HostSelector:
@@ -55,9 +56,17 @@ class HostEventLoop(asyncio.BaseEventLoop):
         return now
 
     def submit(self, frame: str) -> asyncio.Future[str]:
-        """Start a host call; the future resolves to the reply frame."""
+        """Start a host call; the future resolves to the reply frame.
+
+        A call the host finished at once comes back done: awaiting it does not
+        suspend, so an inline tool costs no trip through the loop.
+        """
         future: asyncio.Future[str] = self.create_future()
-        call_id = host.submit(frame)
+        submitted = host.submit(frame)
+        if type(submitted) is Submitted_Done:
+            future.set_result(submitted.value)
+            return future
+        call_id = submitted.value
         self._calls[call_id] = future
         future.add_done_callback(lambda f, call_id=call_id: self._forget(call_id, f))
         return future

@@ -205,7 +205,7 @@ for name in names:
         id="cancel-ids-never-submitted",
     ),
     pytest.param(
-        "from wit_world.imports import host\nimport msgpack\ni = host.submit(msgpack.packb({'tool': 'echo', 'args': {'value': 'x'}}).decode('latin-1'))\nhost.cancel(i)\nhost.cancel(i)\nresult = [r for r in host.wait(0) if r[0] == i]",
+        "from wit_world.imports import host\nimport msgpack\ni = host.submit(msgpack.packb({'tool': 'echo', 'args': {'value': 'x'}}).decode('latin-1')).value\nhost.cancel(i)\nhost.cancel(i)\nresult = [r for r in host.wait(0) if r[0] == i]",
         ok([]),
         id="cancel-twice-then-wait",
     ),
