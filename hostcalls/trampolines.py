@@ -81,7 +81,12 @@ def _lower_submitted(ptr: Any, value: str | int) -> None:
 
 
 LIFT: dict[str, Lift] = {"string": _lift_string, "u64": _lift_u64, "s64": _lift_s64, "u8": _lift_u8}
-LOWER: dict[str, Lower] = {"string": _lower_string, "u64": _lower_u64, "bool": _lower_bool, "submitted": _lower_submitted}
+LOWER: dict[str, Lower] = {
+    "string": _lower_string,
+    "u64": _lower_u64,
+    "bool": _lower_bool,
+    "submitted": _lower_submitted,
+}
 
 
 def store_data(context: Any) -> Any:
