@@ -2,8 +2,8 @@
 
 Each function finds its ExecutionState in the store and delegates to it. The
 frequent ones go through ptc.hostcalls.trampolines (typed for the WIT, ~7×
-cheaper per call than wasmtime-py's generic path); `wait`, `load-module` and
-the clock's rarer functions keep wasmtime-py's own conversions. A
+cheaper per call than wasmtime-py's generic path); the clock's rarer functions
+keep wasmtime-py's own conversions. A
 Python exception must never leave a host function: wasmtime-py keeps it in a
 process-wide slot that another thread's call could pick up. So every function
 runs behind a barrier that turns Abort (a limit, the deadline, cancellation)
@@ -63,13 +63,13 @@ def define(root: LinkerInstance, monotonic_clock: str) -> None:
     add = trampolines.add_func
     with root.add_instance(HOST_INTERFACE) as host:
         add(host, "submit", _barrier(ExecutionState.submit), ("string",), "submitted")
-        host.add_func("wait", _generic(ExecutionState.wait))
+        add(host, "wait", _barrier(ExecutionState.wait), ("s64",), "replies")
         add(host, "cancel", _barrier(ExecutionState.cancel_call), ("u64",))
         add(host, "call", _barrier(ExecutionState.call), ("string",), "string")
         add(host, "sleep", _barrier(ExecutionState.sleep), ("u64",))
         add(host, "write", _barrier(ExecutionState.write), ("u8", "string"), "bool")
         add(host, "started", _barrier(ExecutionState.mark_started))
-        host.add_func("load-module", _generic(lambda state, name: state.module_source(name)))
+        add(host, "load-module", _barrier(lambda state, name: state.module_source(name)), ("string",), "option-string")
     # wasmtime's own subscribe-duration/instant block inside the host where
     # neither epochs nor our deadline reach; the guest runtime never uses
     # them (it sleeps through `host.sleep`), so a program that digs out the

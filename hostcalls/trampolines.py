@@ -4,7 +4,8 @@ wasmtime-py's generic trampoline rebuilds the function's type through ctypes
 on every call (the FuncType, each parameter's type, and for a variant each
 case, twice): about 7 µs for a call without arguments and about 50 µs for
 `submit` (a string in, a variant out). The host interface's types are fixed by
-guest/wit/world.wit, so these trampolines convert exactly those, the way
+guest/wit/world.wit, so these trampolines convert exactly those (all but the
+clock's rare `resolution` and `subscribe-*`), the way
 wasmtime-py's own converters do (same C calls, same ownership: argument
 strings are ours to free, results are handed to wasmtime).
 
@@ -80,12 +81,42 @@ def _lower_submitted(ptr: Any, value: str | int) -> None:
     ptr.contents.of.variant.val = ffi.wasmtime_component_val_new(ctypes.byref(payload))
 
 
+def _lower_replies(ptr: Any, replies: list[tuple[int, str]]) -> None:
+    """`list<tuple<u64, string>>`: finished calls and their reply frames."""
+    items = ffi.wasmtime_component_vallist_t()
+    ffi.wasmtime_component_vallist_new_uninit(items, len(replies))
+    for i, (call_id, frame) in enumerate(replies):
+        pair = ffi.wasmtime_component_valtuple_t()
+        ffi.wasmtime_component_valtuple_new_uninit(pair, 2)
+        pair.data[0].kind = ffi.WASMTIME_COMPONENT_U64
+        pair.data[0].of.u64 = call_id
+        pair.data[1].kind = ffi.WASMTIME_COMPONENT_STRING
+        pair.data[1].of.string = ffi.str_to_capi(frame)
+        items.data[i].kind = ffi.WASMTIME_COMPONENT_TUPLE
+        items.data[i].of.tuple = pair
+    ptr.contents.kind = ffi.WASMTIME_COMPONENT_LIST
+    ptr.contents.of.list = items
+
+
+def _lower_option_string(ptr: Any, value: str | None) -> None:
+    ptr.contents.kind = ffi.WASMTIME_COMPONENT_OPTION
+    if value is None:
+        ptr.contents.of.option = None
+        return
+    payload = ffi.wasmtime_component_val_t()
+    payload.kind = ffi.WASMTIME_COMPONENT_STRING
+    payload.of.string = ffi.str_to_capi(value)
+    ptr.contents.of.option = ffi.wasmtime_component_val_new(ctypes.byref(payload))
+
+
 LIFT: dict[str, Lift] = {"string": _lift_string, "u64": _lift_u64, "s64": _lift_s64, "u8": _lift_u8}
 LOWER: dict[str, Lower] = {
     "string": _lower_string,
     "u64": _lower_u64,
     "bool": _lower_bool,
     "submitted": _lower_submitted,
+    "replies": _lower_replies,
+    "option-string": _lower_option_string,
 }
 
 
