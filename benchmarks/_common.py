@@ -126,6 +126,14 @@ async def read_rss(executions: int) -> RssReading:
 # -- environment -------------------------------------------------------------------
 
 
+def loadavg() -> list[float] | None:
+    """1, 5 and 15-minute load averages: how busy the machine was, from outside this run."""
+    try:
+        return list(os.getloadavg())
+    except OSError:
+        return None
+
+
 def machine() -> dict[str, Any]:
     """The facts a figure depends on: when, which Python, machine, wasmtime and ptc."""
     return {

@@ -50,7 +50,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from _common import FIB_BODY, FIB_N, FIB_VALUE, LOOP_BODY, LOOP_N, LOOP_VALUE, log, percentile, value_program
+from _common import FIB_BODY, FIB_N, FIB_VALUE, LOOP_BODY, LOOP_N, LOOP_VALUE, loadavg, log, percentile, value_program
 
 if TYPE_CHECKING:
     from ptc import ProgrammaticToolExecutor, ToolCatalog
@@ -1000,13 +1000,6 @@ def notes(ptc: Merged, peers: Sequence[Peer]) -> list[str]:
 
 
 # -- main ----------------------------------------------------------------------
-
-
-def loadavg() -> list[float] | None:
-    try:
-        return list(os.getloadavg())
-    except OSError:
-        return None
 
 
 def environment(mode: str, native_python: str) -> dict[str, Any]:

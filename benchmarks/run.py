@@ -23,7 +23,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from _common import Row, check, log, machine
+from _common import Row, check, loadavg, log, machine
 from ptc import Limits, ProgrammaticToolExecutor
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -82,12 +82,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     mode = "quick" if args.quick else "full"
 
     began = time.perf_counter()
-    report: dict[str, Any] = {"environment": {"mode": mode, "only": args.only, **machine()}}
+    report: dict[str, Any] = {
+        "environment": {"mode": mode, "only": args.only, **machine(), "loadavg_at_start": loadavg()}
+    }
     report["first_execution_s"] = first_execution()
     for name in SECTIONS:
         if args.only in (name, "all"):
             report[name] = run_section(name, args.quick)
     report["total_seconds"] = time.perf_counter() - began
+    report["environment"]["loadavg_at_end"] = loadavg()
 
     table = rows(report)
     report["table"] = [asdict(row) for row in table]
@@ -95,7 +98,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.output.write_text(json.dumps(report, indent=2) + "\n")
 
     print(markdown(table))
-    print(f"\n{mode} run ({args.only}), {report['total_seconds']:.1f} s; JSON written to {args.output}")
+    load = report["environment"]
+    print(
+        f"\n{mode} run ({args.only}), {report['total_seconds']:.1f} s; 1-min load average "
+        f"{load['loadavg_at_start'][0]:.1f} at start, {load['loadavg_at_end'][0]:.1f} at end; "
+        f"JSON written to {args.output}"
+    )
     return 0
 
 
