@@ -94,7 +94,20 @@ class ToolVariant:
 TOOL_VARIANTS: tuple[ToolVariant, ...] = (
     ToolVariant("noop", _noop_async, "async `noop`, awaited", ROUND_TRIP_US),
     ToolVariant("noop_sync", _noop_sync, "sync `noop_sync` (router thread pool), awaited"),
-    # e.g. ToolVariant("noop_inline", _noop_async, "async `noop_inline`, inline", 10.0, {"inline": True}),
+    ToolVariant(
+        "noop_inline_sync",
+        _noop_sync,
+        "sync `noop_inline_sync`, `Policy(inline=True)`, awaited",
+        ROUND_TRIP_US,
+        {"inline": True},
+    ),
+    ToolVariant(
+        "noop_inline",
+        _noop_async,
+        "async `noop_inline`, `Policy(inline=True)`, awaited",
+        ROUND_TRIP_US,
+        {"inline": True},
+    ),
 )
 
 
@@ -117,7 +130,7 @@ def sequential_program(tool: str, calls: int) -> str:
     )
 
 
-def plain_program(calls: int) -> str:
+def plain_program(calls: int, tool: str = "noop") -> str:
     """The bare boundary and router: the raw host binding, no stub and no asyncio loop in the guest.
 
     Only the last reply is decoded (to check it): the loop is what the brief calls the plain path.
@@ -127,7 +140,8 @@ def plain_program(calls: int) -> str:
         "host = sys.modules['wit_world.imports.host']\n"
         "reply = None\n"
         f"for i in range({calls}):\n"
-        "    reply = host.call(_ptc_codec.pack({'tool': 'noop', 'args': {'x': i}, 'key': None}).decode('latin-1'))\n"
+        f"    frame = _ptc_codec.pack({{'tool': '{tool}', 'args': {{'x': i}}, 'key': None}})\n"
+        "    reply = host.call(frame.decode('latin-1'))\n"
         "_ptc_codec.unpack(reply.encode('latin-1'))['ok'] if reply is not None else None\n"
     )
 
@@ -172,6 +186,15 @@ def call_paths() -> list[CallPath]:
             "plain_host_call",
             "plain: bare `host.call` to `noop`, no asyncio loop",
             plain_program,
+            lambda calls: calls - 1,
+            PLAIN_ROUND_TRIP_US,
+        )
+    )
+    paths.append(
+        CallPath(
+            "plain_host_call_inline",
+            "plain: bare `host.call` to `noop_inline_sync` (inline), no asyncio loop",
+            lambda calls: plain_program(calls, "noop_inline_sync"),
             lambda calls: calls - 1,
             PLAIN_ROUND_TRIP_US,
         )
