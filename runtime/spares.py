@@ -27,6 +27,7 @@ from wasmtime import Store, WasiConfig, WasmtimeError
 WARM_UP = "pass"
 _INSTANTIATE_FUEL = 10**10
 _MAX_RETIRED = 4
+_SETTLE = 0.0015  # seconds between an execution's end and the pool's work
 _WARM_UP_LIMIT = 1 << 31  # memory while waiting; the execution's own limit is set at checkout
 
 
@@ -108,6 +109,11 @@ class SparePool:
                     last_trim = time.monotonic()
                 continue
             self._wanted.clear()
+            # Let the execution that just retired hand back its result first:
+            # freeing a store and faulting in a new one interrupt this process's
+            # other threads (TLB shootdowns). Measured 10 ms apart: p90 of
+            # `x = 1` 4.0 -> 1.7 ms, medians unchanged.
+            time.sleep(_SETTLE)
             while self._retired:
                 self._retired.popleft()  # the last reference: the store is freed here
             while len(self._spares) < self._size:
