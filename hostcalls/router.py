@@ -138,7 +138,7 @@ class Router:
             self._validators[tool.name] = cached
         return cached[1]
 
-    def _policy(self, tool: ToolDefinition) -> Policy:
+    def policy_for(self, tool: ToolDefinition) -> Policy:
         cached = self._policies.get(tool.name)
         if cached is None or cached[0] != self.catalog.revision:
             cached = (self.catalog.revision, self.policy.merged(tool.policy).merged(self.policies.get(tool.name)))
@@ -187,7 +187,7 @@ class Router:
             params = self._validator(tool, binding)(request.get("args", {}))
         except ParameterError as exc:
             raise _Failure("ToolValidationError", str(exc)) from None
-        policy = self._policy(tool)
+        policy = self.policy_for(tool)
         key = request.get("key")
         if key is None:
             return await self._attempts(record, tool, binding, params, policy, session)
@@ -321,7 +321,7 @@ class CallSession:
         )
         self.records.append(record)
         if tool is not None:
-            policy = self.router._policy(tool)
+            policy = self.router.policy_for(tool)
             if policy.inline:
                 return self._serve_inline(record, request, tool, policy)
         call = _Call(self, record, request, reply)
