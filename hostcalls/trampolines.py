@@ -50,73 +50,68 @@ def _lift_u8(val: Any) -> int:
     return int(val.of.u8)
 
 
-def _lower_string(ptr: Any, value: str) -> None:
-    ptr.contents.kind = ffi.WASMTIME_COMPONENT_STRING
-    ptr.contents.of.string = ffi.str_to_capi(value)
+# Each writes a Python value into a wasmtime_component_val_t (results, list
+# and tuple slots, or a boxed payload).
 
 
-def _lower_u64(ptr: Any, value: int) -> None:
-    ptr.contents.kind = ffi.WASMTIME_COMPONENT_U64
-    ptr.contents.of.u64 = value
+def _set_string(val: Any, value: str) -> None:
+    val.kind = ffi.WASMTIME_COMPONENT_STRING
+    val.of.string = ffi.str_to_capi(value)
 
 
-def _lower_bool(ptr: Any, value: bool) -> None:
-    ptr.contents.kind = ffi.WASMTIME_COMPONENT_BOOL
-    ptr.contents.of.boolean = value
+def _set_u64(val: Any, value: int) -> None:
+    val.kind = ffi.WASMTIME_COMPONENT_U64
+    val.of.u64 = value
 
 
-def _lower_submitted(ptr: Any, value: str | int) -> None:
-    """`variant submitted { done(string), pending(u64) }`: a str is done, an int pending."""
+def _set_bool(val: Any, value: bool) -> None:
+    val.kind = ffi.WASMTIME_COMPONENT_BOOL
+    val.of.boolean = value
+
+
+def _boxed(set_value: Lower, value: Any) -> Any:
+    """A heap-allocated val (a variant's or an option's payload), handed to wasmtime."""
     payload = ffi.wasmtime_component_val_t()
-    if isinstance(value, str):
-        case = "done"
-        payload.kind = ffi.WASMTIME_COMPONENT_STRING
-        payload.of.string = ffi.str_to_capi(value)
-    else:
-        case = "pending"
-        payload.kind = ffi.WASMTIME_COMPONENT_U64
-        payload.of.u64 = value
-    ptr.contents.kind = ffi.WASMTIME_COMPONENT_VARIANT
-    ptr.contents.of.variant.discriminant = ffi.str_to_capi(case)
-    ptr.contents.of.variant.val = ffi.wasmtime_component_val_new(ctypes.byref(payload))
+    set_value(payload, value)
+    return ffi.wasmtime_component_val_new(ctypes.byref(payload))
 
 
-def _lower_replies(ptr: Any, replies: list[tuple[int, str]]) -> None:
+def _set_submitted(val: Any, value: str | int) -> None:
+    """`variant submitted { done(string), pending(u64) }`: a str is done, an int pending."""
+    case, set_payload = ("done", _set_string) if isinstance(value, str) else ("pending", _set_u64)
+    val.kind = ffi.WASMTIME_COMPONENT_VARIANT
+    val.of.variant.discriminant = ffi.str_to_capi(case)
+    val.of.variant.val = _boxed(set_payload, value)
+
+
+def _set_replies(val: Any, replies: list[tuple[int, str]]) -> None:
     """`list<tuple<u64, string>>`: finished calls and their reply frames."""
     items = ffi.wasmtime_component_vallist_t()
     ffi.wasmtime_component_vallist_new_uninit(items, len(replies))
     for i, (call_id, frame) in enumerate(replies):
         pair = ffi.wasmtime_component_valtuple_t()
         ffi.wasmtime_component_valtuple_new_uninit(pair, 2)
-        pair.data[0].kind = ffi.WASMTIME_COMPONENT_U64
-        pair.data[0].of.u64 = call_id
-        pair.data[1].kind = ffi.WASMTIME_COMPONENT_STRING
-        pair.data[1].of.string = ffi.str_to_capi(frame)
+        _set_u64(pair.data[0], call_id)
+        _set_string(pair.data[1], frame)
         items.data[i].kind = ffi.WASMTIME_COMPONENT_TUPLE
         items.data[i].of.tuple = pair
-    ptr.contents.kind = ffi.WASMTIME_COMPONENT_LIST
-    ptr.contents.of.list = items
+    val.kind = ffi.WASMTIME_COMPONENT_LIST
+    val.of.list = items
 
 
-def _lower_option_string(ptr: Any, value: str | None) -> None:
-    ptr.contents.kind = ffi.WASMTIME_COMPONENT_OPTION
-    if value is None:
-        ptr.contents.of.option = None
-        return
-    payload = ffi.wasmtime_component_val_t()
-    payload.kind = ffi.WASMTIME_COMPONENT_STRING
-    payload.of.string = ffi.str_to_capi(value)
-    ptr.contents.of.option = ffi.wasmtime_component_val_new(ctypes.byref(payload))
+def _set_option_string(val: Any, value: str | None) -> None:
+    val.kind = ffi.WASMTIME_COMPONENT_OPTION
+    val.of.option = None if value is None else _boxed(_set_string, value)
 
 
 LIFT: dict[str, Lift] = {"string": _lift_string, "u64": _lift_u64, "s64": _lift_s64, "u8": _lift_u8}
 LOWER: dict[str, Lower] = {
-    "string": _lower_string,
-    "u64": _lower_u64,
-    "bool": _lower_bool,
-    "submitted": _lower_submitted,
-    "replies": _lower_replies,
-    "option-string": _lower_option_string,
+    "string": _set_string,
+    "u64": _set_u64,
+    "bool": _set_bool,
+    "submitted": _set_submitted,
+    "replies": _set_replies,
+    "option-string": _set_option_string,
 }
 
 
@@ -143,7 +138,7 @@ def add_func(
                 raise WasmtimeError(f"ptc: {name} called with the wrong arity")
             value = func(store_data(context), *[lift(args[i]) for i, lift in enumerate(lifts)])
             if lower is not None:
-                lower(results, value)
+                lower(results.contents, value)
             return 0
         except WasmtimeError as error:
             return ctypes.cast(error._consume(), ctypes.c_void_p).value or 0
