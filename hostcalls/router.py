@@ -256,14 +256,14 @@ class Router:
 
     async def _invoke(self, binding: Binding, params: dict[str, Any], policy: Policy) -> Any:
         handler = binding.handler
-        if inspect.iscoroutinefunction(handler):
+        is_async = inspect.iscoroutinefunction(handler)
+        if is_async or policy.inline:
             pending: Any = handler(**params) if binding.kwargs else handler(params)
-        elif policy.inline:  # on the sandbox thread, to the end: no timeout can stop it
-            pending = handler(**params) if binding.kwargs else handler(params)
-            if not inspect.isawaitable(pending):
-                return pending
-            if asyncio._get_running_loop() is None:  # run by hand: finish it on this thread's loop
-                return _inline_loop().run_until_complete(asyncio.wait_for(pending, policy.timeout))
+            if not is_async:  # inline: a sync handler ran here, to the end; no timeout can stop it
+                if not inspect.isawaitable(pending):
+                    return pending
+                if asyncio._get_running_loop() is None:  # run by hand: finish it on this thread's loop
+                    return _inline_loop().run_until_complete(asyncio.wait_for(pending, policy.timeout))
         else:
             call = functools.partial(handler, **params) if binding.kwargs else functools.partial(handler, params)
             pending = asyncio.get_running_loop().run_in_executor(self._sync_pool, call)

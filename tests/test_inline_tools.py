@@ -3,12 +3,15 @@
 import asyncio
 import threading
 
+import pytest
 from ptc import Policy, ProgrammaticToolExecutor, RetryableError, ToolCatalog
 
 INLINE = Policy(inline=True)
 
 
-def inline_catalog() -> tuple[ToolCatalog, dict]:
+@pytest.fixture
+def fast() -> tuple[ProgrammaticToolExecutor, dict]:
+    """An executor over inline tools of domain "fast", and what their handlers saw."""
     seen: dict = {"threads": set(), "calls": 0}
     catalog = ToolCatalog()
 
@@ -33,12 +36,11 @@ def inline_catalog() -> tuple[ToolCatalog, dict]:
             raise RetryableError("not yet")
         return x
 
-    return catalog, seen
+    return ProgrammaticToolExecutor(catalog, timeout=10), seen
 
 
-async def test_inline_sync_tool_runs_on_the_sandbox_thread_and_is_recorded():
-    catalog, seen = inline_catalog()
-    ex = ProgrammaticToolExecutor(catalog, timeout=10)
+async def test_inline_sync_tool_runs_on_the_sandbox_thread_and_is_recorded(fast):
+    ex, seen = fast
     r = await ex.execute(
         "import asyncio\nfrom tools.fast import lookup\n"
         "one = await lookup(key='abc')\n"
@@ -51,17 +53,15 @@ async def test_inline_sync_tool_runs_on_the_sandbox_thread_and_is_recorded():
     assert seen["threads"] and all(name.startswith("ptc-exec") for name in seen["threads"])
 
 
-async def test_inline_async_tool_may_await():
-    catalog, seen = inline_catalog()
-    ex = ProgrammaticToolExecutor(catalog, timeout=10)
+async def test_inline_async_tool_may_await(fast):
+    ex, seen = fast
     r = await ex.execute("from tools.fast import pause\nawait pause(seconds=0.05)")
     assert r.ok and r.result == 0.05, r.error
     assert all(name.startswith("ptc-exec") for name in seen["threads"])
 
 
-async def test_inline_calls_keep_validation_retries_and_idempotency():
-    catalog, seen = inline_catalog()
-    ex = ProgrammaticToolExecutor(catalog, timeout=10)
+async def test_inline_calls_keep_validation_retries_and_idempotency(fast):
+    ex, seen = fast
     r = await ex.execute(
         "from tools.fast import flaky, lookup\nfrom tools import ToolValidationError\n"
         "try:\n    await lookup(key=5)\nexcept ToolValidationError as e:\n    bad = str(e)\n"
@@ -102,6 +102,8 @@ async def test_inline_tool_failure_is_the_programs_tool_error():
         raise KeyError("missing")
 
     ex = ProgrammaticToolExecutor(catalog, timeout=10)
-    r = await ex.execute("from tools.d import broken\ntry:\n    await broken()\nexcept Exception as e:\n    result = str(e)")
+    r = await ex.execute(
+        "from tools.d import broken\ntry:\n    await broken()\nexcept Exception as e:\n    result = str(e)"
+    )
     assert r.ok and "KeyError" in r.result and "missing" in r.result
     assert r.tool_calls[0].error.type == "ToolError"
