@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ptc.hostcalls import trampolines
+from ptc.hostcalls.budget import Oversize
 from ptc.hostcalls.state import Abort, ExecutionState, StoreData
 from wasmtime import Store, WasmtimeError
 from wasmtime.component import LinkerInstance
@@ -52,6 +53,10 @@ def _deny_blocking(state: ExecutionState, *args: Any) -> Any:
     )
 
 
+def _load_module(state: ExecutionState, name: str | Oversize) -> str | None:
+    return state.module_source(name) if isinstance(name, str) else None
+
+
 def _generic(method: Callable[..., Any]) -> Callable[..., Any]:
     """For wasmtime-py's own trampoline, which passes a StoreContext."""
     function = _barrier(method)
@@ -62,14 +67,15 @@ def define(root: LinkerInstance, monotonic_clock: str) -> None:
     """Add the ptc host interface, and a monotonic clock whose waits cannot outlive the deadline."""
     add = trampolines.add_func
     with root.add_instance(HOST_INTERFACE) as host:
-        add(host, "submit", _barrier(ExecutionState.submit), ("string",), "submitted")
+        add(host, "submit", _barrier(ExecutionState.submit), ("frame",), "submitted")
         add(host, "wait", _barrier(ExecutionState.wait), ("s64",), "replies")
         add(host, "cancel", _barrier(ExecutionState.cancel_call), ("u64",))
-        add(host, "call", _barrier(ExecutionState.call), ("string",), "string")
+        add(host, "call", _barrier(ExecutionState.call), ("frame",), "string")
         add(host, "sleep", _barrier(ExecutionState.sleep), ("u64",))
-        add(host, "write", _barrier(ExecutionState.write), ("u8", "string"), "bool")
+        add(host, "write", _barrier(ExecutionState.write), ("u8", "output"), "bool")
+        add(host, "report", _barrier(ExecutionState.set_report), ("frame",), "bool")
         add(host, "started", _barrier(ExecutionState.mark_started))
-        add(host, "load-module", _barrier(lambda state, name: state.module_source(name)), ("string",), "option-string")
+        add(host, "load-module", _barrier(_load_module), ("string",), "option-string")
     # wasmtime's own subscribe-duration/instant block inside the host where
     # neither epochs nor our deadline reach; the guest runtime never uses
     # them (it sleeps through `host.sleep`), so a program that digs out the

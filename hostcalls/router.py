@@ -10,6 +10,12 @@ end, inside `dispatch`: two thread hops (~60 µs on a 2-vCPU VM, where a woken
 thread waits for an IPI) are most of a trivial call's cost.
 Every outcome is an encoded reply frame and a record; nothing raises back
 into the sandbox thread.
+
+What a call's size decides happens on the sandbox thread, under the
+execution's deadline and budget, never on the event loop (which `ptc serve`
+shares with every client): the frame is decoded there (ptc.hostcalls.state)
+and validated there (`Router.prepare`); the loop runs only the handler and
+encodes its reply, whose size the tool decides, not the program.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import threading
 import time
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any, TypeAlias
 
 from ptc.catalog import Binding, ToolCatalog, ToolDefinition
@@ -43,6 +50,8 @@ from ptc.hostcalls.validation import ParameterError, Validator
 from pydantic import BaseModel
 
 _SYNC_THREADS = 32
+# The longest failure message a program gets; a tool's error text can be as long as it likes.
+MAX_ERROR_MESSAGE = 4096
 _CANCELLED_REPLY = codec.encode({"error": {"type": "ToolError", "message": "the call was cancelled"}})
 _INTERNAL_REPLY = codec.encode({"error": {"type": "ToolError", "message": "the tool call failed inside ptc"}})
 Request: TypeAlias = "dict[str, Any] | codec.FrameError"
@@ -74,6 +83,19 @@ def _message(exc: BaseException) -> str:
         return str(exc)
     except Exception:
         return f"<unprintable {type(exc).__name__}>"
+
+
+def _clipped(text: str, limit: int = MAX_ERROR_MESSAGE) -> str:
+    return text if len(text) <= limit else f"{text[:limit]} [{len(text) - limit} characters cut]"
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A call that passed authorization and validation (on the sandbox thread)."""
+
+    tool: ToolDefinition
+    binding: Binding
+    params: dict[str, Any]
 
 
 def _plain_result(value: Any) -> Any:
@@ -146,10 +168,15 @@ class Router:
         return cached[1]
 
     # -- one call ---------------------------------------------------------------
-    async def serve(self, record: ToolCallRecord, request: Request, session: CallSession) -> str:
+    async def serve(
+        self, record: ToolCallRecord, request: Request, session: CallSession, prepared: Prepared | None = None
+    ) -> str:
+        """Run the call and return its reply frame (prepared: already validated on the sandbox thread)."""
         started = time.perf_counter()
         try:
-            value = _plain_result(await self._call(record, request, session))
+            if prepared is None:
+                prepared = self.prepare(record, request)
+            value = _plain_result(await self._call(record, request, session, prepared))
             try:
                 codec.check_plain(value, tuples=True)
                 reply = codec.encode({"ok": value})
@@ -162,8 +189,9 @@ class Router:
                 )
             self._emit("complete", record, session, duration=time.perf_counter() - started)
         except _Failure as failure:
-            record.error = CallError(type=failure.type, message=failure.message)
-            reply = codec.encode({"error": {"type": failure.type, "message": failure.message}})
+            message = _clipped(failure.message)
+            record.error = CallError(type=failure.type, message=message)
+            reply = codec.encode({"error": {"type": failure.type, "message": message}})
             self._emit("failure", record, session, error=f"{failure.type}: {failure.message}")
         except asyncio.CancelledError:
             record.error = CallError(type="CancelledError", message="the program stopped waiting for this call")
@@ -174,12 +202,14 @@ class Router:
         record.result_size = len(reply)
         return reply
 
-    async def _call(self, record: ToolCallRecord, request: Request, session: CallSession) -> Any:
+    def prepare(self, record: ToolCallRecord, request: Request) -> Prepared:
+        """Authorize and validate a call, or raise _Failure; the work grows with the frame,
+        so it runs on the execution's own thread."""
         if isinstance(request, codec.FrameError):
             raise _Failure("ToolError", f"rejected call: {request}")
         tool = self.catalog.get(record.tool)
         if tool is None:  # authorization: only this executor's catalog, whatever the frame says
-            raise _Failure("ToolNotFoundError", f"no tool named {record.tool!r} in this catalog")
+            raise _Failure("ToolNotFoundError", f"no tool named {_clipped(record.tool, 100)!r} in this catalog")
         binding = self.binding(tool.name)
         if binding is None:
             raise _Failure("ToolError", f"tool {tool.name!r} has no handler bound")
@@ -187,6 +217,11 @@ class Router:
             params = self._validator(tool, binding)(request.get("args", {}))
         except ParameterError as exc:
             raise _Failure("ToolValidationError", str(exc)) from None
+        return Prepared(tool, binding, params)
+
+    async def _call(self, record: ToolCallRecord, request: Request, session: CallSession, prepared: Prepared) -> Any:
+        assert isinstance(request, dict)  # prepare() refused anything else
+        tool, binding, params = prepared.tool, prepared.binding, prepared.params
         policy = self.policy_for(tool)
         key = request.get("key")
         if key is None:
@@ -324,10 +359,25 @@ class CallSession:
             policy = self.router.policy_for(tool)
             if policy.inline:
                 return self._serve_inline(record, request, tool, policy)
-        call = _Call(self, record, request, reply)
+        try:
+            prepared = self.router.prepare(record, request)
+        except _Failure as failure:
+            return self._refused(record, failure)
+        call = _Call(self, record, request, reply, prepared)
         self._calls.append(call)
         self.loop.call_soon_threadsafe(call.start)
         return call.cancel
+
+    def _refused(self, record: ToolCallRecord, failure: _Failure) -> str:
+        """A call refused before it started: answered at once, on this thread."""
+        message = _clipped(failure.message)
+        record.error = CallError(type=failure.type, message=message)
+        record.completed_at = time.time()
+        record.duration = 0.0
+        self.router._emit("failure", record, self, error=f"{failure.type}: {message}")
+        reply = codec.encode({"error": {"type": failure.type, "message": message}})
+        record.result_size = len(reply)
+        return reply
 
     def _serve_inline(self, record: ToolCallRecord, request: Request, tool: ToolDefinition, policy: Policy) -> str:
         """Run an inline call on this (the sandbox's) thread and return its reply frame.
@@ -363,20 +413,24 @@ class CallSession:
 class _Call:
     """One call in flight on the event loop (lighter than run_coroutine_threadsafe)."""
 
-    __slots__ = ("session", "record", "request", "reply", "task", "cancelled")
+    __slots__ = ("session", "record", "request", "reply", "prepared", "task", "cancelled")
 
-    def __init__(self, session: CallSession, record: ToolCallRecord, request: Request, reply: Reply) -> None:
+    def __init__(
+        self, session: CallSession, record: ToolCallRecord, request: Request, reply: Reply, prepared: Prepared
+    ) -> None:
         self.session = session
         self.record = record
         self.request = request
         self.reply = reply
+        self.prepared = prepared
         self.task: asyncio.Task[str] | None = None
         self.cancelled = False
 
     def start(self) -> None:
         if self.cancelled:
             return
-        self.task = self.session.loop.create_task(self.session.router.serve(self.record, self.request, self.session))
+        serving = self.session.router.serve(self.record, self.request, self.session, self.prepared)
+        self.task = self.session.loop.create_task(serving)
         self.task.add_done_callback(self._done)
 
     def _done(self, task: asyncio.Task[str]) -> None:
@@ -384,8 +438,10 @@ class _Call:
             self.reply(_CANCELLED_REPLY)
         elif task.exception() is not None:  # serve() answers every failure itself; this is a bug guard
             self.reply(_INTERNAL_REPLY)
-        else:
-            self.reply(task.result())
+        elif not self.reply(task.result()):
+            self.record.error = CallError(
+                type="ToolError", message="the reply did not fit in the execution's host memory budget"
+            )
 
     def cancel(self) -> None:
         """From the sandbox thread: the program stopped waiting for this call."""

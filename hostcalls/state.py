@@ -4,10 +4,17 @@ Every host function finds its execution here (from the store, never from a
 frame), so a guest cannot name a tenant, a catalog or a limit. The methods are
 called on the execution's worker thread; tool replies arrive from other
 threads through a queue.
+
+Everything the host keeps for the execution is charged to its HostBudget
+first (see ptc.hostcalls.budget): a decoded call (its record keeps the
+parameters to the end), a reply from when it is queued until the guest has
+it, the output, the report. Host work done for the guest (decoding a frame)
+happens here, on the execution's own thread, under its deadline.
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
 import queue
 import secrets
@@ -18,12 +25,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ptc.hostcalls import codec
+from ptc.hostcalls.budget import ITEM_COST, RECORD_COST, HostBudget, Oversize
 
 # dispatch(request or the reason it was rejected, reply) -> the reply frame if the
 # call finished at once (on this thread), else a cancel. `reply` is called once,
-# from any thread, with the encoded reply frame; `cancel` may be called from the
-# sandbox thread when the program stops waiting.
-Reply = Callable[[str], None]
+# from any thread, with the encoded reply frame, and says whether the reply fit
+# in the execution's budget (if not, the program gets a short error instead);
+# `cancel` may be called from the sandbox thread when the program stops waiting.
+Reply = Callable[[str], bool]
 Cancel = Callable[[], None]
 Dispatch = Callable[[dict[str, Any] | codec.FrameError, Reply], Cancel | str]
 ModuleSource = Callable[[str], str | None]
@@ -50,7 +59,15 @@ def _error_reply(type_: str, message: str) -> str:
 def _no_tools(request: dict[str, Any] | codec.FrameError, reply: Reply) -> Cancel | str:
     if isinstance(request, codec.FrameError):
         return _error_reply("ToolError", f"rejected frame: {request}")
-    return _error_reply("ToolNotFoundError", f"no tool named {request.get('tool')!r}")
+    return _error_reply("ToolNotFoundError", f"no tool named {str(request.get('tool'))[:100]!r}")
+
+
+# What a program gets instead of a reply that would take the host past its budget.
+OVER_BUDGET_REPLY = _error_reply(
+    "ToolError",
+    "the reply did not fit in this execution's host memory budget (Limits.max_host_bytes): "
+    "await results before starting more calls, or ask for less",
+)
 
 
 @dataclass
@@ -60,9 +77,8 @@ class ExecutionState:
     max_output_bytes: int
     max_tool_calls: int
     max_frame_bytes: int
-    # All frames of one execution together: a program cannot make the host hold
-    # more than its own memory limit by resending one string (records keep them).
-    max_total_frame_bytes: int = 1 << 62
+    max_frame_items: int = codec.DEFAULT_MAX_ITEMS
+    budget: HostBudget = field(default_factory=lambda: HostBudget(1 << 62))
     dispatch: Dispatch = _no_tools
     module_source: ModuleSource = lambda name: None  # noqa: E731
     deadline: float = float("inf")
@@ -70,10 +86,11 @@ class ExecutionState:
     output_bytes: int = 0
     output_truncated: bool = False
     tool_calls: int = 0
-    frame_bytes: int = 0
     clock_offset: int = 0
     started: bool = False  # the program compiled and its code is running
     abort: Abort | None = None
+    report: str | None = None  # the guest's last report frame (charged to the budget)
+    report_refused: int = 0  # the size of a report the host would not take
     stop: threading.Event = field(default_factory=threading.Event)
     _ids: itertools.count = field(default_factory=lambda: itertools.count(1))
     _inflight: dict[int, Cancel] = field(default_factory=dict)
@@ -112,28 +129,68 @@ class ExecutionState:
         return remaining
 
     # -- tool calls -------------------------------------------------------
-    def submit(self, frame: str) -> int | str:
+    def frame_cap(self) -> int:
+        """The longest frame the host will copy out of the guest now."""
+        return min(self.max_frame_bytes, self.budget.room())
+
+    def submit(self, frame: str | Oversize) -> int | str:
         """The call's id, or its reply frame if it finished at once (the WIT `submitted`
         variant: wasmtime-py picks the case by the Python type)."""
+        self._remaining()  # no host work for a program past its deadline
         if self.tool_calls >= self.max_tool_calls:
             raise Abort("tool_call_limit", "ToolCallLimitError", f"more than {self.max_tool_calls} tool calls")
         self.tool_calls += 1
         call_id = next(self._ids)
-        self.frame_bytes += len(frame)
-        try:
-            if self.frame_bytes > self.max_total_frame_bytes:
-                raise codec.FrameError(f"frames of this execution exceed {self.max_total_frame_bytes} bytes in total")
-            request: dict[str, Any] | codec.FrameError = codec.decode(frame, self.max_frame_bytes)
-            if not isinstance(request, dict) or not isinstance(request.get("tool"), str):
-                request = codec.FrameError("a call frame must be a map with a string 'tool'")
-        except codec.FrameError as exc:
-            request = exc
-        put = self._replies.put
-        dispatched = self.dispatch(request, lambda reply: put((call_id, reply)))
+        request = self._request(frame)
+        dispatched = self.dispatch(request, functools.partial(self._deliver, call_id))
         if isinstance(dispatched, str):
+            self._remaining()  # an inline call may have run past the deadline
             return dispatched
         self._inflight[call_id] = dispatched
         return call_id
+
+    def _request(self, frame: str | Oversize) -> dict[str, Any] | codec.FrameError:
+        """The decoded call, charged to the budget (its record keeps it), or why it was refused."""
+        self.budget.force(RECORD_COST)
+        if isinstance(frame, Oversize):
+            return codec.FrameError(self._too_large(frame.size))
+        by_budget = max(0, (self.budget.room() - len(frame)) // ITEM_COST)
+        max_items = min(self.max_frame_items, by_budget)
+        try:
+            request, items = codec.decode_counted(
+                frame, self.max_frame_bytes, max_items=max_items, deadline=self.deadline
+            )
+        except codec.FrameTimeout:
+            raise self.timed_out() from None
+        except codec.FrameError as exc:
+            if max_items < self.max_frame_items and str(exc).startswith("more than"):
+                return codec.FrameError(self._over_budget())
+            return exc
+        if not self.budget.charge(len(frame) + items * ITEM_COST):
+            return codec.FrameError(self._over_budget())
+        if not isinstance(request, dict) or not isinstance(request.get("tool"), str):
+            return codec.FrameError("a call frame must be a map with a string 'tool'")
+        return request
+
+    def _too_large(self, size: int) -> str:
+        if size > self.max_frame_bytes:
+            return f"frame of {size} bytes exceeds the {self.max_frame_bytes}-byte limit"
+        return self._over_budget()
+
+    def _over_budget(self) -> str:
+        return (
+            f"the call needs more host memory than this execution has left of its "
+            f"{self.budget.limit}-byte budget (Limits.max_host_bytes)"
+        )
+
+    def _deliver(self, call_id: int, reply: str) -> bool:
+        """From any thread: queue a finished call's reply if the budget holds it, else a short error."""
+        fits = self.budget.charge(len(reply))
+        if not fits:
+            reply = OVER_BUDGET_REPLY
+            self.budget.force(len(reply))
+        self._replies.put((call_id, reply))
+        return fits
 
     def cancel_call(self, call_id: int) -> None:
         cancel = self._inflight.pop(call_id, None)
@@ -154,14 +211,20 @@ class ExecutionState:
                 raw.append(self._replies.get_nowait())
             except queue.Empty:
                 break
+        finished = []
+        for item in raw:
+            if item is not None:
+                self.budget.release(len(item[1]))  # to the guest now, or dropped: its call was cancelled
+                if self._inflight.pop(item[0], None) is not None:
+                    finished.append(item)
         self._remaining()  # raises on deadline or cancellation
-        return [item for item in raw if item is not None and self._inflight.pop(item[0], None) is not None]
+        return finished
 
     def wait(self, timeout_ns: int) -> list[tuple[int, str]]:
         early, self._early = self._early, []
         return early + self._finished(0 if early else (None if timeout_ns < 0 else timeout_ns / 1e9))
 
-    def call(self, frame: str) -> str:
+    def call(self, frame: str | Oversize) -> str:
         call_id = self.submit(frame)
         if isinstance(call_id, str):
             return call_id
@@ -181,19 +244,37 @@ class ExecutionState:
         if self.stop.wait(min(seconds, remaining)) or seconds >= remaining:
             self._remaining()
 
-    def write(self, fd: int, text: str) -> bool:
-        if self.output_truncated:
+    def output_room(self) -> int:
+        return max(0, min(self.max_output_bytes - self.output_bytes, self.budget.room()))
+
+    def write(self, fd: int, text: str | Oversize) -> bool:
+        if self.output_truncated or isinstance(text, Oversize):
+            self.output_truncated = True
             return False
         fd = 1 if fd == 1 else 2  # anything not stdout is stderr
         data = text.encode("utf-8", "surrogatepass")
-        room = self.max_output_bytes - self.output_bytes
+        room = self.output_room()
         if len(data) > room:
             text = data[:room].decode("utf-8", "ignore")
             self.output_truncated = True
         if text:
+            kept = min(len(data), room)
+            self.budget.force(kept)
             self.output.append((fd, text))
-            self.output_bytes += min(len(data), room)
+            self.output_bytes += kept
         return not self.output_truncated
+
+    def set_report(self, frame: str | Oversize) -> bool:
+        """The guest's report (its last one wins); False if the host will not hold it."""
+        if self.report is not None:
+            self.budget.release(len(self.report))
+            self.report = None
+        if isinstance(frame, Oversize) or not self.budget.charge(len(frame)):
+            self.report_refused = frame.size if isinstance(frame, Oversize) else len(frame)
+            return False
+        self.report = frame
+        self.report_refused = 0
+        return True
 
     def abort_error(self) -> Any:
         """The ExecutionError of how this execution was stopped (cancelled unless told otherwise)."""

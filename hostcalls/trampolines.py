@@ -7,7 +7,9 @@ case, twice): about 7 µs for a call without arguments and about 50 µs for
 guest/wit/world.wit, so these trampolines convert exactly those (all but the
 clock's rare `resolution` and `subscribe-*`), the way
 wasmtime-py's own converters do (same C calls, same ownership: argument
-strings are ours to free, results are handed to wasmtime).
+strings are ours to free, results are handed to wasmtime). A string
+argument is read out of the guest only up to what the execution may hold
+(`frame`, `output`, names): the size is known before the copy.
 
 A function here must raise only WasmtimeError (boundary._barrier makes sure):
 the trap message goes back to wasmtime as a wasmtime_error_t, never through
@@ -20,33 +22,59 @@ import ctypes
 from collections.abc import Callable
 from typing import Any
 
+from ptc.hostcalls.budget import Oversize
 from wasmtime import WasmtimeError
 from wasmtime import _ffi as ffi
 from wasmtime import _value as slab
 from wasmtime.component import LinkerInstance
 
-Lift = Callable[[Any], Any]
+Lift = Callable[[Any, Any], Any]  # (the C value, the execution's state or None) -> the Python value
 Lower = Callable[[Any, Any], None]
 
 # wasmtime keeps the callbacks' C pointers: they must live as long as the linker.
 _alive: list[Any] = []
+_MAX_NAME_BYTES = 1024
 
 
-def _lift_string(val: Any) -> str:
-    text = ctypes.string_at(val.of.string.data, val.of.string.size).decode("utf-8")
-    ffi.wasm_byte_vec_delete(ctypes.byref(val.of.string))
-    return text
+def _lift_capped(val: Any, cap: int, clip: bool = False) -> str | Oversize:
+    """The string, or Oversize past `cap` bytes (or, with `clip`, its first `cap` bytes).
+
+    The guest's bytes are read only up to the cap: a string as large as the
+    sandbox's memory is never copied into the host to be refused afterwards.
+    """
+    size = val.of.string.size
+    try:
+        if size <= cap:
+            return ctypes.string_at(val.of.string.data, size).decode("utf-8")
+        if not clip:
+            return Oversize(size)
+        return ctypes.string_at(val.of.string.data, cap).decode("utf-8", "ignore")  # a cut character is dropped
+    finally:
+        ffi.wasm_byte_vec_delete(ctypes.byref(val.of.string))
 
 
-def _lift_u64(val: Any) -> int:
+def _lift_string(val: Any, state: Any) -> str | Oversize:
+    return _lift_capped(val, _MAX_NAME_BYTES)
+
+
+def _lift_frame(val: Any, state: Any) -> str | Oversize:
+    return _lift_capped(val, state.frame_cap() if state is not None else 0)
+
+
+def _lift_output(val: Any, state: Any) -> str | Oversize:
+    # Four bytes past the room: a clipped text is still longer than the room, so write() marks the truncation.
+    return _lift_capped(val, state.output_room() + 4 if state is not None else 0, clip=True)
+
+
+def _lift_u64(val: Any, state: Any) -> int:
     return int(val.of.u64)
 
 
-def _lift_s64(val: Any) -> int:
+def _lift_s64(val: Any, state: Any) -> int:
     return int(val.of.s64)
 
 
-def _lift_u8(val: Any) -> int:
+def _lift_u8(val: Any, state: Any) -> int:
     return int(val.of.u8)
 
 
@@ -104,7 +132,14 @@ def _set_option_string(val: Any, value: str | None) -> None:
     val.of.option = None if value is None else _boxed(_set_string, value)
 
 
-LIFT: dict[str, Lift] = {"string": _lift_string, "u64": _lift_u64, "s64": _lift_s64, "u8": _lift_u8}
+LIFT: dict[str, Lift] = {
+    "string": _lift_string,  # a name: at most 1 KiB
+    "frame": _lift_frame,  # a call or report frame: at most what the execution may still hold
+    "output": _lift_output,  # program output: at most what the output cap still takes
+    "u64": _lift_u64,
+    "s64": _lift_s64,
+    "u8": _lift_u8,
+}
 LOWER: dict[str, Lower] = {
     "string": _set_string,
     "u64": _set_u64,
@@ -136,7 +171,8 @@ def add_func(
         try:
             if nargs != count or nresults != (lower is not None):
                 raise WasmtimeError(f"ptc: {name} called with the wrong arity")
-            value = func(store_data(context), *[lift(args[i]) for i, lift in enumerate(lifts)])
+            data = store_data(context)
+            value = func(data, *[lift(args[i], data.state) for i, lift in enumerate(lifts)])
             if lower is not None:
                 lower(results.contents, value)
             return 0

@@ -25,6 +25,7 @@ class AuditEvent(BaseModel):
     error_type: str | None = None
     fuel_used: int | None = None
     memory_used: int | None = Field(None, description="bytes of sandbox memory at the end (its peak), if it finished")
+    host_memory_peak: int = Field(0, description="the most bytes the host held for the execution at once")
     output_bytes: int = 0
     output_truncated: bool = False
     tool_calls: list[dict[str, Any]] = Field(default_factory=list)
@@ -48,6 +49,7 @@ def audit_event(
         error_type=result.error.type if result.error else None,
         fuel_used=result.fuel_used,
         memory_used=result.memory_used,
+        host_memory_peak=result.host_memory_peak,
         output_bytes=len(result.output.encode("utf-8", "surrogatepass")),
         output_truncated=result.output_truncated,
         tool_calls=[

@@ -14,6 +14,7 @@ from typing import Any
 
 from ptc.audit import AuditEvent, audit_event, audit_logger
 from ptc.catalog import Binding, ToolCatalog
+from ptc.hostcalls.budget import HostBudget
 from ptc.hostcalls.events import EventBus, EventCallback
 from ptc.hostcalls.mcp_client import MCPServerConfig, MCPServers
 from ptc.hostcalls.policies import Policy
@@ -187,7 +188,8 @@ class ProgrammaticToolExecutor:
             max_output_bytes=limits.max_output_bytes,
             max_tool_calls=limits.max_tool_calls,
             max_frame_bytes=limits.max_frame_bytes,
-            max_total_frame_bytes=limits.memory_bytes,
+            max_frame_items=limits.max_frame_items,
+            budget=HostBudget(limits.host_bytes),
             dispatch=dispatch,
             module_source=self.stubs.source,
         )
@@ -257,6 +259,7 @@ class ProgrammaticToolExecutor:
             execution_time=time.perf_counter() - started,
             fuel_used=outcome.fuel_used,
             memory_used=outcome.memory_used,
+            host_memory_peak=state.budget.peak,
             tool_calls=session.records,
         )
 

@@ -14,6 +14,11 @@ class Limits(BaseModel):
     wasm instruction; the default is a few seconds of pure-Python work);
     None turns fuel metering off for this execution (the wall-clock timeout
     still holds).
+
+    What the program makes the host hold is bounded too, by its own size:
+    max_host_bytes defaults to memory_bytes, so an execution can cost the
+    host at most about twice its sandbox (see ptc.hostcalls.budget), and
+    max_frame_items bounds the work of decoding one frame (~1 µs each).
     """
 
     model_config = ConfigDict(frozen=True)
@@ -24,3 +29,19 @@ class Limits(BaseModel):
     max_output_bytes: int = Field(1 * MiB, ge=0, description="stdout+stderr kept; the rest is dropped")
     max_tool_calls: int = Field(1000, ge=0)
     max_frame_bytes: int = Field(16 * MiB, gt=0, description="largest call frame or reply crossing the boundary")
+    max_frame_items: int = Field(
+        250_000, gt=0, description="most elements (list items, map keys and values) in one call frame or report"
+    )
+    max_host_bytes: int | None = Field(
+        None,
+        gt=0,
+        description=(
+            "host memory the program may make ptc hold for it at once (decoded calls and their records, "
+            "queued replies, output, the report); None: the same as memory_bytes"
+        ),
+    )
+
+    @property
+    def host_bytes(self) -> int:
+        """The host budget in bytes (max_host_bytes, else memory_bytes)."""
+        return self.max_host_bytes if self.max_host_bytes is not None else self.memory_bytes

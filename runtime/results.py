@@ -44,6 +44,13 @@ class ExecutionResult(BaseModel):
         None,
         description="bytes of sandbox memory at the end (its peak); None when a trap, timeout or cancel stopped it",
     )
+    host_memory_peak: int = Field(
+        0,
+        description=(
+            "the most bytes the host held for this execution at once (its calls and their records, queued "
+            "replies, output, the result), as charged against Limits.max_host_bytes"
+        ),
+    )
     tool_calls: list[ToolCallRecord] = Field(default_factory=list, description="every call, in call order")
 
     @property

@@ -12,6 +12,7 @@ from typing import Any
 
 from ptc.engine import get_runtime
 from ptc.hostcalls import codec
+from ptc.hostcalls.budget import ITEM_COST
 from ptc.hostcalls.state import ExecutionState
 from ptc.limits import Limits
 from ptc.results import ExecutionError
@@ -83,18 +84,39 @@ def _memory_used(reported: object, limits: Limits) -> int | None:
     return None
 
 
-def _report(frame: str, limits: Limits) -> Outcome:
+def _report(state: ExecutionState, limits: Limits) -> Outcome:
+    """The guest's report, decoded within the execution's frame and host budgets."""
+    frame, state.report = state.report, None
+    if frame is None:
+        if state.report_refused:  # the guest runtime's own fallback did not fit either
+            message = (
+                f"the program's report ({state.report_refused} bytes) is larger than the sandbox may return "
+                f"(Limits.max_frame_bytes, or what is left of the execution's host budget)"
+            )
+            return Outcome(error=_error("runtime_error", "ResultTooLargeError", message))
+        # Only a program that tampered with the runtime gets here.
+        return Outcome(error=_error("runtime_error", "SandboxError", "the program ended without a result"))
+    budget = state.budget
+    budget.release(len(frame))
+    max_items = min(limits.max_frame_items, max(0, (budget.room() - len(frame)) // ITEM_COST))
     try:
-        report = codec.decode(frame, max(limits.max_frame_bytes, len(frame)))
+        report, items = codec.decode_counted(frame, limits.max_frame_bytes, max_items=max_items)
         error = report.get("error")
-        return Outcome(
+        outcome = Outcome(
             value=report.get("value"),
             error=ExecutionError(**error) if error else None,
             memory_used=_memory_used(report.get("memory"), limits),
         )
-    except (codec.FrameError, TypeError, ValueError, AttributeError):
+    except codec.FrameError as exc:
+        if str(exc).startswith("more than"):
+            message = f"the program's result has more elements than the sandbox may return ({exc})"
+            return Outcome(error=_error("runtime_error", "ResultTooLargeError", message))
+        return Outcome(error=_error("runtime_error", "SandboxError", "the program's result could not be read"))
+    except (TypeError, ValueError, AttributeError):
         # Only a program that tampered with the runtime gets here.
         return Outcome(error=_error("runtime_error", "SandboxError", "the program's result could not be read"))
+    budget.force(len(frame) + items * ITEM_COST)  # the caller's result holds it now
+    return outcome
 
 
 # Spares wait with a generous memory limit; an execution whose own limit is
@@ -126,7 +148,8 @@ def run_program(code: str, state: ExecutionState, limits: Limits) -> Outcome:
     state.start()
     store.set_epoch_deadline(1)
     try:
-        outcome = _report(instance.run(store, code), limits)
+        instance.run(store, code)
+        outcome = _report(state, limits)
     except ExitTrap as trap:  # os._exit(): no report, but 0 is a success
         outcome = Outcome(error=None if trap.code == 0 and state.abort is None else _classify_trap(trap, state, limits))
         _release(trap)

@@ -2,7 +2,10 @@
 
 The report is one msgpack map: `value` (plain data), `error` (kind, type,
 message, traceback of the program's own frames) and `memory` (bytes of linear
-memory at the end, which is the peak: wasm memory never shrinks).
+memory at the end, which is the peak: wasm memory never shrinks). It goes to
+the host through `host.report`, which refuses one larger than the host takes;
+then a smaller report says why (the host enforces the size either way: a
+program can replace any of this).
 """
 
 from __future__ import annotations
@@ -27,6 +30,9 @@ from wit_world.imports import host
 PROGRAM = "<program>"
 _LAST = "__ptc_last_value__"
 _MAX_DEPTH = 64
+# An exception's text in the report: its message's start, its traceback's end (the raising frame).
+_MAX_MESSAGE = 64 * 1024
+_MAX_TRACEBACK = 256 * 1024
 # Frames of these files are the runtime's, not the program's.
 _RUNTIME_PREFIXES = ("/0/", "/1/", "/bundled/", "<stdlib>/asyncio/", "/python/asyncio/")
 
@@ -83,6 +89,15 @@ def _message(exc: BaseException) -> str:
     return message if type(message) is str else "<exception str() returned a non-string>"
 
 
+def _clip(text: str, limit: int, keep_end: bool = False) -> str:
+    if len(text) <= limit:
+        return text
+    cut = len(text) - limit
+    if keep_end:
+        return "[%d characters cut]\n%s" % (cut, text[cut:])
+    return "%s [%d characters cut]" % (text[:limit], cut)
+
+
 def _error(kind: str, exc: BaseException) -> dict[str, Any]:
     message = _message(exc)
     try:
@@ -91,7 +106,12 @@ def _error(kind: str, exc: BaseException) -> dict[str, Any]:
         text = "".join(te.format_exception_only() if kind == "syntax_error" else te.format())
     except Exception:  # formatting must never hide the original error
         text = f"{type(exc).__name__}: {message}\n"
-    return {"kind": kind, "type": type(exc).__name__, "message": message, "traceback": text}
+    return {
+        "kind": kind,
+        "type": type(exc).__name__,
+        "message": _clip(message, _MAX_MESSAGE),
+        "traceback": _clip(text, _MAX_TRACEBACK, keep_end=True),
+    }
 
 
 def _valid_text(value: Any) -> Any:
@@ -177,7 +197,30 @@ def _sleep(seconds: float) -> None:
     host.sleep(int(seconds * 1e9))
 
 
-def run(code: str) -> str:
+def _send(report: dict[str, Any]) -> bool:
+    try:
+        frame = _ptc_codec.pack(report)
+    except UnicodeEncodeError:
+        frame = _ptc_codec.pack(_valid_text(report))
+    report["size"] = len(frame)
+    return host.report(frame.decode("latin-1"))
+
+
+def _smaller(report: dict[str, Any]) -> dict[str, Any]:
+    """The report the host refused, cut down to what must get through."""
+    error = report["error"]
+    if error is None:
+        message = (
+            "the program's result is %d bytes encoded, more than the sandbox may return "
+            "(Limits.max_frame_bytes, or what is left of the execution's host budget)" % report["size"]
+        )
+        error = {"kind": "runtime_error", "type": "ResultTooLargeError", "message": message, "traceback": ""}
+    else:
+        error = dict(error, message=_clip(error["message"], 1024), traceback=_clip(error["traceback"], 4096, True))
+    return {"value": None, "error": error, "memory": report["memory"]}
+
+
+def run(code: str) -> None:
     sink, stdout, stderr = make_streams()
     sys.stdout, sys.stderr = stdout, stderr
     random.seed()  # the snapshot's state is shared by every instance
@@ -208,10 +251,8 @@ def run(code: str) -> str:
         pass
     sink.flush()
     report["memory"] = _memory_pages() * 65536
-    try:
-        return _ptc_codec.pack(report).decode("latin-1")
-    except UnicodeEncodeError:
-        return _ptc_codec.pack(_valid_text(report)).decode("latin-1")
+    if not _send(report):
+        _send(_smaller(report))
 
 
 _WARM_UP_PROGRAM = """

@@ -1,0 +1,64 @@
+"""What the host holds on one execution's behalf, counted against what it may hold.
+
+A program can make the host hold memory without spending any of its own:
+frames it sends (decoded, a Python object is up to ~70x its msgpack bytes),
+replies it never waits for, output, its report. Each of these is charged
+here before the host keeps it, and released when the host lets it go; what
+does not fit is refused (the call fails, the reply becomes a short error),
+so a hostile program finds the host's door closed at the size of its own
+limit (`Limits.max_host_bytes`, by default its sandbox memory).
+
+Charges come from the sandbox thread and from the event loop (replies), so
+the counters are behind a lock. `peak` is what the execution cost the host.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+
+# Host bytes charged per decoded element (a list slot and a small object):
+# measured 64.6 bytes per element for a frame of empty arrays, the worst case.
+ITEM_COST = 72
+# A tool-call record, its caller and timings, without its parameters.
+RECORD_COST = 1024
+
+
+@dataclass
+class HostBudget:
+    limit: int
+    held: int = 0
+    peak: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def room(self) -> int:
+        """Bytes that may still be charged."""
+        return max(0, self.limit - self.held)
+
+    def charge(self, size: int) -> bool:
+        """Hold `size` more bytes if they fit; False (and nothing held) if not."""
+        with self._lock:
+            if self.held + size > self.limit:
+                return False
+            self.held += size
+            self.peak = max(self.peak, self.held)
+            return True
+
+    def force(self, size: int) -> None:
+        """Hold `size` bytes even past the limit: a fixed, small error reply that must be sent."""
+        with self._lock:
+            self.held += size
+            self.peak = max(self.peak, self.held)
+
+    def release(self, size: int) -> None:
+        with self._lock:
+            self.held = max(0, self.held - size)
+
+
+class Oversize:
+    """A string argument the host did not copy out of the guest: longer than it may hold."""
+
+    __slots__ = ("size",)
+
+    def __init__(self, size: int) -> None:
+        self.size = size
