@@ -22,6 +22,11 @@ from dataclasses import dataclass, field
 ITEM_COST = 72
 # A tool-call record, its caller and timings, without its parameters.
 RECORD_COST = 1024
+# What a program is told instead of a reply that would take the host past its budget.
+OVER_BUDGET_MESSAGE = (
+    "the reply did not fit in this execution's host memory budget (Limits.max_host_bytes): "
+    "await results before starting more calls, or ask for less"
+)
 
 
 @dataclass

@@ -34,6 +34,7 @@ from typing import Any, TypeAlias
 from ptc.catalog import Binding, ToolCatalog, ToolDefinition
 from ptc.errors import ToolError
 from ptc.hostcalls import codec
+from ptc.hostcalls.budget import OVER_BUDGET_MESSAGE, HostBudget
 from ptc.hostcalls.events import EventBus, ToolEvent
 from ptc.hostcalls.policies import (
     CircuitBreaker,
@@ -127,8 +128,10 @@ class Router:
         self._policies: dict[str, tuple[int, Policy]] = {}
         self._sync_pool = ThreadPoolExecutor(max_workers=_SYNC_THREADS, thread_name_prefix="ptc-tool")
 
-    def session(self, execution_id: str, loop: asyncio.AbstractEventLoop, max_frame_bytes: int) -> CallSession:
-        return CallSession(self, execution_id, loop, max_frame_bytes)
+    def session(
+        self, execution_id: str, loop: asyncio.AbstractEventLoop, max_frame_bytes: int, budget: HostBudget | None = None
+    ) -> CallSession:
+        return CallSession(self, execution_id, loop, max_frame_bytes, budget or HostBudget(1 << 62))
 
     def close(self) -> None:
         """Stop the sync tools' threads. The executor stays usable (a closed one still
@@ -171,12 +174,14 @@ class Router:
     async def serve(
         self, record: ToolCallRecord, request: Request, session: CallSession, prepared: Prepared | None = None
     ) -> str:
-        """Run the call and return its reply frame (prepared: already validated on the sandbox thread)."""
+        """Run the call and return its reply frame, charged to the execution's budget
+        (prepared: already validated on the sandbox thread)."""
         started = time.perf_counter()
         try:
             if prepared is None:
                 prepared = self.prepare(record, request)
             value = _plain_result(await self._call(record, request, session, prepared))
+            self._check_size(record, value, session)
             try:
                 codec.check_plain(value, tuples=True)
                 reply = codec.encode({"ok": value})
@@ -187,11 +192,14 @@ class Router:
                     "ToolError",
                     f"{record.tool} returned {len(reply)} bytes, more than the {session.max_frame_bytes}-byte limit",
                 )
+            if not session.budget.charge(len(reply)):  # held from here until the guest has it
+                raise _Failure("ToolError", OVER_BUDGET_MESSAGE)
             self._emit("complete", record, session, duration=time.perf_counter() - started)
         except _Failure as failure:
             message = _clipped(failure.message)
             record.error = CallError(type=failure.type, message=message)
             reply = codec.encode({"error": {"type": failure.type, "message": message}})
+            session.budget.force(len(reply))
             self._emit("failure", record, session, error=f"{failure.type}: {failure.message}")
         except asyncio.CancelledError:
             record.error = CallError(type="CancelledError", message="the program stopped waiting for this call")
@@ -201,6 +209,18 @@ class Router:
             record.duration = time.perf_counter() - started
         record.result_size = len(reply)
         return reply
+
+    @staticmethod
+    def _check_size(record: ToolCallRecord, value: Any, session: CallSession) -> None:
+        """Refuse a result that cannot fit before encoding it (an encoding is two more copies)."""
+        least = len(value) if isinstance(value, (str, bytes, list, dict, tuple)) else 0  # >= 1 byte each
+        if least > session.max_frame_bytes:
+            raise _Failure(
+                "ToolError",
+                f"{record.tool} returned at least {least} bytes, more than the {session.max_frame_bytes}-byte limit",
+            )
+        if least > session.budget.room():
+            raise _Failure("ToolError", OVER_BUDGET_MESSAGE)
 
     def prepare(self, record: ToolCallRecord, request: Request) -> Prepared:
         """Authorize and validate a call, or raise _Failure; the work grows with the frame,
@@ -327,12 +347,18 @@ class CallSession:
     """One execution's view of the router: its records, in call order."""
 
     def __init__(
-        self, router: Router, execution_id: str, loop: asyncio.AbstractEventLoop, max_frame_bytes: int
+        self,
+        router: Router,
+        execution_id: str,
+        loop: asyncio.AbstractEventLoop,
+        max_frame_bytes: int,
+        budget: HostBudget,
     ) -> None:
         self.router = router
         self.execution_id = execution_id
         self.loop = loop
         self.max_frame_bytes = max_frame_bytes
+        self.budget = budget
         self.records: list[ToolCallRecord] = []
         self._ids = itertools.count(1)
         self._calls: list[_Call] = []
@@ -395,13 +421,17 @@ class CallSession:
             and not (binding is not None and inspect.iscoroutinefunction(binding.handler))
         )
         if not by_hand:
-            return _inline_loop().run_until_complete(serving)
-        try:
-            serving.send(None)
-        except StopIteration as done:
-            return done.value  # type: ignore[no-any-return]
-        serving.close()  # pragma: no cover - serve() awaited nothing by hand above
-        return _INTERNAL_REPLY
+            reply = _inline_loop().run_until_complete(serving)
+        else:
+            try:
+                serving.send(None)
+            except StopIteration as done:
+                reply = done.value
+            else:  # pragma: no cover - serve() awaited nothing by hand above
+                serving.close()
+                return _INTERNAL_REPLY
+        self.budget.release(len(reply))  # it goes straight back to the guest
+        return reply  # type: ignore[no-any-return]
 
     def cancel_all(self) -> None:
         """The execution is gone: stop its calls still in flight."""
@@ -435,13 +465,14 @@ class _Call:
 
     def _done(self, task: asyncio.Task[str]) -> None:
         if task.cancelled():
-            self.reply(_CANCELLED_REPLY)
+            reply = _CANCELLED_REPLY
         elif task.exception() is not None:  # serve() answers every failure itself; this is a bug guard
-            self.reply(_INTERNAL_REPLY)
-        elif not self.reply(task.result()):
-            self.record.error = CallError(
-                type="ToolError", message="the reply did not fit in the execution's host memory budget"
-            )
+            reply = _INTERNAL_REPLY
+        else:
+            self.reply(task.result())  # serve() charged it
+            return
+        self.session.budget.force(len(reply))
+        self.reply(reply)
 
     def cancel(self) -> None:
         """From the sandbox thread: the program stopped waiting for this call."""

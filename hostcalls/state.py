@@ -29,10 +29,11 @@ from ptc.hostcalls.budget import ITEM_COST, RECORD_COST, HostBudget, Oversize
 
 # dispatch(request or the reason it was rejected, reply) -> the reply frame if the
 # call finished at once (on this thread), else a cancel. `reply` is called once,
-# from any thread, with the encoded reply frame, and says whether the reply fit
-# in the execution's budget (if not, the program gets a short error instead);
-# `cancel` may be called from the sandbox thread when the program stops waiting.
-Reply = Callable[[str], bool]
+# from any thread, with the encoded reply frame, which its producer has already
+# charged to the execution's budget (the host holds it from when it is made);
+# it is released when the guest takes it or its call is dropped. `cancel` may
+# be called from the sandbox thread when the program stops waiting.
+Reply = Callable[[str], None]
 Cancel = Callable[[], None]
 Dispatch = Callable[[dict[str, Any] | codec.FrameError, Reply], Cancel | str]
 ModuleSource = Callable[[str], str | None]
@@ -61,13 +62,6 @@ def _no_tools(request: dict[str, Any] | codec.FrameError, reply: Reply) -> Cance
         return _error_reply("ToolError", f"rejected frame: {request}")
     return _error_reply("ToolNotFoundError", f"no tool named {str(request.get('tool'))[:100]!r}")
 
-
-# What a program gets instead of a reply that would take the host past its budget.
-OVER_BUDGET_REPLY = _error_reply(
-    "ToolError",
-    "the reply did not fit in this execution's host memory budget (Limits.max_host_bytes): "
-    "await results before starting more calls, or ask for less",
-)
 
 
 @dataclass
@@ -183,14 +177,9 @@ class ExecutionState:
             f"{self.budget.limit}-byte budget (Limits.max_host_bytes)"
         )
 
-    def _deliver(self, call_id: int, reply: str) -> bool:
-        """From any thread: queue a finished call's reply if the budget holds it, else a short error."""
-        fits = self.budget.charge(len(reply))
-        if not fits:
-            reply = OVER_BUDGET_REPLY
-            self.budget.force(len(reply))
+    def _deliver(self, call_id: int, reply: str) -> None:
+        """From any thread: a finished call's reply (already charged)."""
         self._replies.put((call_id, reply))
-        return fits
 
     def cancel_call(self, call_id: int) -> None:
         cancel = self._inflight.pop(call_id, None)

@@ -181,7 +181,7 @@ class ProgrammaticToolExecutor:
             write_stubs(self.catalog, self.stub_dir)
             self._written_revision = revision
 
-    def _state(self, execution_id: str, limits: Limits, dispatch: Any) -> ExecutionState:
+    def _state(self, execution_id: str, limits: Limits, dispatch: Any, budget: HostBudget) -> ExecutionState:
         return ExecutionState(
             execution_id=execution_id,
             timeout=limits.timeout,
@@ -189,7 +189,7 @@ class ProgrammaticToolExecutor:
             max_tool_calls=limits.max_tool_calls,
             max_frame_bytes=limits.max_frame_bytes,
             max_frame_items=limits.max_frame_items,
-            budget=HostBudget(limits.host_bytes),
+            budget=budget,
             dispatch=dispatch,
             module_source=self.stubs.source,
         )
@@ -217,8 +217,9 @@ class ProgrammaticToolExecutor:
             execution_id = uuid.uuid4().hex
             self._sync_stub_dir()
             loop = asyncio.get_running_loop()
-            session = self.router.session(execution_id, loop, limits.max_frame_bytes)
-            state = self._state(execution_id, limits, session.dispatch)
+            budget = HostBudget(limits.host_bytes)
+            session = self.router.session(execution_id, loop, limits.max_frame_bytes, budget)
+            state = self._state(execution_id, limits, session.dispatch, budget)
             started_at, started = time.time(), time.perf_counter()
             future = loop.run_in_executor(_threads(), run_program, code, state, limits)
             try:

@@ -148,7 +148,7 @@ def run_program(code: str, state: ExecutionState, limits: Limits) -> Outcome:
     state.start()
     store.set_epoch_deadline(1)
     try:
-        instance.run(store, code)
+        instance.run(store, code, state.frame_cap())
         outcome = _report(state, limits)
     except ExitTrap as trap:  # os._exit(): no report, but 0 is a success
         outcome = Outcome(error=None if trap.code == 0 and state.abort is None else _classify_trap(trap, state, limits))

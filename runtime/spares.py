@@ -60,7 +60,7 @@ def _warm(runtime: Any) -> Instance:
         spare.store.set_fuel(_INSTANTIATE_FUEL)
     state.start()
     spare.store.set_epoch_deadline(1)
-    spare.run(spare.store, WARM_UP)
+    spare.run(spare.store, WARM_UP, 1 << 20)
     spare.run.post_return(spare.store)
     spare.data.state = None
     return spare

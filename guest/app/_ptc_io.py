@@ -14,6 +14,9 @@ from operator import itemgetter
 from wit_world.imports import host
 
 _CHUNK = 8192
+# The most handed to the host in one write: wasmtime copies a string argument
+# whole before the host can look at its size, so one huge print goes in slices.
+_SLICE = 256 * 1024
 
 
 class _Sink:
@@ -38,8 +41,9 @@ class _Sink:
                 text.encode("utf-8")
             except UnicodeEncodeError:  # lone surrogates are not valid text for the host
                 text = text.encode("utf-8", "replace").decode("utf-8")
-            if self.open and not host.write(fd, text):
-                self.open = False
+            for start in range(0, len(text), _SLICE):
+                if self.open and not host.write(fd, text[start : start + _SLICE]):
+                    self.open = False
 
 
 class HostWriter(io.TextIOBase):

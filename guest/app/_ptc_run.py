@@ -197,13 +197,14 @@ def _sleep(seconds: float) -> None:
     host.sleep(int(seconds * 1e9))
 
 
-def _send(report: dict[str, Any]) -> bool:
+def _send(report: dict[str, Any], limit: int) -> bool:
     try:
         frame = _ptc_codec.pack(report)
     except UnicodeEncodeError:
         frame = _ptc_codec.pack(_valid_text(report))
     report["size"] = len(frame)
-    return host.report(frame.decode("latin-1"))
+    # Past the limit the host would refuse it: do not spend memory handing it over.
+    return len(frame) <= limit and host.report(frame.decode("latin-1"))
 
 
 def _smaller(report: dict[str, Any]) -> dict[str, Any]:
@@ -220,7 +221,7 @@ def _smaller(report: dict[str, Any]) -> dict[str, Any]:
     return {"value": None, "error": error, "memory": report["memory"]}
 
 
-def run(code: str) -> None:
+def run(code: str, report_limit: int = 1 << 62) -> None:
     sink, stdout, stderr = make_streams()
     sys.stdout, sys.stderr = stdout, stderr
     random.seed()  # the snapshot's state is shared by every instance
@@ -251,8 +252,8 @@ def run(code: str) -> None:
         pass
     sink.flush()
     report["memory"] = _memory_pages() * 65536
-    if not _send(report):
-        _send(_smaller(report))
+    if not _send(report, report_limit):
+        _send(_smaller(report), report_limit)
 
 
 _WARM_UP_PROGRAM = """

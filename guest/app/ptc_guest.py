@@ -81,5 +81,5 @@ gc.freeze()
 
 
 class WitWorld(wit_world.WitWorld):
-    def run(self, code: str) -> None:
-        _ptc_run.run(code)
+    def run(self, code: str, report_limit: int) -> None:
+        _ptc_run.run(code, report_limit)

@@ -1,0 +1,328 @@
+"""What a program can make the host hold, and for how long: bounded by its own limits.
+
+Each case is an attack from the second adversarial corpus (or a variant of
+one): a frame that costs the host far more than its bytes, a report as large
+as the sandbox, replies never waited for, error text without end. Host
+memory is read from /proc (resident set, sampled while the execution runs),
+so a case fails on what the host really held, not on what ptc says it held;
+`host_memory_peak` is checked beside it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+from ptc import ExecutionResult, Limits, Policy, ProgrammaticToolExecutor, ToolCatalog, ToolError
+
+from .conftest import LIMITS, MiB, RunCase, assert_healthy
+from .support import caught, fails, ok
+
+_PAGE = 4096
+
+
+def _rss() -> int:
+    return int(Path("/proc/self/statm").read_text().split()[1]) * _PAGE
+
+
+class _Peak:
+    growth = 0
+
+
+@contextmanager
+def rss_growth() -> Iterator[_Peak]:
+    """The most the process's resident memory rose above where it started, sampled every 2 ms."""
+    gc.collect()
+    peak = _Peak()
+    base = _rss()
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            peak.growth = max(peak.growth, _rss() - base)
+            time.sleep(0.002)
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    try:
+        yield peak
+    finally:
+        done.set()
+        thread.join()
+        peak.growth = max(peak.growth, _rss() - base)
+
+
+async def host_growth(
+    executor: ProgrammaticToolExecutor, code: str, control: str, **limits: object
+) -> tuple[ExecutionResult, int]:
+    """(the attack's result, how much more the process grew for it than for `control`).
+
+    The sandbox's own memory is part of the process, so each attack is set
+    against a control program that builds the same data in the guest but
+    does not hand it to the host.
+    """
+    run_limits = LIMITS.model_copy(update=limits)
+    with rss_growth() as baseline:
+        await executor.execute(control, limits=run_limits)
+    with rss_growth() as grown:
+        result = await executor.execute(code, limits=run_limits)
+    return result, grown.growth - baseline.growth
+
+
+class LoopStall:
+    """The longest the event loop went without running a 5 ms ticker (a stalled loop stalls every client)."""
+
+    def __init__(self) -> None:
+        self.worst = 0.0
+        self._task: asyncio.Task[None] | None = None
+
+    async def _tick(self) -> None:
+        while True:
+            before = time.perf_counter()
+            await asyncio.sleep(0.005)
+            self.worst = max(self.worst, time.perf_counter() - before - 0.005)
+
+    def __enter__(self) -> LoopStall:
+        self._task = asyncio.get_running_loop().create_task(self._tick())
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        assert self._task is not None
+        self._task.cancel()
+
+
+# A raw frame sent straight to the host, bypassing the stubs (what a hostile program does).
+RAW = "from wit_world.imports import host\nimport msgpack\n"
+EMPTY_ARRAYS = RAW + (
+    "bomb = b'\\x82\\xa4tool\\xa9no_such_t\\xa4args\\x81\\xa1v\\xdd' + (3_800_000).to_bytes(4, 'big') + b'\\x90' * 3_800_000\n"
+    "frame = bomb.decode('latin-1')\n"
+)
+BIG_FRAMES = {"max_frame_bytes": 8 * MiB, "memory_bytes": 128 * MiB, "timeout": 2}
+
+
+def _bomb(body: str) -> str:
+    """A program that sends a frame built by `body` (which sets `items`, an msgpack array body) to no tool."""
+    return RAW + body + (
+        "frame = msgpack.packb({'tool': 'no_such_tool', 'args': {'v': 0}})[:-1].decode('latin-1')\n"
+        "frame += ('\\xdd' + len(items).to_bytes(4, 'big').decode('latin-1') + ''.join(items))\n"
+    )
+
+
+async def test_a_frame_of_empty_arrays_costs_the_host_little(executor: ProgrammaticToolExecutor) -> None:
+    # Before: +600 MB and 3.9 s of host CPU for a 3.8 MiB frame, to a tool that does not exist.
+    code = EMPTY_ARRAYS + "reply = host.submit(frame)\nresult = str(reply)[:300]"
+    with LoopStall() as stall:
+        r, grown = await host_growth(executor, code, EMPTY_ARRAYS + "result = 'x'", **BIG_FRAMES)
+    assert r.error is None, r.error
+    assert "elements" in r.result  # the program is told why, as a ToolError reply
+    assert grown < 48 * MiB, f"the host grew by {grown / MiB:.0f} MiB"  # before: ~600 MiB
+    assert r.execution_time < 1.5, f"the refusal took {r.execution_time:.2f} s"
+    assert stall.worst < 0.25, f"the event loop stalled {stall.worst:.2f} s"
+    assert r.host_memory_peak < 2 * MiB
+    await assert_healthy(executor)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        pytest.param("items = ['\\x91\\x90'] * 1_500_000\n", id="arrays-of-one-empty-array"),
+        pytest.param("items = ['\\x81\\x00\\x80'] * 1_000_000\n", id="maps-of-an-empty-map"),
+        pytest.param("items = ['\\xc0'] * 3_000_000\n", id="three-million-nils"),
+    ],
+)
+async def test_amplifying_frames_are_refused_within_the_element_budget(
+    executor: ProgrammaticToolExecutor, run_case: RunCase, body: str
+) -> None:
+    code = _bomb(body) + "reply = host.submit(frame)\nresult = str(reply)[:300]"
+    r, grown = await host_growth(executor, code, _bomb(body) + "result = 'x'", **BIG_FRAMES)
+    assert r.error is None and "elements" in r.result, r
+    assert grown < 48 * MiB, f"the host grew by {grown / MiB:.0f} MiB"  # before: ~600 MiB
+    await run_case(executor, code, ok(), **BIG_FRAMES)
+
+
+async def test_frames_sent_in_a_loop_end_at_the_deadline(executor: ProgrammaticToolExecutor) -> None:
+    # Before: with timeout=2 the execution ended after 7.7 s (decoding ran outside the deadline).
+    code = _bomb("items = ['\\x90'] * 240_000\n") + "while True:\n    host.submit(frame)\n"
+    with LoopStall() as stall:
+        started = time.perf_counter()
+        r = await executor.execute(code, limits=LIMITS.model_copy(update={**BIG_FRAMES, "max_tool_calls": 10**6}))
+        took = time.perf_counter() - started
+    assert r.error is not None and r.error.kind == "timeout", r.error
+    assert took < 2.6, f"a 2 s execution took {took:.2f} s"
+    assert stall.worst < 0.25, f"the event loop stalled {stall.worst:.2f} s"
+
+
+async def test_the_element_budget_is_a_limit(executor: ProgrammaticToolExecutor, run_case: RunCase) -> None:
+    code = "from tools.shop import echo\ntry:\n    await echo(value=str(list(range(20))))\nexcept Exception as e:\n"
+    code += "    result = 'unexpected'\nelse:\n    result = 'small ok'\n"
+    code += "from tools import _call\ntry:\n    await _call('echo', {'value': 'x', 'junk': list(range(50))})\n"
+    code += "except Exception as e:\n    result = [type(e).__name__, str(e)]\n"
+    await run_case(executor, code, caught("ToolError", "elements").under(max_frame_items=40))
+
+
+async def test_a_result_larger_than_the_frame_limit_never_reaches_the_host(
+    executor: ProgrammaticToolExecutor, run_case: RunCase
+) -> None:
+    # Before: `result = 'x' * (24 << 20)` arrived whole under a 1 MiB frame limit.
+    code = "result = 'x' * (24 << 20)"
+    r = await run_case(executor, code, fails("runtime_error", "ResultTooLargeError"), memory_bytes=128 * MiB)
+    assert r.result is None and "Limits.max_frame_bytes" in r.error.message
+    assert r.host_memory_peak < 1 * MiB
+    # The guest's own work for such a result: a check that it encodes, then the report's encoding.
+    control = "import _ptc_codec\nx = 'x' * (24 << 20)\n_ptc_codec.pack(x)\ny = _ptc_codec.pack({'value': x})"
+    _, grown = await host_growth(executor, code, control, memory_bytes=128 * MiB)
+    assert grown < 30 * MiB, f"the host grew by {grown / MiB:.0f} MiB"  # before: ~72 MiB (three copies)
+
+
+async def test_a_huge_exception_message_is_cut_in_the_report(
+    executor: ProgrammaticToolExecutor, run_case: RunCase
+) -> None:
+    # Before: a 24 MiB message arrived twice (message and traceback).
+    r = await run_case(
+        executor, "raise ValueError('y' * (24 << 20))", fails("runtime_error", "ValueError"), memory_bytes=128 * MiB
+    )
+    assert len(r.error.message) < 70 * 1024 and "characters cut" in r.error.message
+    assert len(r.error.traceback) < 270 * 1024 and r.error.traceback.rstrip().endswith("y")
+
+
+@pytest.mark.parametrize(
+    "pack",
+    [
+        pytest.param(
+            "lambda report: b'\\x83\\xa5value\\xdd' + (3_000_000).to_bytes(4, 'big') + b'\\x90' * 3_000_000"
+            " + b'\\xa5error\\xc0\\xa6memory\\x00'",
+            id="empty-arrays",
+        ),
+        pytest.param("lambda report: b'\\xdb' + (1 << 31).to_bytes(4, 'big')", id="claims-2-GiB"),
+        pytest.param("lambda report: b'\\xc1'", id="garbage"),
+    ],
+)
+async def test_a_program_that_replaces_the_report_encoder_cannot_amplify_it(
+    executor: ProgrammaticToolExecutor, run_case: RunCase, pack: str
+) -> None:
+    # Before: +592 MB for a report of empty arrays.
+    code = f"import _ptc_run\nclass Codec:\n    pack = staticmethod({pack})\n_ptc_run._ptc_codec = Codec\nresult = 1"
+    limits = {"max_frame_bytes": 8 * MiB, "memory_bytes": 128 * MiB}
+    r = await run_case(executor, code, fails("runtime_error"), **limits)
+    assert r.error.type in ("ResultTooLargeError", "SandboxError")
+    _, grown = await host_growth(executor, code, f"x = ({pack})(None)", **limits)
+    assert grown < 48 * MiB, f"the host grew by {grown / MiB:.0f} MiB"
+
+
+async def test_output_written_in_one_piece_is_not_copied_past_the_output_cap(
+    executor: ProgrammaticToolExecutor, run_case: RunCase
+) -> None:
+    code = "from wit_world.imports import host\nhost.write(1, 'x' * (100 << 20))\nresult = 'done'"
+    r = await run_case(executor, code, ok("done"), memory_bytes=256 * MiB)
+    assert r.output_truncated and len(r.stdout) == LIMITS.max_output_bytes
+    control = "from wit_world.imports import host\ns = 'x' * (100 << 20)\nhost.write(1, s[:10])"
+    _, grown = await host_growth(executor, code, control, memory_bytes=256 * MiB)
+    # What remains is wasmtime's own copy of the argument (it lifts a string whole before any
+    # host code runs) and the guest's UTF-8 copy of it: both bounded by the guest's memory.
+    # Before: ~300 MiB more, the host's own three copies of the whole 100 MiB.
+    assert grown < 320 * MiB, f"the host grew by {grown / MiB:.0f} MiB"
+
+
+# -- replies -----------------------------------------------------------------------
+BLOB = 8 * MiB
+
+
+@pytest.fixture(scope="module")
+def blob_executor() -> Iterator[ProgrammaticToolExecutor]:
+    catalog = ToolCatalog(source="replies")
+
+    text = "b" * BLOB  # one string: the tool itself costs nothing per call
+
+    @catalog.tool(domain="data")
+    def blob(n: int) -> str:
+        """8 MiB of text."""
+        return text
+
+    @catalog.tool(domain="data")
+    def shout(n: int) -> str:
+        """Fail on purpose with a very long message."""
+        raise ToolError("z" * (10 * MiB))
+
+    limits = Limits(timeout=20, memory_bytes=256 * MiB, max_host_bytes=64 * MiB, max_frame_bytes=16 * MiB, fuel=None)
+    executor = ProgrammaticToolExecutor(catalog, limits=limits, policy=Policy(circuit_failure_threshold=10**6))
+    yield executor
+    executor.close()
+
+
+SUBMIT_BLOBS = (
+    "from wit_world.imports import host\nimport msgpack, time\n"
+    "frames = [msgpack.packb({'tool': 'blob', 'args': {'n': i}}).decode('latin-1') for i in range(200)]\n"
+    "ids = [host.submit(frame).value for frame in frames]\n"
+    "time.sleep(3)\n"  # every reply has arrived (or been refused) by now
+)
+
+
+async def test_replies_never_waited_for_are_bounded_by_the_budget(blob_executor: ProgrammaticToolExecutor) -> None:
+    # Before: 60 submits of an 8 MiB reply, never waited for, left 480 MiB queued on the host (200: 1.6 GB).
+    with rss_growth() as grown:
+        r = await blob_executor.execute(SUBMIT_BLOBS + "result = len(ids)")
+    assert r.error is None and r.result == 200, r.error
+    assert r.host_memory_peak <= 64 * MiB + 64 * 1024
+    assert grown.growth < 160 * MiB, f"the host grew by {grown.growth / MiB:.0f} MiB"
+
+
+async def test_replies_past_the_budget_become_errors_the_program_can_read(
+    blob_executor: ProgrammaticToolExecutor,
+) -> None:
+    code = SUBMIT_BLOBS + (
+        "pending = set(ids)\nreplies = []\n"
+        "while pending:\n"
+        "    for call_id, reply in host.wait(-1):\n"
+        "        pending.discard(call_id)\n        replies.append(reply if len(reply) < 4096 else 'ok')\n"
+        "ok = replies.count('ok')\n"
+        "refused = [msgpack.unpackb(r.encode('latin-1'))['error']['message'] for r in replies if r != 'ok']\n"
+        "result = [ok, len(refused), refused[:1]]\n"
+    )
+    r = await blob_executor.execute(code)
+    assert r.error is None, r.error
+    delivered, refused, sample = r.result
+    assert delivered + refused == 200 and refused > 0
+    assert delivered * BLOB <= 64 * MiB and "host memory budget" in sample[0]
+    assert sum(1 for c in r.tool_calls if c.error is not None) == refused
+
+
+async def test_replies_waited_for_one_by_one_all_arrive(blob_executor: ProgrammaticToolExecutor) -> None:
+    code = (
+        "import asyncio\nfrom tools.data import blob\n"
+        "sizes = [len(await blob(n=i)) for i in range(30)]\nresult = sum(sizes)\n"
+    )
+    r = await blob_executor.execute(code)
+    assert r.error is None and r.result == 30 * BLOB
+    assert r.host_memory_peak < 3 * BLOB
+
+
+async def test_a_tool_error_message_is_cut_before_it_reaches_the_program(
+    blob_executor: ProgrammaticToolExecutor,
+) -> None:
+    code = "from tools.data import shout\ntry:\n    await shout(n=1)\nexcept Exception as e:\n    result = str(e)"
+    r = await blob_executor.execute(code)
+    assert r.error is None and len(r.result) < 5000 and r.result.startswith("zzz")
+    assert len(r.tool_calls[0].error.message) < 5000
+
+
+async def test_a_frame_bomb_does_not_slow_other_executions(executor: ProgrammaticToolExecutor) -> None:
+    # Before: through `ptc serve --http`, one client's 2 MB frame made another's trivial requests take 2.2 s.
+    bomb = _bomb("items = ['\\x90'] * 2_000_000\n") + "for _ in range(5):\n    host.submit(frame)\n"
+    attack = asyncio.ensure_future(executor.execute(bomb, limits=LIMITS.model_copy(update=BIG_FRAMES)))
+    worst = 0.0
+    try:
+        await asyncio.sleep(0.05)
+        for _ in range(15):
+            started = time.perf_counter()
+            r = await executor.execute("from tools.shop import echo\nresult = await echo(value='ok')")
+            worst = max(worst, time.perf_counter() - started)
+            assert r.result == "ok", r.error
+    finally:
+        await attack
+    assert worst < 0.5, f"a one-call program took {worst:.2f} s beside the attack"
