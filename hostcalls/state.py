@@ -63,7 +63,6 @@ def _no_tools(request: dict[str, Any] | codec.FrameError, reply: Reply) -> Cance
     return _error_reply("ToolNotFoundError", f"no tool named {str(request.get('tool'))[:100]!r}")
 
 
-
 @dataclass
 class ExecutionState:
     execution_id: str

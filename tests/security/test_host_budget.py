@@ -108,9 +108,13 @@ BIG_FRAMES = {"max_frame_bytes": 8 * MiB, "memory_bytes": 128 * MiB, "timeout": 
 
 def _bomb(body: str) -> str:
     """A program that sends a frame built by `body` (which sets `items`, an msgpack array body) to no tool."""
-    return RAW + body + (
-        "frame = msgpack.packb({'tool': 'no_such_tool', 'args': {'v': 0}})[:-1].decode('latin-1')\n"
-        "frame += ('\\xdd' + len(items).to_bytes(4, 'big').decode('latin-1') + ''.join(items))\n"
+    return (
+        RAW
+        + body
+        + (
+            "frame = msgpack.packb({'tool': 'no_such_tool', 'args': {'v': 0}})[:-1].decode('latin-1')\n"
+            "frame += ('\\xdd' + len(items).to_bytes(4, 'big').decode('latin-1') + ''.join(items))\n"
+        )
     )
 
 
