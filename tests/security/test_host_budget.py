@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -152,7 +155,7 @@ async def test_amplifying_frames_are_refused_within_the_element_budget(
 
 async def test_frames_sent_in_a_loop_end_at_the_deadline(executor: ProgrammaticToolExecutor) -> None:
     # Before: with timeout=2 the execution ended after 7.7 s (decoding ran outside the deadline).
-    code = _bomb("items = ['\\x90'] * 240_000\n") + "while True:\n    host.submit(frame)\n"
+    code = EMPTY_ARRAYS + "while True:\n    host.submit(frame)\n"
     with LoopStall() as stall:
         started = time.perf_counter()
         r = await executor.execute(code, limits=LIMITS.model_copy(update={**BIG_FRAMES, "max_tool_calls": 10**6}))
@@ -330,3 +333,54 @@ async def test_a_frame_bomb_does_not_slow_other_executions(executor: Programmati
     finally:
         await attack
     assert worst < 0.5, f"a one-call program took {worst:.2f} s beside the attack"
+
+
+# -- through `ptc serve --http`: one event loop for every client -------------------
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def served() -> Iterator[str]:
+    port = _free_port()
+    command = [sys.executable, "-m", "ptc.cli", "serve", "--tools", "ptc.examples.budget:catalog"]
+    proc = subprocess.Popen([*command, "--http", f"127.0.0.1:{port}", "--timeout", "5"], stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            assert proc.poll() is None, "ptc serve exited"
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.1)
+        yield f"http://127.0.0.1:{port}/mcp"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+async def test_one_clients_frame_bombs_do_not_slow_another_client_of_ptc_serve(served: str) -> None:
+    # Before: one client's 2 MB frame made another client's trivial requests take 2.2 s.
+    from mcp import Client
+
+    bomb = _bomb("items = ['\\x90'] * 2_000_000\n") + "for _ in range(3):\n    host.submit(frame)\n"
+    async with Client(served) as attacker, Client(served) as victim:
+        await victim.call_tool("execute_python", {"code": "1"})  # the runtime is warm
+
+        async def attack() -> None:
+            for _ in range(4):
+                await attacker.call_tool("execute_python", {"code": bomb})
+
+        attacking = asyncio.ensure_future(attack())
+        worst = 0.0
+        try:
+            await asyncio.sleep(0.2)
+            while not attacking.done():
+                started = time.perf_counter()
+                await victim.call_tool("execute_python", {"code": "6 * 7"})
+                worst = max(worst, time.perf_counter() - started)
+        finally:
+            await attacking
+    assert worst < 0.5, f"a trivial request took {worst:.2f} s beside the attack"
