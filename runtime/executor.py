@@ -256,6 +256,7 @@ class ProgrammaticToolExecutor:
             stderr=err,
             output_truncated=state.output_truncated,
             result=outcome.value,
+            result_is_repr=outcome.value_is_repr,
             error=outcome.error,
             execution_time=time.perf_counter() - started,
             fuel_used=outcome.fuel_used,

@@ -37,6 +37,9 @@ class ExecutionResult(BaseModel):
     stderr: str = ""
     output_truncated: bool = False
     result: Any = Field(None, description="`result` if the program set it, else its last expression's value")
+    result_is_repr: bool = Field(
+        False, description="the value was not plain data, so `result` holds its repr (a string) instead"
+    )
     error: ExecutionError | None = None
     execution_time: float = Field(0.0, description="seconds, end to end")
     fuel_used: int | None = None

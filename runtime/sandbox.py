@@ -23,6 +23,7 @@ from wasmtime import ExitTrap, WasmtimeError
 @dataclass
 class Outcome:
     value: Any = None
+    value_is_repr: bool = False
     error: ExecutionError | None = None
     fuel_used: int | None = None
     memory_used: int | None = None
@@ -104,6 +105,7 @@ def _report(state: ExecutionState, limits: Limits) -> Outcome:
         error = report.get("error")
         outcome = Outcome(
             value=report.get("value"),
+            value_is_repr=report.get("repr") is True,
             error=ExecutionError(**error) if error else None,
             memory_used=_memory_used(report.get("memory"), limits),
         )
@@ -116,6 +118,10 @@ def _report(state: ExecutionState, limits: Limits) -> Outcome:
         # Only a program that tampered with the runtime gets here.
         return Outcome(error=_error("runtime_error", "SandboxError", "the program's result could not be read"))
     budget.force(len(frame) + items * ITEM_COST)  # the caller's result holds it now
+    error = outcome.error
+    if error is not None and error.kind == "memory_limit" and not error.message:
+        # CPython's MemoryError from a failed allocation has no text: say which limit it met.
+        error.message = f"the program ran out of memory (its limit is {limits.memory_bytes} bytes)"
     return outcome
 
 

@@ -19,13 +19,31 @@ async def test_tuples_become_lists_and_int_keys_survive(run):
 
 async def test_non_plain_last_expression_falls_back_to_repr(run):
     r = await run("{1, 2}")
-    assert r.error is None and r.result == "{1, 2}"
+    assert r.error is None and r.result == "{1, 2}" and r.result_is_repr
 
 
-async def test_non_plain_result_is_an_error(run):
-    r = await run("result = object()")
-    assert r.error.kind == "runtime_error" and r.error.type == "TypeError"
-    assert "plain data" in r.error.message
+async def test_non_plain_result_comes_back_as_its_repr(run):
+    # Models write `result = ...` constantly: a value that is not plain data never fails the program.
+    r = await run("class Order:\n    def __repr__(self):\n        return 'Order(7)'\nresult = Order()")
+    assert r.error is None and r.result == "Order(7)" and r.result_is_repr
+    r = await run("x = []\nx.append(x)\nresult = x")
+    assert r.error is None and r.result == "[[...]]" and r.result_is_repr
+
+
+async def test_plain_results_are_not_reprs(run):
+    r = await run("result = 'text'")
+    assert r.result == "text" and not r.result_is_repr
+
+
+async def test_the_program_file_is_named_as_in_its_tracebacks(run):
+    r = await run("__file__")
+    assert r.error is None and r.result == "<program>"
+
+
+async def test_memory_error_says_which_limit_it_met(run):
+    r = await run("x = bytearray(300 << 20)", memory_bytes=128 << 20)
+    assert r.error.kind == "memory_limit" and r.error.type == "MemoryError"
+    assert str(128 << 20) in r.error.message
 
 
 async def test_stdout_and_stderr_are_captured_in_order(run):

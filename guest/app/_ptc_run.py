@@ -1,6 +1,7 @@
 """Runs one program: compile, execute (top-level await allowed), report.
 
-The report is one msgpack map: `value` (plain data), `error` (kind, type,
+The report is one msgpack map: `value` (plain data, or the value's repr when
+`repr` is true), `error` (kind, type,
 message, traceback of the program's own frames) and `memory` (bytes of linear
 memory at the end, which is the peak: wasm memory never shrinks). It goes to
 the host through `host.report`, which refuses one larger than the host takes;
@@ -171,19 +172,15 @@ def _execute(code_obj: Any, namespace: dict[str, Any]) -> None:
         exec(code_obj, namespace)
 
 
-def _value(namespace: dict[str, Any]) -> Any:
-    if "result" in namespace:
-        try:
-            return _plain(namespace["result"])
-        except _NotPlain as exc:
-            raise TypeError(
-                f"`result` must be plain data (None, bool, int, float, str, bytes, list, dict): {exc}"
-            ) from None
-    last = namespace.get(_LAST)
+def _value(namespace: dict[str, Any]) -> tuple[Any, bool]:
+    """The program's value: `result` if it set one, else its last expression; as plain
+    data, or as its repr (and True) when it is not plain data. Models write
+    `result = something` all the time: that is never the program's failure."""
+    value = namespace["result"] if "result" in namespace else namespace.get(_LAST)
     try:
-        return _plain(last)
+        return _plain(value), False
     except _NotPlain:
-        return repr(last)
+        return repr(value), True
 
 
 def _sleep(seconds: float) -> None:
@@ -218,7 +215,7 @@ def _smaller(report: dict[str, Any]) -> dict[str, Any]:
         error = {"kind": "runtime_error", "type": "ResultTooLargeError", "message": message, "traceback": ""}
     else:
         error = dict(error, message=_clip(error["message"], 1024), traceback=_clip(error["traceback"], 4096, True))
-    return {"value": None, "error": error, "memory": report["memory"]}
+    return {"value": None, "error": error, "memory": report["memory"]}  # "repr" left out: no value
 
 
 def run(code: str, report_limit: int = 1 << 62) -> None:
@@ -227,7 +224,7 @@ def run(code: str, report_limit: int = 1 << 62) -> None:
     random.seed()  # the snapshot's state is shared by every instance
     time.sleep = _sleep
     linecache.cache[PROGRAM] = (len(code), None, code.splitlines(True), PROGRAM)
-    namespace: dict[str, Any] = {"__name__": "__main__", "__builtins__": builtins}
+    namespace: dict[str, Any] = {"__name__": "__main__", "__file__": PROGRAM, "__builtins__": builtins}
     report: dict[str, Any] = {"value": None, "error": None}
     try:
         code_obj = _compile(code)
@@ -238,7 +235,8 @@ def run(code: str, report_limit: int = 1 << 62) -> None:
         host.started()
         try:
             _execute(code_obj, namespace)
-            report["value"] = value = _value(namespace)
+            value, report["repr"] = _value(namespace)
+            report["value"] = value
             _ptc_codec.pack(value)  # a lone surrogate in it raises UnicodeEncodeError: the program's error
         except SystemExit as exc:
             if exc.code not in (None, 0):
@@ -276,7 +274,7 @@ def warm_up() -> None:
     for _ in range(3):
         namespace: dict[str, Any] = {"__name__": "__main__", "__builtins__": builtins}
         _execute(_compile(_WARM_UP_PROGRAM), namespace)
-        report = {"value": _value(namespace), "error": None, "memory": 0}
+        report = {"value": _value(namespace)[0], "error": None, "memory": 0}
         _ptc_codec.unpack(_ptc_codec.pack(report))
         try:
             exec(_compile("1 / 0"), {"__builtins__": builtins})
