@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from ptc.hostcalls.policies import Policy
+from ptc.schemas import resolve_refs
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
 
 ToolType = Literal["function", "mcp", "worker", "a2a"]
@@ -245,23 +246,14 @@ def parse_docstring(doc: str) -> tuple[str, dict[str, str]]:
     return "\n".join(description).strip(), params
 
 
-def _resolve_refs(schema: Any, defs: dict[str, Any]) -> Any:
-    """Inline `$ref`s into `$defs` (pydantic emits them for nested models)."""
-    if isinstance(schema, dict):
-        if "$ref" in schema and isinstance(schema["$ref"], str):
-            target = defs.get(schema["$ref"].rsplit("/", 1)[-1], {})
-            merged = {**_resolve_refs(target, defs), **{k: v for k, v in schema.items() if k != "$ref"}}
-            return merged
-        return {k: _resolve_refs(v, defs) for k, v in schema.items() if k != "$defs"}
-    if isinstance(schema, list):
-        return [_resolve_refs(item, defs) for item in schema]
-    return schema
-
-
 def schema_of(annotation: Any) -> dict[str, Any]:
-    """JSON Schema of a Python annotation, with references inlined."""
-    schema = TypeAdapter(annotation).json_schema()
-    return _resolve_refs(schema, schema.get("$defs", {}))
+    """JSON Schema of a Python annotation, with references inlined (a recursive model's inner self is `{}`)."""
+    return _schema_and_notes(annotation)[0]
+
+
+def _schema_and_notes(annotation: Any) -> tuple[dict[str, Any], list[str]]:
+    resolved = resolve_refs(TypeAdapter(annotation).json_schema())
+    return resolved.schema, resolved.notes
 
 
 def definition_from_function(
@@ -275,11 +267,13 @@ def definition_from_function(
     hints = typing.get_type_hints(fn, include_extras=True)
     doc_description, doc_params = parse_docstring(inspect.getdoc(fn) or "")
     parameters = []
+    notes: list[str] = []
     for param in inspect.signature(fn).parameters.values():
         if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
             continue
         annotation = hints.get(param.name, Any)
-        schema = schema_of(annotation)  # keeps a TypedDict's or model's title: stubs name the class after it
+        schema, cut = _schema_and_notes(annotation)  # keeps a TypedDict's or model's title: stubs name the class
+        notes.extend(n for n in cut if n not in notes)
         required = param.default is inspect.Parameter.empty
         parameters.append(
             ToolParameter(
@@ -294,7 +288,8 @@ def definition_from_function(
     output_schema = None
     returns = hints.get("return", Any)
     if returns not in (Any, None, type(None)):
-        output_schema = schema_of(returns)
+        output_schema, cut = _schema_and_notes(returns)
+        notes.extend(n for n in cut if n not in notes)
     return ToolDefinition(
         name=name or fn.__name__,
         type="function",
@@ -303,4 +298,5 @@ def definition_from_function(
         parameters=parameters,
         output_schema=output_schema,
         policy=policy,
+        notes=notes,
     )
