@@ -23,6 +23,8 @@ class ToolEvent:
     tenant_id: str | None = None
     attempt: int = 0
     duration: float | None = None
+    # "<type the program saw>: <what failed, in full>": for the operator only; it may hold the host's
+    # secrets (a command line, a server's stderr), so the program and the call record get a fixed text.
     error: str | None = None
     backend: str | None = None
 

@@ -17,13 +17,23 @@ import threading
 from collections.abc import Awaitable, Coroutine, Mapping
 from typing import Any, TypeVar
 
+from ptc.hostcalls.policies import BackendUnavailable
 from pydantic import BaseModel, Field
 
 _T = TypeVar("_T")
 
 
-class MCPConnectionError(ConnectionError):
-    """An MCP server could not be started or reached; the message names it and carries its stderr."""
+class MCPConnectionError(BackendUnavailable):
+    """An MCP server could not be started or reached.
+
+    The message names it and carries its command line or URL and its stderr:
+    for the operator (`connect()`, `ptc run --mcp` at startup, events, logs).
+    A program's call sees only `public`: "MCP server 'crm' is unavailable".
+    """
+
+    def __init__(self, server: str, detail: str, *, public: str | None = None) -> None:
+        super().__init__(detail, backend=f"MCP server {server!r}", public=public)
+        self.server = server
 
 
 class MCPServerConfig(BaseModel):
@@ -108,8 +118,9 @@ class _Connection:
             cause = _leaf(exc)
             detail = f"{type(cause).__name__}: {cause}" if str(cause) else type(cause).__name__
             raise MCPConnectionError(
+                self.config.name,
                 f"MCP server {self.config.name!r} ({self.config.describe()}) failed to start: {detail}"
-                + (f"\nits stderr:\n{stderr}" if stderr else "")
+                + (f"\nits stderr:\n{stderr}" if stderr else ""),
             ) from None
 
     async def _hold(self, ready: asyncio.Future[Any], stop: asyncio.Event, errlog: Any) -> None:
@@ -127,7 +138,9 @@ class _Connection:
                 else:
                     command = self.config.command or []
                     if not command:
-                        raise MCPConnectionError(f"MCP server {self.config.name!r} has neither a command nor a url")
+                        raise MCPConnectionError(
+                            self.config.name, f"MCP server {self.config.name!r} has neither a command nor a url"
+                        )
                     params = StdioServerParameters(
                         command=command[0], args=command[1:], env=self.config.env, cwd=self.config.cwd
                     )
@@ -171,7 +184,7 @@ class MCPServers:
     def _submit(self, coro: Coroutine[Any, Any, _T]) -> Awaitable[_T]:
         if self._closed:
             coro.close()
-            raise MCPConnectionError("the MCP sessions are closed")
+            raise MCPConnectionError("*", "the MCP sessions are closed", public="the MCP sessions are closed")
         return asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, self._loop))
 
     async def list_tools(self, name: str) -> list[Any]:
@@ -180,10 +193,16 @@ class MCPServers:
 
     async def _list_tools(self, name: str) -> list[Any]:
         client = await self._connections[name].client()
+        timeout = self.configs[name].connect_timeout
         tools: list[Any] = []
         cursor = None
         for _ in range(1000):
-            page = await client.list_tools(cursor=cursor)
+            try:  # a server that never answers (or sends a reply its client cannot parse) must not hang discovery
+                page = await asyncio.wait_for(client.list_tools(cursor=cursor), timeout)
+            except TimeoutError:
+                raise MCPConnectionError(
+                    name, f"MCP server {name!r} did not list its tools within {timeout:g} s"
+                ) from None
             tools.extend(page.tools)
             cursor = page.next_cursor
             if not cursor:
@@ -201,7 +220,8 @@ class MCPServers:
         except Exception as exc:
             if _connection_lost(exc) or not connection.alive:
                 await connection.close()  # the next call starts a new session (and subprocess)
-                raise MCPConnectionError(f"MCP server {server!r} went away during the call") from None
+                message = f"MCP server {server!r} went away during the call"
+                raise MCPConnectionError(server, message, public=message) from None
             raise
 
     def close(self) -> None:

@@ -15,39 +15,28 @@ from typing import Any
 from ptc.catalog import Binding, ToolCatalog, ToolDefinition, ToolParameter, parse_docstring, python_name
 from ptc.errors import ToolError
 from ptc.hostcalls.mcp_client import MCPServers
-
-_MAX_REF_DEPTH = 32
-
-
-def resolve_refs(schema: Any, defs: dict[str, Any], depth: int = 0) -> Any:
-    """Inline local `$ref`s; a recursive schema stops at an untyped `{}` (any value)."""
-    if depth > _MAX_REF_DEPTH:
-        return {}
-    if isinstance(schema, dict):
-        ref = schema.get("$ref")
-        if isinstance(ref, str) and ref.startswith("#/"):
-            target = defs.get(ref.rsplit("/", 1)[-1])
-            if target is None:
-                return {k: v for k, v in schema.items() if k != "$ref"}
-            rest = {k: v for k, v in schema.items() if k != "$ref"}
-            return {**resolve_refs(target, defs, depth + 1), **resolve_refs(rest, defs, depth + 1)}
-        return {k: resolve_refs(v, defs, depth) for k, v in schema.items() if k not in ("$defs", "definitions")}
-    if isinstance(schema, list):
-        return [resolve_refs(item, defs, depth) for item in schema]
-    return schema
-
-
-def _defs(schema: dict[str, Any]) -> dict[str, Any]:
-    return {**(schema.get("definitions") or {}), **(schema.get("$defs") or {})}
+from ptc.schemas import resolve_refs
 
 
 def _wrapped_result(output: dict[str, Any] | None) -> bool:
     """The SDK's convention for a non-object result: `{"result": value}` with that one property."""
+    properties = output.get("properties") if output else None
     return bool(
         output
         and output.get("type") == "object"
-        and set((output.get("properties") or {}).keys()) == {"result"}
+        and isinstance(properties, dict)
+        and set(properties) == {"result"}
         and output.get("required") == ["result"]
+    )
+
+
+def _properties(schema: dict[str, Any]) -> tuple[dict[str, Any], set[str]]:
+    """An object schema's properties and required names, whatever shape a server sent them in."""
+    properties = schema.get("properties")
+    required = schema.get("required")
+    return (
+        properties if isinstance(properties, dict) else {},
+        {r for r in required if isinstance(r, str)} if isinstance(required, list) else set(),
     )
 
 
@@ -62,13 +51,19 @@ def definitions_from_mcp(domain: str, tools: list[Any]) -> list[tuple[ToolDefini
     """
     definitions = []
     taken: set[str] = set()
+    seen: set[str] = set()
     for tool in sorted(tools, key=lambda t: t.name):
+        if tool.name in seen:  # a server listing one name twice: the first definition is the tool
+            continue
+        seen.add(tool.name)
         input_schema = tool.input_schema if isinstance(tool.input_schema, dict) else {}
-        resolved = resolve_refs(input_schema, _defs(input_schema))
-        required = set(resolved.get("required") or [])
+        inlined = resolve_refs(input_schema)
+        resolved = inlined.schema if isinstance(inlined.schema, dict) else {}
+        notes = list(inlined.notes)
+        properties, required = _properties(resolved)
         description, documented = parse_docstring(tool.description or "")
         parameters = []
-        for name, schema in (resolved.get("properties") or {}).items():
+        for name, schema in properties.items():
             schema = schema if isinstance(schema, dict) else {}
             parameters.append(
                 ToolParameter(
@@ -81,7 +76,12 @@ def definitions_from_mcp(domain: str, tools: list[Any]) -> list[tuple[ToolDefini
                 )
             )
         output = getattr(tool, "output_schema", None)
-        output = resolve_refs(output, _defs(output)) if isinstance(output, dict) else None
+        if isinstance(output, dict):
+            inlined = resolve_refs(output)
+            output = inlined.schema
+            notes.extend(n for n in inlined.notes if n not in notes)
+        else:
+            output = None
         wrapped = _wrapped_result(output)
         if wrapped and output is not None:
             output = output["properties"]["result"]
@@ -98,7 +98,7 @@ def definitions_from_mcp(domain: str, tools: list[Any]) -> list[tuple[ToolDefini
             output_schema=output,
             backend=f"mcp:{domain}",
             function=function,
-            notes=[f"The server calls this tool {tool.name!r}."] if function != tool.name else [],
+            notes=([f"The server calls this tool {tool.name!r}."] if function != tool.name else []) + notes,
         )
         definitions.append((definition, tool.name, wrapped))
     return definitions

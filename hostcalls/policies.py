@@ -18,7 +18,26 @@ from pydantic import BaseModel, ConfigDict, Field
 
 
 class RetryableError(Exception):
-    """Raise from a tool to mark a failure as transient: the router may retry it."""
+    """Raise from a tool to mark a failure as transient: the router may retry it.
+
+    Its message is for the operator (events, logs); a program whose call
+    finally fails sees "<tool> failed (RetryableError)". Raise ToolError for a
+    message the program should read.
+    """
+
+
+class BackendUnavailable(ConnectionError):
+    """A tool's backend could not be reached (transient, retried).
+
+    `str()` is the operator's detail (it may name a command line, a URL or a
+    server's stderr); `public` is all a program sees: a fixed sentence naming
+    the backend.
+    """
+
+    def __init__(self, detail: str, *, backend: str, public: str | None = None) -> None:
+        super().__init__(detail)
+        self.backend = backend
+        self.public = public or f"{backend} is unavailable"
 
 
 class Policy(BaseModel):

@@ -9,7 +9,9 @@ A tool whose Policy says `inline` runs on the sandbox thread instead, to the
 end, inside `dispatch`: two thread hops (~60 µs on a 2-vCPU VM, where a woken
 thread waits for an IPI) are most of a trivial call's cost.
 Every outcome is an encoded reply frame and a record; nothing raises back
-into the sandbox thread.
+into the sandbox thread. A failure's message in both is a fixed, whitelisted
+text (`_tool_failure`); what the tool actually raised goes to events and the
+`ptc` logger only, since it may hold the host's secrets.
 
 What a call's size decides happens on the sandbox thread, under the
 execution's deadline and budget, never on the event loop (which `ptc serve`
@@ -37,6 +39,7 @@ from ptc.hostcalls import codec
 from ptc.hostcalls.budget import OVER_BUDGET_MESSAGE, HostBudget
 from ptc.hostcalls.events import EventBus, ToolEvent
 from ptc.hostcalls.policies import (
+    BackendUnavailable,
     CircuitBreaker,
     CircuitOpen,
     CircuitState,
@@ -67,19 +70,25 @@ def _inline_loop() -> asyncio.AbstractEventLoop:
     return loop
 
 
-class _Failure(Exception):
-    """A failed call, as the program will see it: a ToolError subclass name and a message."""
+_MAX_MESSAGE_CHARS = 4000  # a deliberate ToolError's text (an MCP isError reply) reaches the program up to this
 
-    def __init__(self, type_: str, message: str) -> None:
+
+class _Failure(Exception):
+    """A failed call, as the program will see it: a ToolError subclass name and a message.
+
+    `detail` is what the operator sees (events, the `ptc` logger): for a
+    tool's own exception, its type and full text, which may hold secrets
+    that must never reach the program or the call record.
+    """
+
+    def __init__(self, type_: str, message: str, detail: str | None = None) -> None:
         super().__init__(message)
         self.type = type_
         self.message = message
+        self.detail = detail if detail is not None else message
 
 
-def _message(exc: BaseException) -> str:
-    """A tool exception's message for the program: an OSError's file names are host paths, so only its reason."""
-    if isinstance(exc, OSError) and exc.strerror:
-        return exc.strerror
+def _text(exc: BaseException) -> str:
     try:
         return str(exc)
     except Exception:
@@ -97,6 +106,38 @@ class Prepared:
     tool: ToolDefinition
     binding: Binding
     params: dict[str, Any]
+
+
+def _type_name(exc: BaseException) -> str:
+    """The exception's class name, if it is an ordinary one (a class name made of data is not shown)."""
+    name = type(exc).__name__
+    return name if name.isidentifier() and name.isascii() and len(name) <= 64 else "Exception"
+
+
+def _capped(text: str) -> str:
+    return text if len(text) <= _MAX_MESSAGE_CHARS else text[:_MAX_MESSAGE_CHARS] + "... (truncated)"
+
+
+def _tool_failure(tool: str, exc: BaseException) -> _Failure:
+    """What a program may see of a tool's exception: only whitelisted, fixed texts.
+
+    * ptc's ToolError family, raised on purpose (a handler's `ToolError("...")`,
+      an MCP tool's isError reply): its own class and text, capped;
+    * an unavailable backend: a fixed sentence naming it ("MCP server 'crm'
+      is unavailable");
+    * anything else (ValueError, OSError, CalledProcessError, a client
+      library's connection error, RetryableError, SystemExit, ...): the fixed
+      "<tool> failed (<type>)": their text may hold paths, commands,
+      passwords or connection strings.
+
+    The full text always goes to the failure's `detail` (events and logs).
+    """
+    detail = f"{type(exc).__name__}: {_text(exc)}"
+    if isinstance(exc, ToolError):
+        return _Failure(_type_name(exc), _capped(_text(exc)), detail)
+    if isinstance(exc, BackendUnavailable):
+        return _Failure("ToolError", exc.public, detail)
+    return _Failure("ToolError", f"{tool} failed ({_type_name(exc)})", detail)
 
 
 def _plain_result(value: Any) -> Any:
@@ -200,7 +241,7 @@ class Router:
             record.error = CallError(type=failure.type, message=message)
             reply = codec.encode({"error": {"type": failure.type, "message": message}})
             session.budget.force(len(reply))
-            self._emit("failure", record, session, error=f"{failure.type}: {failure.message}")
+            self._emit("failure", record, session, error=f"{failure.type}: {failure.detail}")
         except asyncio.CancelledError:
             record.error = CallError(type="CancelledError", message="the program stopped waiting for this call")
             raise
@@ -234,7 +275,12 @@ class Router:
         if binding is None:
             raise _Failure("ToolError", f"tool {tool.name!r} has no handler bound")
         try:
-            params = self._validator(tool, binding)(request.get("args", {}))
+            validator = self._validator(tool, binding)
+        except Exception as exc:  # a schema pydantic cannot build a model from: the tool's fault, said plainly
+            message = f"{tool.name} cannot be called: ptc could not build a validator from its schema"
+            raise _Failure("ToolError", message, f"{message} ({type(exc).__name__}: {_text(exc)})") from None
+        try:
+            params = validator(request.get("args", {}))
         except ParameterError as exc:
             raise _Failure("ToolValidationError", str(exc)) from None
         return Prepared(tool, binding, params)
@@ -292,21 +338,19 @@ class Router:
                 failure = _Failure("ToolTimeoutError", f"{tool.name} did not answer within {policy.timeout:g} s")
                 transient = True
             except (ConnectionError, RetryableError) as exc:
-                failure = _Failure("ToolError", f"{type(exc).__name__}: {exc}")
+                failure = _tool_failure(tool.name, exc)
                 transient = True
-            except ToolError as exc:  # a handler may raise ptc's ToolError family on purpose
-                failure = _Failure(type(exc).__name__, str(exc))
             except asyncio.CancelledError:
                 raise
-            except BaseException as exc:  # noqa: BLE001 - the tool's own failure, even SystemExit: its message only
-                failure = _Failure("ToolError", f"{type(exc).__name__}: {_message(exc)}")
+            except BaseException as exc:  # noqa: BLE001 - the tool's own failure, even SystemExit
+                failure = _tool_failure(tool.name, exc)
             else:
                 breaker.record(True, policy)
                 return value
             breaker.record(False, policy)
             if not transient or attempt > policy.max_retries:
                 raise failure
-            self._emit("retry", record, session, error=f"{failure.type}: {failure.message}")
+            self._emit("retry", record, session, error=f"{failure.type}: {failure.detail}")
             await asyncio.sleep(policy.delay(attempt))
 
     async def _invoke(self, binding: Binding, params: dict[str, Any], policy: Policy) -> Any:
@@ -400,7 +444,7 @@ class CallSession:
         record.error = CallError(type=failure.type, message=message)
         record.completed_at = time.time()
         record.duration = 0.0
-        self.router._emit("failure", record, self, error=f"{failure.type}: {message}")
+        self.router._emit("failure", record, self, error=f"{failure.type}: {failure.detail}")
         reply = codec.encode({"error": {"type": failure.type, "message": message}})
         record.result_size = len(reply)
         return reply

@@ -8,19 +8,39 @@ Stubs, the API reference and parameter validation are all derived from it.
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import keyword
 import re
 import typing
+import unicodedata
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from ptc.hostcalls.policies import Policy
+from ptc.schemas import resolve_refs
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
 
 ToolType = Literal["function", "mcp", "worker", "a2a"]
-_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# Names a stub's function body uses: a parameter or tool of that name would shadow them.
+_RESERVED = frozenset({"idempotency_key", "_call", "_tool"})
+MAX_PYTHON_NAME = 60  # a tool's Python name is also a file name (tools/<domain>/<name>.py): 255 bytes at most
+
+
+def is_identifier(name: str) -> bool:
+    """Whether `name` can be written as itself in Python source and mean itself.
+
+    `str.isidentifier()` (never a regex: `$` also matches before a trailing
+    newline), not a keyword, and unchanged by NFKC normalization (Python
+    normalizes identifiers, so `ﬁle` written in source would be `file`).
+    """
+    return (
+        isinstance(name, str)
+        and name.isidentifier()
+        and not keyword.iskeyword(name)
+        and unicodedata.normalize("NFKC", name) == name
+    )
 
 
 def python_name(name: str) -> str:
@@ -28,13 +48,44 @@ def python_name(name: str) -> str:
 
     `get-weather` -> `get_weather`, `list.files` -> `list_files`, `class` ->
     `class_`, `2fa` -> `_2fa`. The original name is what the backend receives.
+    Whatever the name holds (newlines, quotes, NULs, surrogates, characters
+    NFKC would change), the result passes `is_identifier`; names the stub's
+    own code uses (`_call`, `idempotency_key`) and dunders get a trailing `_`.
+    A name longer than MAX_PYTHON_NAME characters is cut, and a hash of the
+    whole name keeps cut names apart.
     """
-    cleaned = re.sub(r"\W", "_", name)
-    if not cleaned or cleaned[0].isdigit():
+    cleaned = "".join(c if _identifier_char(c) else "_" for c in name)
+    if not cleaned or not cleaned[0].isidentifier():  # a digit (or a continue-only mark) cannot start one
         cleaned = "_" + cleaned
-    if keyword.iskeyword(cleaned) or cleaned in ("idempotency_key",):
+    if not (cleaned.isidentifier() and unicodedata.normalize("NFKC", cleaned) == cleaned):
+        cleaned = "".join(c if c.isascii() and (c.isalnum() or c == "_") else "_" for c in cleaned)  # marks combined
+    if _dunder(cleaned):  # `__init__` would be the domain package's own module
+        cleaned = cleaned.rstrip("_") + "_"
+    if keyword.iskeyword(cleaned) or cleaned in _RESERVED:
         cleaned += "_"
+    if len(cleaned) > MAX_PYTHON_NAME:
+        digest = hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+        cleaned = cleaned[: MAX_PYTHON_NAME - 9] + "_" + digest
+        if not is_identifier(cleaned):  # the cut split a character sequence NFKC combines
+            cleaned = "_" + digest
     return cleaned
+
+
+def _dunder(name: str) -> bool:
+    return len(name) > 2 and name.startswith("__") and name.endswith("__")
+
+
+def _identifier_char(char: str) -> bool:
+    return ("_" + char).isidentifier() and unicodedata.normalize("NFKC", char) == char
+
+
+def _unicode_text(value: str, what: str) -> str:
+    """A name the frame codec can carry (it is sent in every call): UTF-8, so no lone surrogates."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(f"{what} {value!r} is not valid Unicode text (it holds a lone surrogate)") from None
+    return value
 
 
 class ToolParameter(BaseModel):
@@ -54,6 +105,11 @@ class ToolParameter(BaseModel):
     json_schema_: dict[str, Any] | None = Field(
         None, alias="schema", description="full JSON Schema; wins over the above"
     )
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_text(cls, value: str) -> str:
+        return _unicode_text(value, "parameter name")
 
     def schema_dict(self) -> dict[str, Any]:
         """This parameter's JSON Schema."""
@@ -95,11 +151,23 @@ class ToolDefinition(BaseModel):
     function: str | None = Field(None, description="the stub's Python name; derived from `name` when unset")
     notes: list[str] = Field(default_factory=list, description="extra lines for the stub's docstring")
 
+    @field_validator("name")
+    @classmethod
+    def _name_is_text(cls, value: str) -> str:
+        return _unicode_text(value, "tool name")
+
     @field_validator("domain")
     @classmethod
     def _domain_is_identifier(cls, value: str) -> str:
-        if not _IDENTIFIER.match(value) or keyword.iskeyword(value) or value.startswith("_"):
+        if not is_identifier(value) or value.startswith("_"):
             raise ValueError(f"domain {value!r} must be a Python identifier (it becomes `tools.{value}`)")
+        return value
+
+    @field_validator("function")
+    @classmethod
+    def _function_is_identifier(cls, value: str | None) -> str | None:
+        if value is not None and (not is_identifier(value) or value in _RESERVED or _dunder(value)):
+            raise ValueError(f"function {value!r} must be a Python identifier (it becomes `async def {value}`)")
         return value
 
     @property
@@ -245,23 +313,14 @@ def parse_docstring(doc: str) -> tuple[str, dict[str, str]]:
     return "\n".join(description).strip(), params
 
 
-def _resolve_refs(schema: Any, defs: dict[str, Any]) -> Any:
-    """Inline `$ref`s into `$defs` (pydantic emits them for nested models)."""
-    if isinstance(schema, dict):
-        if "$ref" in schema and isinstance(schema["$ref"], str):
-            target = defs.get(schema["$ref"].rsplit("/", 1)[-1], {})
-            merged = {**_resolve_refs(target, defs), **{k: v for k, v in schema.items() if k != "$ref"}}
-            return merged
-        return {k: _resolve_refs(v, defs) for k, v in schema.items() if k != "$defs"}
-    if isinstance(schema, list):
-        return [_resolve_refs(item, defs) for item in schema]
-    return schema
-
-
 def schema_of(annotation: Any) -> dict[str, Any]:
-    """JSON Schema of a Python annotation, with references inlined."""
-    schema = TypeAdapter(annotation).json_schema()
-    return _resolve_refs(schema, schema.get("$defs", {}))
+    """JSON Schema of a Python annotation, with references inlined (a recursive model's inner self is `{}`)."""
+    return _schema_and_notes(annotation)[0]
+
+
+def _schema_and_notes(annotation: Any) -> tuple[dict[str, Any], list[str]]:
+    resolved = resolve_refs(TypeAdapter(annotation).json_schema())
+    return resolved.schema, resolved.notes
 
 
 def definition_from_function(
@@ -275,11 +334,13 @@ def definition_from_function(
     hints = typing.get_type_hints(fn, include_extras=True)
     doc_description, doc_params = parse_docstring(inspect.getdoc(fn) or "")
     parameters = []
+    notes: list[str] = []
     for param in inspect.signature(fn).parameters.values():
         if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
             continue
         annotation = hints.get(param.name, Any)
-        schema = schema_of(annotation)  # keeps a TypedDict's or model's title: stubs name the class after it
+        schema, cut = _schema_and_notes(annotation)  # keeps a TypedDict's or model's title: stubs name the class
+        notes.extend(n for n in cut if n not in notes)
         required = param.default is inspect.Parameter.empty
         parameters.append(
             ToolParameter(
@@ -294,7 +355,8 @@ def definition_from_function(
     output_schema = None
     returns = hints.get("return", Any)
     if returns not in (Any, None, type(None)):
-        output_schema = schema_of(returns)
+        output_schema, cut = _schema_and_notes(returns)
+        notes.extend(n for n in cut if n not in notes)
     return ToolDefinition(
         name=name or fn.__name__,
         type="function",
@@ -303,4 +365,5 @@ def definition_from_function(
         parameters=parameters,
         output_schema=output_schema,
         policy=policy,
+        notes=notes,
     )

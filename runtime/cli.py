@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import importlib
 import os
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -76,9 +77,9 @@ def _connected(args: argparse.Namespace) -> ProgrammaticToolExecutor:
     executor = _executor(args)
     try:
         asyncio.run(executor.connect())
-    except ConnectionError as exc:
+    except ConnectionError as exc:  # the operator's own servers: shown in full, a hostile stderr escaped
         executor.close()
-        raise SystemExit(f"ptc: {exc}") from None
+        raise SystemExit(terminal_text(f"ptc: {exc}")) from None
     return executor
 
 
@@ -102,19 +103,41 @@ def _add_limit_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-output", type=int, help="bytes of output kept (default 1 MiB)")
 
 
-def _print_result(result: ExecutionResult, as_json: bool) -> int:
+# C0 controls but tab and newline, DEL, C1 controls (CSI, OSC, ...) and lone surrogates (unencodable).
+_TERMINAL_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
+def terminal_text(text: str) -> str:
+    r"""`text` safe to write to a terminal: control characters shown as escapes (`\x1b`), not obeyed.
+
+    A program's output is the program's, so it must not drive the operator's
+    terminal: set the clipboard (OSC 52), retitle the window, erase or
+    overwrite lines (`\r`, CSI sequences). Tab and newline stay as they are;
+    backslashes are not doubled, so a literal `\x1b` in the output reads the same.
+    """
+    return _TERMINAL_CONTROL.sub(_escaped, text)
+
+
+def _escaped(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return "\\x%02x" % code if code < 0x100 else "\\u%04x" % code
+
+
+def _print_result(result: ExecutionResult, as_json: bool, raw: bool = False) -> int:
+    """Print a result: its output (escaped unless `raw`), then any error on stderr; the exit code."""
+    shown = (lambda text: text) if raw else terminal_text
     if as_json:
-        print(result.model_dump_json(indent=2))
+        print(result.model_dump_json(indent=2))  # JSON escapes every control character itself
     else:
-        sys.stdout.write(result.stdout)
-        sys.stderr.write(result.stderr)
+        sys.stdout.write(shown(result.stdout))
+        sys.stderr.write(shown(result.stderr))
         if result.output_truncated:
             print("ptc: output truncated", file=sys.stderr)
     if result.error is not None:
         if not as_json:
-            print(f"ptc: {result.error.kind}: {result.error.type}: {result.error.message}", file=sys.stderr)
+            print(shown(f"ptc: {result.error.kind}: {result.error.type}: {result.error.message}"), file=sys.stderr)
             if result.error.traceback:
-                sys.stderr.write(result.error.traceback)
+                sys.stderr.write(shown(result.error.traceback))
         return 1
     return 0
 
@@ -125,7 +148,7 @@ def _run(args: argparse.Namespace) -> int:
             code = Path(args.script).read_text(encoding="utf-8")
         except OSError as exc:
             raise SystemExit(f"ptc: cannot read {args.script}: {exc.strerror}") from None
-        return _print_result(executor.execute_sync(code), args.json)
+        return _print_result(executor.execute_sync(code), args.json, raw=args.raw)
 
 
 def _stubs(args: argparse.Namespace) -> int:
@@ -168,6 +191,9 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="run a program")
     run.add_argument("script", help="the program's file")
     run.add_argument("--json", action="store_true", help="print the whole result as JSON")
+    run.add_argument(
+        "--raw", action="store_true", help="write the program's output as is (terminal control sequences included)"
+    )
     _add_limit_flags(run)
     _add_tool_flags(run)
     run.set_defaults(handler=_run)

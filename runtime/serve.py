@@ -14,6 +14,7 @@ from ptc.catalog import ToolDefinition
 from ptc.executor import ProgrammaticToolExecutor
 from ptc.results import ExecutionResult
 from ptc.stubgen import build_stub, render_api_reference, render_stubs
+from ptc.stubgen.text import md_inline
 
 EXECUTE_DESCRIPTION = """Run a Python 3.14 program in a sandbox where the tools below are importable.
 
@@ -79,7 +80,7 @@ def search(executor: ProgrammaticToolExecutor, query: str, limit: int = 10) -> l
                 "name": f"{tool.domain}.{tool.python_name}",
                 "import": f"from tools.{tool.domain} import {tool.python_name}",
                 "signature": f"async def {stub.function}({stub.signature}) -> {stub.returns}",
-                "summary": stub.summary,
+                "summary": md_inline(stub.summary),
             }
         )
     return results

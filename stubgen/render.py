@@ -2,17 +2,30 @@
 
 The module table `render_stubs` returns is what the sandbox imports (served
 by the host on demand) and what `write_stubs` puts on disk: the same sources.
+
+A tool's names, descriptions and schema are upstream text (see
+`ptc.stubgen.text`): they reach a stub only escaped, as literals or as
+vetted identifiers, and every rendered tool module is parsed again and
+checked against what the template intends (`ptc.stubgen.verify`). A module
+that fails the check is replaced by a minimal stub that still calls the
+tool, so every tool stays importable whatever its text.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import jinja2
 from ptc.catalog import ToolCatalog, ToolDefinition, ToolParameter
+from ptc.stubgen.text import clean_lines, comment_text, doc_text, literal, md_code, md_inline, md_text
 from ptc.stubgen.types import TypedDictDef, TypeRenderer, class_name
+from ptc.stubgen.verify import StubError, verify_domain_module, verify_tool_module
+
+logger = logging.getLogger("ptc")
 
 _ENV = jinja2.Environment(
     loader=jinja2.PackageLoader("ptc.stubgen", "templates"),
@@ -22,36 +35,38 @@ _ENV = jinja2.Environment(
     lstrip_blocks=True,
 )
 _ENV.filters["pyrepr"] = repr
+_ENV.filters["md_inline"] = md_inline
 
 _EXAMPLE_VALUES = {"string": '"..."', "integer": "1", "number": "1.0", "boolean": "True", "array": "[]", "object": "{}"}
-
-
-def _doc(text: str) -> str:
-    """Text safe inside a triple-quoted docstring."""
-    return text.replace("\\", "\\\\").replace('"""', '\\"\\"\\"')
+_FALLBACK_NOTE = "This tool's definition could not be rendered as a typed stub: pass its parameters by keyword."
 
 
 def _render_class(cls: TypedDictDef) -> str:
-    doc = f'    """{_doc(cls.description)}"""\n' if cls.description else ""
+    def annotation(required: bool, annotation: str) -> str:
+        return f"Required[{annotation}]" if required else annotation
+
     if cls.class_syntax:
-        lines = [f"class {cls.name}(TypedDict, total=False):", *([doc.rstrip("\n")] if doc else [])]
-        for key, annotation, required, description in cls.fields:
-            comment = f"  # {description.splitlines()[0]}" if description else ""
-            wrapped = f"Required[{annotation}]" if required else annotation
-            lines.append(f"    {key}: {wrapped}{comment}")
+        lines = [f"class {cls.name}(TypedDict, total=False):"]
+        if cls.description:
+            lines.append(f'    """{doc_text(cls.doc)}"""')
+        for key, type_, required, description in cls.fields:
+            comment = comment_text(description)
+            lines.append(f"    {key}: {annotation(required, type_)}" + (f"  # {comment}" if comment else ""))
         if not cls.fields:
             lines.append("    pass")
         return "\n".join(lines)
-    items = ", ".join(
-        f"{key!r}: {f'Required[{annotation}]' if required else annotation}"
-        for key, annotation, required, _ in cls.fields
-    )
+    items = ", ".join(f"{key!r}: {annotation(required, type_)}" for key, type_, required, _ in cls.fields)
     return f"{cls.name} = TypedDict({cls.name!r}, {{{items}}}, total=False)"
 
 
 @dataclass
 class ToolStub:
-    """Everything the templates need about one tool."""
+    """Everything the templates need about one tool.
+
+    `docstring` is escaped source for between the function's triple quotes;
+    `doc` is the text it reads as. `summary` is the description's first line
+    as written (plain data); `api_lines` are markdown-safe.
+    """
 
     tool: ToolDefinition
     function: str
@@ -63,15 +78,14 @@ class ToolStub:
     docstring: str
     summary: str
     api_lines: list[str] = field(default_factory=list)
+    names: dict[str, str] = field(default_factory=dict)
+    doc: str = ""
+    class_defs: list[TypedDictDef] = field(default_factory=list)
+    fallback: bool = False
 
     @property
     def tool_name(self) -> str:
         return self.tool.name
-
-    @property
-    def names(self) -> dict[str, str]:
-        """Python parameter names -> the tool's own, in signature order."""
-        return {p.python_name: p.name for p in _ordered(self.tool.parameters)}
 
     @property
     def module(self) -> str:
@@ -79,7 +93,11 @@ class ToolStub:
 
     @property
     def exports(self) -> list[str]:
-        return [self.function, *(c.split("(")[0].split()[-1] for c in self.classes if c.startswith("class "))]
+        return [self.function, *(c.name for c in self.class_defs)]
+
+    @property
+    def api_summary(self) -> str:
+        return md_text(self.summary)
 
 
 def _ordered(parameters: list[ToolParameter]) -> list[ToolParameter]:
@@ -87,9 +105,43 @@ def _ordered(parameters: list[ToolParameter]) -> list[ToolParameter]:
     return [p for p in parameters if p.required] + [p for p in parameters if not p.required]
 
 
+def _python_names(parameters: list[ToolParameter]) -> list[str]:
+    """Each parameter's Python name, unique in the signature (`a-b` and `a_b` -> `a_b`, `a_b_`)."""
+    taken: set[str] = set()
+    names = []
+    for p in parameters:
+        name = p.python_name
+        while name in taken:
+            name += "_"
+        taken.add(name)
+        names.append(name)
+    return names
+
+
+@dataclass
+class _Default:
+    """How a defaulted parameter appears: `source` in the signature, `text` in its docs."""
+
+    source: str | None  # None: the signature says `= None` and the call leaves the parameter out
+    text: str
+
+
+def _default(p: ToolParameter, schema: dict[str, Any]) -> _Default | None:
+    """None for a required parameter or one without a default."""
+    if p.required or (p.default is None and "default" not in schema):
+        return None
+    value = p.default if p.default is not None else schema.get("default")
+    source = literal(value)
+    if source is None:
+        return _Default(None, " Defaults to the tool's own default (not a plain value, so not shown).")
+    return _Default(source, f" Defaults to {source}.")
+
+
 def build_stub(tool: ToolDefinition) -> ToolStub:
-    types = TypeRenderer()
+    types = TypeRenderer(reserved=frozenset({tool.python_name}))
     base = class_name(tool.python_name)
+    ordered = _ordered(tool.parameters)
+    python_names = _python_names(ordered)
     params: list[str] = []
     args: list[str] = []
     omit: list[str] = []
@@ -97,63 +149,62 @@ def build_stub(tool: ToolDefinition) -> ToolStub:
     api_lines: list[str] = []
     input_fields = []
     example: list[str] = []
-    for p in _ordered(tool.parameters):
+    for p, name in zip(ordered, python_names, strict=True):
         schema = p.schema_dict()
         annotation = types.annotation(schema, base + class_name(p.name))
         input_fields.append((p.name, annotation, p.required, p.description))
+        default = _default(p, schema)
         if p.required:
-            params.append(f"{p.python_name}: {annotation}")
-            example.append(f"{p.python_name}={_example(schema, p)}")
-        elif p.default is None and "default" not in schema:
+            params.append(f"{name}: {annotation}")
+            example.append(f"{name}={_example(schema)}")
+        elif default is None or default.source is None:
             if not annotation.endswith("| None") and annotation not in ("Any", "None"):
                 annotation += " | None"
-            params.append(f"{p.python_name}: {annotation} = None")
-            if not p.nullable:
+            params.append(f"{name}: {annotation} = None")
+            if not p.nullable or default is not None:
                 omit.append(p.name)
         else:
-            default = p.default if p.default is not None else schema.get("default")
-            params.append(f"{p.python_name}: {annotation} = {default!r}")
-        args.append(f"{p.name!r}: {p.python_name}")
+            params.append(f"{name}: {annotation} = {default.source}")
+        args.append(f"{p.name!r}: {name}")
         kind = annotation if p.required else f"{annotation}, optional"
-        default_text = (
-            ""
-            if p.required or (p.default is None and "default" not in schema)
-            else (f" Defaults to {p.default if p.default is not None else schema.get('default')!r}.")
-        )
-        description = p.description.strip()
+        default_text = default.text if default is not None else ""
+        description = clean_lines(p.description).strip()
         if description and default_text and not description.endswith("."):
             description += "."
-        doc_args.append(f"{p.python_name} ({kind}): {description}{default_text}".replace(":  ", ": ").rstrip())
-        api_lines.append(f"`{p.python_name}`: {description or annotation}{default_text}")
+        doc_args.append(f"{name} ({kind}): {description}{default_text}".replace(":  ", ": ").rstrip())
+        api_lines.append(f"`{name}`: " + md_inline((description or annotation) + default_text))
     params.append("*")
     params.append("idempotency_key: str | None = None")
     doc_args.append("idempotency_key (str, optional): calls repeating a key get the first call's result.")
 
     input_cls = TypedDictDef(base + "Input", f"Parameters of {tool.name}.", input_fields)
-    types.classes.insert(0, input_cls)
+    param_classes = len(types.classes)
     returns = "Any"
     if tool.output_schema:
         returns = types.annotation(tool.output_schema, base + "Result")
+    # A functional-form TypedDict evaluates its annotations at import: it must follow the classes it names.
+    types.classes.insert(0 if input_cls.class_syntax else param_classes, input_cls)
+    output_description = tool.output_schema.get("description") if tool.output_schema else None
     returns_doc = (
-        f"{returns}: {tool.output_schema.get('description', 'the tool result')}"
+        f"{returns}: {output_description if isinstance(output_description, str) else 'the tool result'}"
         if tool.output_schema
-        else ("Any: the tool's result (plain data)")
+        else "Any: the tool's result (plain data)"
     )
-    summary = (tool.description.strip().splitlines() or [f"The {tool.name} tool."])[0]
+    summary = (clean_lines(tool.description).strip().splitlines() or [f"The {tool.python_name} tool."])[0].strip()
     call_example = f"{'result' if returns == 'Any' else 'value'} = await {tool.python_name}({', '.join(example)})"
     sections = [
-        _doc(tool.description.strip() or summary),
-        "Args:\n" + "\n".join("    " + _doc(line) for line in doc_args),
-        "Returns:\n    " + _doc(returns_doc),
-        "Example:\n    " + f"from tools.{tool.domain} import {tool.python_name}\n    " + _doc(call_example),
+        clean_lines(tool.description).strip() or summary,
+        "Args:\n" + "\n".join("    " + line for line in doc_args),
+        "Returns:\n    " + returns_doc,
+        "Example:\n    " + f"from tools.{tool.domain} import {tool.python_name}\n    " + call_example,
     ]
     notes = [*tool.notes, *types.fallbacks]
     if notes:
-        sections.append("Notes:\n" + "\n".join("    " + _doc(n) for n in notes))
+        sections.append("Notes:\n" + "\n".join("    " + n for n in notes))
     if tool.name != tool.python_name:
-        api_lines.insert(0, f"calls the tool named `{tool.name}`")
-    api_lines.extend(f"`{c.name}` = `{c.shape()}`" for c in types.classes[1:])
-    docstring = "\n".join(("    " + line) if line else "" for line in "\n\n".join(sections).splitlines()).lstrip()
+        api_lines.insert(0, f"calls the tool named `{md_code(tool.name)}`")
+    api_lines.extend(f"`{c.name}` = `{md_code(c.shape())}`" for c in types.classes if c is not input_cls)
+    doc = _indented(clean_lines("\n\n".join(sections))) + "\n    "
     return ToolStub(
         tool=tool,
         function=tool.python_name,
@@ -162,21 +213,77 @@ def build_stub(tool: ToolDefinition) -> ToolStub:
         args="{" + ", ".join(args) + "}",
         omit=tuple(omit),
         classes=[_render_class(c) for c in types.classes],
-        docstring=docstring,
+        docstring=doc_text(doc),
         summary=summary,
         api_lines=api_lines,
+        names=dict(zip(python_names, (p.name for p in ordered), strict=True)),
+        doc=doc,
+        class_defs=list(types.classes),
     )
 
 
-def _example(schema: dict[str, Any], p: ToolParameter) -> str:
+def _indented(text: str) -> str:
+    """Every line but the first indented by four spaces (the function body's), blank lines left empty."""
+    return "\n".join(("    " + line) if line else "" for line in text.split("\n")).lstrip()
+
+
+def fallback_stub(tool: ToolDefinition) -> ToolStub:
+    """The minimal stub of a tool whose full stub failed its check: keyword arguments, checked by the host."""
+    doc = _indented(f"{_FALLBACK_NOTE}\n\nThe host checks them against the tool's schema.") + "\n    "
+    return ToolStub(
+        tool=tool,
+        function=tool.python_name,
+        signature="*, idempotency_key: str | None = None, **params: Any",
+        returns="Any",
+        args="params",
+        omit=(),
+        classes=[],
+        docstring=doc_text(doc),
+        summary=_FALLBACK_NOTE,
+        api_lines=[md_inline(_FALLBACK_NOTE)],
+        doc=doc,
+        fallback=True,
+    )
+
+
+def _example(schema: dict[str, Any]) -> str:
     if isinstance(schema.get("enum"), list) and schema["enum"]:
-        return repr(schema["enum"][0])
+        return literal(schema["enum"][0], limit=40) or "..."
     kind = schema.get("type")
     return _EXAMPLE_VALUES.get(kind if isinstance(kind, str) else "", "...")
 
 
 def _stubs_by_domain(catalog: ToolCatalog) -> dict[str, list[ToolStub]]:
     return {domain: [build_stub(t) for t in tools] for domain, tools in catalog.domains().items()}
+
+
+def module_doc(stub: ToolStub, source: str, version: str) -> str:
+    """The text a tool module's docstring reads as."""
+    first = f"{stub.tool_name}: {stub.summary}"
+    origin = f"the {json.dumps(source, ensure_ascii=False)} catalog (version {json.dumps(version, ensure_ascii=False)})"
+    return clean_lines(f"{first}\n\nGenerated by ptc.stubgen from {origin}. Do not edit.\n")
+
+
+def render_tool_module(stub: ToolStub, source: str, version: str) -> str:
+    """A tool's module, checked; a minimal stub (logged) if the full one fails its check."""
+    rendered = _render_tool(stub, source, version)
+    try:
+        verify_tool_module(rendered, stub, module_doc(stub, source, version))
+        return rendered
+    except StubError as exc:
+        if stub.fallback:
+            raise
+        logger.warning("ptc: the stub of tool %r failed its check (%s); serving a minimal stub", stub.tool_name, exc)
+    minimal = fallback_stub(stub.tool)
+    rendered = _render_tool(minimal, source, version)
+    verify_tool_module(rendered, minimal, module_doc(minimal, source, version))
+    return rendered
+
+
+def _render_tool(stub: ToolStub, source: str, version: str) -> str:
+    return _ENV.get_template("tool.py.j2").render(
+        stub=stub, module_doc=doc_text(module_doc(stub, source, version)), source=source, version=version
+    )
 
 
 def render_stubs(catalog: ToolCatalog) -> dict[str, str]:
@@ -188,9 +295,12 @@ def render_stubs(catalog: ToolCatalog) -> dict[str, str]:
         "tools._outside": _ENV.get_template("outside.py.j2").render(**context),
     }
     for domain, stubs in by_domain.items():
-        modules[f"tools.{domain}"] = _ENV.get_template("domain.py.j2").render(domain=domain, tools=stubs, **context)
+        modules[f"tools.{domain}"] = source = _ENV.get_template("domain.py.j2").render(
+            domain=domain, tools=stubs, **context
+        )
+        verify_domain_module(source, [s.function for s in stubs])
         for stub in stubs:
-            modules[stub.module] = _ENV.get_template("tool.py.j2").render(stub=stub, **context)
+            modules[stub.module] = render_tool_module(stub, catalog.source, catalog.version)
     return modules
 
 
@@ -211,7 +321,11 @@ def write_stubs(catalog: ToolCatalog, out_dir: str | Path) -> list[Path]:
 
 
 def render_api_reference(catalog: ToolCatalog) -> str:
-    """The whole catalog as one compact, prompt-ready reference (markdown)."""
+    """The whole catalog as one compact, prompt-ready reference (markdown).
+
+    Upstream text in it is one line of prose per item (`md_text`): it cannot
+    open a code fence, a heading or a list item of its own.
+    """
     return _ENV.get_template("api.md.j2").render(
         source=catalog.source, version=catalog.version, domains=_stubs_by_domain(catalog)
     )

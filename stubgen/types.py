@@ -3,22 +3,39 @@
 What a schema says that Python typing cannot (patterns, `not`, tuple-like
 `prefixItems`, ...) falls back to `Any`/`dict[str, Any]`, and the fallback is
 reported so the stub's docstring can say so.
+
+Annotations are source code, so nothing of the schema reaches them as
+written: class names are built from ASCII words (`class_name`) and never
+shadow the stub's own names, Literal values are `literal()`s, and keys that
+are not plain identifiers make the TypedDict use the functional form, where
+they are `repr`s. The work is linear in the schema's size (each node is
+rendered once, at most `MAX_CLASSES` TypedDicts per stub).
 """
 
 from __future__ import annotations
 
-import keyword
 import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from ptc.catalog import is_identifier
+from ptc.stubgen.text import clean_lines, literal
+
 _SCALARS = {"string": "str", "integer": "int", "number": "float", "boolean": "bool", "null": "None"}
-_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+MAX_CLASSES = 100
+MAX_CLASS_NAME = 60  # longer names are cut (TypeRenderer makes cut names unique)
+MAX_NOTES = 20
+# Names a tool module binds or its annotations use: a TypedDict of that name would shadow them.
+RESERVED_NAMES = frozenset(
+    {"Any", "Literal", "NotRequired", "Required", "TypedDict", "None", "True", "False", "annotations"}
+    | {"str", "int", "float", "bool", "list", "dict"}
+)
 
 
 def class_name(*parts: str) -> str:
+    """An ASCII CamelCase name from the words of `parts` (never a keyword once made unique by TypeRenderer)."""
     words = [w for part in parts for w in re.split(r"[^A-Za-z0-9]+", part) if w]
-    name = "".join(w[:1].upper() + w[1:] for w in words) or "Value"
+    name = "".join(w[:1].upper() + w[1:] for w in words)[:MAX_CLASS_NAME] or "Value"
     return "_" + name if name[0].isdigit() else name
 
 
@@ -29,28 +46,56 @@ class TypedDictDef:
     fields: list[tuple[str, str, bool, str]]  # (key, annotation, required, description)
 
     def shape(self) -> str:
-        """`{key: type, optional?: type}`, compact for prompts."""
-        return "{" + ", ".join(f"{k}{'' if req else '?'}: {a}" for k, a, req, _ in self.fields) + "}"
+        """`{key: type, optional?: type}`, compact for prompts (a key that is not an identifier as its repr)."""
+        return "{" + ", ".join(f"{_key(k)}{'' if req else '?'}: {a}" for k, a, req, _ in self.fields) + "}"
+
+    @property
+    def doc(self) -> str:
+        """The text the class's docstring reads as (its schema's description)."""
+        return clean_lines(self.description)
 
     @property
     def class_syntax(self) -> bool:
-        return all(_IDENT.match(key) and not keyword.iskeyword(key) for key, *_ in self.fields)
+        """Whether every key can be written as a class-body name: an identifier that means itself
+        (not mangled: no leading `__`)."""
+        return all(is_identifier(key) and not key.startswith("__") for key, *_ in self.fields)
+
+
+def _key(key: str) -> str:
+    return key if is_identifier(key) else repr(key)
 
 
 @dataclass
 class TypeRenderer:
-    """Renders annotations, collecting the TypedDicts they need and what fell back to Any."""
+    """Renders annotations, collecting the TypedDicts they need and what fell back to Any.
+
+    reserved: names the module already binds (its function, typing names):
+    TypedDicts get other names.
+    """
 
     classes: list[TypedDictDef] = field(default_factory=list)
     fallbacks: list[str] = field(default_factory=list)
+    reserved: frozenset[str] = frozenset()
     _names: set[str] = field(default_factory=set)
     _depth: int = 0
+
+    def __post_init__(self) -> None:
+        self._names |= RESERVED_NAMES | self.reserved
+
+    def fallback(self, note: str) -> None:
+        """Record what fell back to Any (each note once, at most MAX_NOTES of them)."""
+        if note in self.fallbacks:
+            return
+        if len(self.fallbacks) < MAX_NOTES:
+            self.fallbacks.append(note)
+        elif len(self.fallbacks) == MAX_NOTES:
+            self.fallbacks.append("... and more values typed as Any")
 
     def annotation(self, schema: Any, hint: str) -> str:
         if not isinstance(schema, dict) or not schema:
             return "Any"
         if self._depth > 12:
-            self.fallbacks.append(f"{hint}: nested too deeply, typed as Any")
+            self.fallback(f"{hint}: nested too deeply, typed as Any")
             return "Any"
         self._depth += 1
         try:
@@ -60,23 +105,23 @@ class TypeRenderer:
 
     def _annotation(self, schema: dict[str, Any], hint: str) -> str:
         if "const" in schema:
-            return f"Literal[{schema['const']!r}]"
-        if "enum" in schema and isinstance(schema["enum"], list) and schema["enum"]:
-            values = [v for v in schema["enum"] if v is None or isinstance(v, (str, int, float, bool))]
-            literal = (
-                f"Literal[{', '.join(repr(v) for v in values if v is not None)}]"
-                if any(v is not None for v in values)
-                else "None"
-            )
-            return f"{literal} | None" if None in values and literal != "None" else literal
+            value = literal(schema["const"])
+            if value is not None and not isinstance(schema["const"], (list, dict)):
+                return f"Literal[{value}]" if schema["const"] is not None else "None"
+            self.fallback(f"{hint}: a constant Python typing cannot spell, typed as Any")
+            return "Any"
+        enum = self._enum(schema, hint)
+        if enum is not None:
+            return enum
         for combinator in ("anyOf", "oneOf"):
             if isinstance(schema.get(combinator), list):
                 return self._union([self.annotation(s, hint) for s in schema[combinator]])
         if isinstance(schema.get("allOf"), list) and len(schema["allOf"]) == 1:
             return self.annotation(schema["allOf"][0], hint)
         kind = schema.get("type")
-        if isinstance(kind, list):
-            return self._union([self.annotation({**schema, "type": k}, hint) for k in kind])
+        if isinstance(kind, list):  # each type once: `["object", "object"]` must not render a subtree twice
+            kinds = list(dict.fromkeys(k for k in kind if isinstance(k, str)))
+            return self._union([self.annotation({**schema, "type": k}, hint) for k in kinds])
         if kind in _SCALARS:
             return _SCALARS[kind]
         if kind == "array":
@@ -86,8 +131,28 @@ class TypeRenderer:
             return self._object(schema, hint)
         if kind is None and not any(k in schema for k in ("allOf", "not", "$ref")):
             return "Any"
-        self.fallbacks.append(f"{hint}: schema not expressible as a Python type, typed as Any")
+        self.fallback(f"{hint}: schema not expressible as a Python type, typed as Any")
         return "Any"
+
+    def _enum(self, schema: dict[str, Any], hint: str) -> str | None:
+        """`Literal[...]` of the enum's values, or None when it has none a Literal can hold."""
+        values = schema.get("enum")
+        if not isinstance(values, list) or not values:
+            return None
+        shown: list[str] = []
+        nullable = False
+        for value in values:
+            if value is None:
+                nullable = True
+            elif isinstance(value, (str, int, float, bool)):
+                source = literal(value)
+                if source is not None and source not in shown:
+                    shown.append(source)
+        if len(shown) + nullable < len(values):
+            self.fallback(f"{hint}: some enum values cannot be spelled as a Literal and are left out")
+        if not shown:
+            return "None" if nullable else None
+        return f"Literal[{', '.join(shown)}]" + (" | None" if nullable else "")
 
     def _object(self, schema: dict[str, Any], hint: str) -> str:
         properties = schema.get("properties")
@@ -95,17 +160,22 @@ class TypeRenderer:
             extra = schema.get("additionalProperties")
             value = self.annotation(extra, hint + "Value") if isinstance(extra, dict) else "Any"
             return f"dict[str, {value}]"
+        if len(self.classes) >= MAX_CLASSES:
+            self.fallback(f"{hint}: more than {MAX_CLASSES} nested object types, typed as dict[str, Any]")
+            return "dict[str, Any]"
         title = schema.get("title")
         name = class_name(title if isinstance(title, str) and title.isidentifier() else hint)
         while name in self._names:
             name += "_"
         self._names.add(name)
-        required = set(schema.get("required") or [])
+        required = schema.get("required")
+        required = {r for r in required if isinstance(r, str)} if isinstance(required, list) else set()
         fields = [
             (key, self.annotation(sub, hint + class_name(key)), key in required, _describe(sub))
             for key, sub in properties.items()
         ]
-        self.classes.append(TypedDictDef(name, str(schema.get("description", "")), fields))
+        description = schema.get("description")
+        self.classes.append(TypedDictDef(name, description if isinstance(description, str) else "", fields))
         return name
 
     @staticmethod
@@ -123,4 +193,5 @@ class TypeRenderer:
 
 
 def _describe(schema: Any) -> str:
-    return str(schema.get("description", "")) if isinstance(schema, dict) else ""
+    description = schema.get("description", "") if isinstance(schema, dict) else ""
+    return description if isinstance(description, str) else ""

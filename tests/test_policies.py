@@ -93,12 +93,15 @@ async def test_retryable_error_and_timeouts_are_transient():
     assert r.result == "fast" and r.tool_calls[0].attempts == 2
 
 
-async def test_ordinary_exceptions_are_not_retried_and_keep_their_message():
+async def test_ordinary_exceptions_are_not_retried_and_their_message_goes_to_events_only():
     flaky = Flaky(5, ValueError)
-    ex = make_executor(flaky, policy=Policy(max_retries=3, backoff=0))
+    events = []
+    ex = make_executor(flaky, policy=Policy(max_retries=3, backoff=0), events=events)
     r = await ex.execute(CALL)
-    assert r.result == ["ToolError", "ValueError: failure 1"]
+    assert r.result == ["ToolError", "svc failed (ValueError)"]  # the exception's text may hold secrets
     assert flaky.calls == 1 and r.tool_calls[0].attempts == 1
+    assert r.tool_calls[0].error.message == "svc failed (ValueError)"
+    assert [e.error for e in events if e.kind == "failure"] == ["ToolError: ValueError: failure 1"]
 
 
 async def test_validation_errors_are_not_retried():

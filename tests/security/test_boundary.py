@@ -331,7 +331,11 @@ UNDECODABLE_REPLY = (
 
 REPLIES = [
     pytest.param(TOOL_CALL.replace("TOOL", "not_plain"), caught("ToolError", "not plain data"), id="reply-not-plain"),
-    pytest.param(TOOL_CALL.replace("TOOL", "boom_generic"), caught("ToolError", "bad input"), id="reply-tool-failed"),
+    pytest.param(
+        TOOL_CALL.replace("TOOL", "boom_generic"),
+        caught("ToolError", "boom_generic failed (ValueError)"),
+        id="reply-tool-failed",
+    ),
     pytest.param(TOOL_CALL.replace("TOOL", "huge"), caught("ToolError", "limit"), id="reply-50mb"),
     pytest.param(
         TOOL_CALL.replace("TOOL", "deep_result"),
