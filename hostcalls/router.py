@@ -10,6 +10,12 @@ end, inside `dispatch`: two thread hops (~60 µs on a 2-vCPU VM, where a woken
 thread waits for an IPI) are most of a trivial call's cost.
 Every outcome is an encoded reply frame and a record; nothing raises back
 into the sandbox thread.
+
+The router's state (breakers, the idempotency cache) is shared by every
+execution of the executor, so what a program controls cannot change what
+the others get from it: only honest backend failures count against a
+breaker (`_counts`), and the half-open trial is released whatever happens to
+its call.
 """
 
 from __future__ import annotations
@@ -80,6 +86,23 @@ def _plain_result(value: Any) -> Any:
     if isinstance(value, BaseModel):
         return value.model_dump(mode="json")
     return value
+
+
+def _counts(exc: BaseException) -> bool:
+    """Whether a failed attempt counts against its backend's breaker: only an honest backend failure does.
+
+    Counted: a timeout, a ConnectionError (an MCP server that died or cannot
+    be reached), a RetryableError, and any other Exception the handler did
+    not mean (a crash of the tool or its client library). Not counted: the
+    ToolError family, which a tool raises on purpose ("no such customer"; an
+    MCP `isError` reply arrives as one), and what is no failure of the
+    backend at all (cancellation, an abandoned call, SystemExit from a
+    command-line parser). Calls rejected before the backend is reached
+    (validation, authorization, idempotency) never get here.
+    """
+    if isinstance(exc, (TimeoutError, ConnectionError, RetryableError)):
+        return True
+    return isinstance(exc, Exception) and not isinstance(exc, ToolError)
 
 
 class Router:
@@ -225,14 +248,14 @@ class Router:
         while True:
             attempt += 1
             try:
-                breaker.before_call(policy)
+                trial = breaker.before_call(policy)
             except CircuitOpen as exc:
                 raise _Failure("CircuitOpenError", str(exc)) from None
             record.attempts = attempt
             self._emit("start", record, session)
             transient = False
             try:
-                value = await self._invoke(binding, params, policy)
+                value = await self._judged(breaker, trial, binding, params, policy, session)
             except TimeoutError:
                 failure = _Failure("ToolTimeoutError", f"{tool.name} did not answer within {policy.timeout:g} s")
                 transient = True
@@ -246,15 +269,40 @@ class Router:
             except BaseException as exc:  # noqa: BLE001 - the tool's own failure, even SystemExit: its message only
                 failure = _Failure("ToolError", f"{type(exc).__name__}: {_message(exc)}")
             else:
-                breaker.record(True, policy)
                 return value
-            breaker.record(False, policy)
             if not transient or attempt > policy.max_retries:
                 raise failure
             self._emit("retry", record, session, error=f"{failure.type}: {failure.message}")
             await asyncio.sleep(policy.delay(attempt))
 
-    async def _invoke(self, binding: Binding, params: dict[str, Any], policy: Policy) -> Any:
+    async def _judged(
+        self,
+        breaker: CircuitBreaker,
+        trial: int,
+        binding: Binding,
+        params: dict[str, Any],
+        policy: Policy,
+        session: CallSession,
+    ) -> Any:
+        """One attempt, and the breaker's verdict on it: only an honest backend failure counts (`_counts`).
+
+        The half-open trial is released in the `finally` whatever happens to
+        the call (cancelled, abandoned, a failure that does not count), so
+        no program can keep every execution off the backend by walking away.
+        """
+        try:
+            value = await self._invoke(binding, params, policy, session)
+        except BaseException as exc:
+            if _counts(exc):
+                breaker.record(False, policy, trial)
+            raise
+        else:
+            breaker.record(True, policy, trial)
+            return value
+        finally:
+            breaker.release(trial)
+
+    async def _invoke(self, binding: Binding, params: dict[str, Any], policy: Policy, session: CallSession) -> Any:
         handler = binding.handler
         is_async = inspect.iscoroutinefunction(handler)
         if is_async or policy.inline:
