@@ -14,8 +14,8 @@ into the sandbox thread.
 The router's state (breakers, the idempotency cache) is shared by every
 execution of the executor, so what a program controls cannot change what
 the others get from it: only honest backend failures count against a
-breaker (`_counts`), and the half-open trial is released whatever happens to
-its call.
+breaker (`_counts`), the half-open trial is released whatever happens to its
+call, and a joiner of an idempotent call takes over when its runner goes away.
 """
 
 from __future__ import annotations
@@ -35,13 +35,14 @@ from ptc.errors import ToolError
 from ptc.hostcalls import codec
 from ptc.hostcalls.events import EventBus, ToolEvent
 from ptc.hostcalls.policies import (
+    CallAbandoned,
     CircuitBreaker,
     CircuitOpen,
     CircuitState,
     IdempotencyCache,
-    IdempotencyConflict,
     Policy,
     RetryableError,
+    call_digest,
 )
 from ptc.hostcalls.records import Caller, CallError, ToolCallRecord
 from ptc.hostcalls.state import Cancel, Reply
@@ -115,6 +116,7 @@ class Router:
         policies: Mapping[str, Policy] | None = None,
         events: EventBus | None = None,
         tenant_id: str = "default",
+        idempotency: IdempotencyCache | None = None,
     ) -> None:
         self.catalog = catalog
         self.handlers = dict(handlers or {})
@@ -123,7 +125,7 @@ class Router:
         self.events = events or EventBus()
         self.tenant_id = tenant_id
         self._breakers: dict[str, CircuitBreaker] = {}
-        self._idempotency = IdempotencyCache()
+        self.idempotency = idempotency if idempotency is not None else IdempotencyCache()
         self._validators: dict[str, tuple[int, Validator]] = {}
         self._policies: dict[str, tuple[int, Policy]] = {}
         self._sync_pool = ThreadPoolExecutor(max_workers=_SYNC_THREADS, thread_name_prefix="ptc-tool")
@@ -216,22 +218,41 @@ class Router:
             return await self._attempts(record, tool, binding, params, policy, session)
         if not isinstance(key, str):
             raise _Failure("ToolValidationError", "idempotency_key must be a string")
-        cache_key = (self.tenant_id, tool.name, key)
-        try:
-            first, shared = self._idempotency.claim(cache_key, request.get("args"), policy.idempotency_ttl)
-        except IdempotencyConflict as exc:
-            raise _Failure("ToolValidationError", str(exc)) from None
-        if not first:
+        digest = call_digest(key, params)
+        if session.idempotency_keys.setdefault((tool.name, key), digest) != digest:
+            # only within one execution: across executions the same key with other parameters is another call
+            raise _Failure("ToolValidationError", f"idempotency key {key!r} was used with different parameters")
+        cache_key = (self.tenant_id, tool.name, digest)
+        while True:
+            first, shared = self.idempotency.claim(cache_key, policy.idempotency_ttl)
+            if first:
+                break
             record.cache_hit = True
             self._emit("cache_hit", record, session)
-            return await asyncio.wrap_future(shared)
+            try:
+                payload = await asyncio.wrap_future(shared)
+            except CallAbandoned:  # its runner was cancelled or went away: claim the key again
+                record.cache_hit = False
+                continue
+            except _Failure as failure:
+                raise _Failure(failure.type, failure.message) from None
+            return codec.decode(payload, len(payload))
         try:
             value = await self._attempts(record, tool, binding, params, policy, session)
-        except BaseException as exc:
-            self._idempotency.forget(cache_key)
-            shared.set_exception(exc)
+        except _Failure as failure:
+            self.idempotency.fail(cache_key, shared, failure)
             raise
-        shared.set_result(value)
+        except BaseException:
+            self.idempotency.abandon(cache_key, shared)
+            raise
+        try:
+            plain = _plain_result(value)
+            codec.check_plain(plain, tuples=True)
+            payload = codec.encode(plain)
+        except (TypeError, ValueError, OverflowError):  # not plain data: serve() reports it; nothing to share
+            self.idempotency.abandon(cache_key, shared)
+        else:
+            self.idempotency.complete(cache_key, shared, payload)
         return value
 
     async def _attempts(
@@ -347,6 +368,7 @@ class CallSession:
         self.loop = loop
         self.max_frame_bytes = max_frame_bytes
         self.records: list[ToolCallRecord] = []
+        self.idempotency_keys: dict[tuple[str, str], str] = {}  # (tool, key) -> digest of its parameters
         self._ids = itertools.count(1)
         self._calls: list[_Call] = []
 

@@ -16,7 +16,7 @@ from ptc.audit import AuditEvent, audit_event, audit_logger
 from ptc.catalog import Binding, ToolCatalog
 from ptc.hostcalls.events import EventBus, EventCallback
 from ptc.hostcalls.mcp_client import MCPServerConfig, MCPServers
-from ptc.hostcalls.policies import Policy
+from ptc.hostcalls.policies import DEFAULT_CACHE_BYTES, DEFAULT_CACHE_ENTRIES, IdempotencyCache, Policy
 from ptc.hostcalls.router import CallSession, Router
 from ptc.hostcalls.state import ExecutionState
 from ptc.limits import Limits
@@ -63,6 +63,10 @@ class ProgrammaticToolExecutor:
     tenant_id / quota: executions of one tenant share its Quota (concurrent
         executions and a bounded queue) across executors; ids label records,
         events, audit events and the policy state.
+    idempotency_max_bytes / idempotency_max_entries: bounds of this
+        executor's idempotency cache (64 MiB of encoded results, 4096 keys);
+        least recently used results go first, and a result bigger than a
+        quarter of the bytes is not kept (its call still succeeds).
     on_audit: a callback for the one AuditEvent of every execution.
     mcp_servers: domain -> MCP server ("python server.py" runs over stdio,
         "http://host:port/mcp" is streamable HTTP, or an MCPServerConfig).
@@ -87,6 +91,8 @@ class ProgrammaticToolExecutor:
         mcp_servers: Mapping[str, str | MCPServerConfig | Mapping[str, Any]] | None = None,
         quota: Quota | None = None,
         on_audit: Callable[[AuditEvent], None] | None = None,
+        idempotency_max_bytes: int = DEFAULT_CACHE_BYTES,
+        idempotency_max_entries: int = DEFAULT_CACHE_ENTRIES,
     ) -> None:
         self.catalog = catalog if catalog is not None else ToolCatalog()
         limits = limits or Limits()
@@ -106,6 +112,7 @@ class ProgrammaticToolExecutor:
             policies=policies,
             events=self.events,
             tenant_id=tenant_id,
+            idempotency=IdempotencyCache(max_bytes=idempotency_max_bytes, max_entries=idempotency_max_entries),
         )
         self.mcp_configs = [MCPServerConfig.parse(name, spec) for name, spec in (mcp_servers or {}).items()]
         for config in self.mcp_configs:

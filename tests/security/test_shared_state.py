@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
-from ptc import Limits, Policy, ProgrammaticToolExecutor, ToolCatalog, ToolError
+from ptc import Limits, Policy, ProgrammaticToolExecutor, ToolCatalog, ToolError, ToolEvent
 from ptc.hostcalls.policies import CircuitBreaker, CircuitOpen
 
 SHOP = Path(__file__).resolve().parents[1] / "mcp_servers" / "shop.py"
@@ -181,3 +181,134 @@ async def test_mcp_error_replies_do_not_open_the_server_breaker():
         assert r.result == ["ToolError"] * 10
         r = await ex.execute("from tools.shop import get_weather\n" + TRY.format(call="get_weather(city='Oslo')"))
         assert r.result == "sunny in Oslo", r.result
+
+
+# -- 3. the idempotency cache ------------------------------------------------------------------
+
+
+def keyed_executor(handler, tenant: str, **kwargs) -> ProgrammaticToolExecutor:
+    from ptc import ToolDefinition, ToolParameter
+
+    catalog = ToolCatalog()
+    catalog.add_tool(
+        ToolDefinition(name="svc", domain="ops", parameters=[ToolParameter(name="x", type="integer")]), handler=handler
+    )
+    return ProgrammaticToolExecutor(catalog, tenant_id=tenant, timeout=10, **kwargs)
+
+
+KEYED = "from tools.ops import svc\nawait svc(x=1, idempotency_key='k')"
+
+
+async def test_a_joiner_takes_over_when_the_first_caller_is_cancelled():
+    runs = {"n": 0}
+    first_started = asyncio.Event()
+
+    async def handler(payload: dict) -> int:
+        runs["n"] += 1
+        if runs["n"] == 1:
+            first_started.set()
+            await asyncio.sleep(30)  # the first run is cancelled with its execution
+        return runs["n"]
+
+    events: list[ToolEvent] = []
+    ex = keyed_executor(handler, "idem-takeover", on_event=events.append)
+    first = asyncio.create_task(ex.execute(KEYED))
+    await asyncio.wait_for(first_started.wait(), 5)
+    second = asyncio.create_task(ex.execute(KEYED))
+    await until(lambda: any(e.kind == "cache_hit" for e in events))  # the second joined the first's call
+    first.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    r = await asyncio.wait_for(second, 5)
+    assert r.error is None and r.result == 2, r.error  # it ran the call itself
+    assert (await ex.execute(KEYED)).result == 2 and runs["n"] == 2  # and its result is the key's now
+
+
+async def test_a_joiner_that_gives_up_does_not_break_the_call_for_the_others():
+    release = asyncio.Event()
+    runs = {"n": 0}
+
+    async def handler(payload: dict) -> str:
+        runs["n"] += 1
+        await release.wait()
+        return "done"
+
+    events: list[ToolEvent] = []
+    ex = keyed_executor(handler, "idem-joiner-cancel", on_event=events.append)
+    runner = asyncio.create_task(ex.execute(KEYED))
+    await until(lambda: runs["n"] == 1)
+    quitter = asyncio.create_task(ex.execute(KEYED))
+    await until(lambda: sum(e.kind == "cache_hit" for e in events) == 1)
+    other = asyncio.create_task(ex.execute(KEYED))
+    await until(lambda: sum(e.kind == "cache_hit" for e in events) == 2)
+    quitter.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await quitter
+    await asyncio.sleep(0.05)
+    release.set()
+    ra, rb = await asyncio.wait_for(asyncio.gather(runner, other), 5)
+    assert (ra.result, rb.result) == ("done", "done"), (ra.error, rb.error)
+    assert runs["n"] == 1
+
+
+async def test_a_key_cannot_be_squatted_by_another_execution():
+    async def charge(payload: dict) -> dict:
+        return {"charged": payload["x"]}
+
+    ex = keyed_executor(charge, "idem-squat")
+    squat = "from tools.ops import svc\nawait svc(x=0, idempotency_key='order-1')"
+    assert (await ex.execute(squat)).result == {"charged": 0}
+    # Another execution uses the same (predictable) key for its own call: it just runs.
+    r = await ex.execute("from tools.ops import svc\n" + TRY.format(call="svc(x=5, idempotency_key='order-1')"))
+    assert r.result == {"charged": 5}, r.result
+    # The same call with the same key still gets the first call's result.
+    assert (await ex.execute(squat)).result == {"charged": 0}
+    assert [c.cache_hit for c in (await ex.execute(squat)).tool_calls] == [True]
+    # Within one execution, reusing a key with other parameters is still the program's own error.
+    r = await ex.execute(
+        "from tools.ops import svc\nfrom tools import ToolValidationError\nawait svc(x=1, idempotency_key='mine')\n"
+        "try:\n    await svc(x=2, idempotency_key='mine')\nexcept ToolValidationError as e:\n    result = str(e)"
+    )
+    assert "different parameters" in r.result
+
+
+async def test_the_idempotency_cache_is_bounded_by_bytes():
+    """Three executions each cache twelve 8 MiB results: the cache keeps at most its 64 MiB, least recently used out."""
+    runs: dict[int, int] = {}
+
+    def blob(x: int) -> str:
+        runs[x] = runs.get(x, 0) + 1
+        return "x" * (8 * MiB) + str(x)
+
+    catalog = ToolCatalog()
+    catalog.tool(domain="ops")(blob)
+    ex = ProgrammaticToolExecutor(catalog, tenant_id="idem-memory", timeout=30)
+    for execution in range(3):
+        code = (
+            "from tools.ops import blob\nsizes = []\n"
+            f"for x in range({execution * 12}, {execution * 12 + 12}):\n"
+            "    sizes.append(len(await blob(x=x, idempotency_key=f'k{x}')))\n"
+            "if x == 35:\n    sizes.append(len(await blob(x=34, idempotency_key='k34')))\n"  # recently used: kept
+            "sizes"
+        )
+        r = await ex.execute(code)
+        assert r.error is None, r.error
+    cache = ex.router.idempotency
+    assert cache.bytes <= 64 * MiB and len(cache) <= 8, (cache.bytes, len(cache))
+    again = "from tools.ops import blob\n[len(await blob(x=x, idempotency_key=f'k{x}')) for x in (0, 34)]"
+    r = await ex.execute(again)
+    assert r.error is None and [c.cache_hit for c in r.tool_calls] == [False, True]  # k0 was evicted, k34 kept
+    assert runs[0] == 2 and runs[34] == 1
+
+
+async def test_a_result_bigger_than_an_entry_share_is_not_cached():
+    def blob(x: int) -> str:
+        return "y" * (2 * MiB)
+
+    catalog = ToolCatalog()
+    catalog.tool(domain="ops")(blob)
+    ex = ProgrammaticToolExecutor(catalog, tenant_id="idem-entry", timeout=10, idempotency_max_bytes=4 * MiB)
+    code = "from tools.ops import blob\n[len(await blob(x=1, idempotency_key='big')) for _ in range(2)]"
+    r = await ex.execute(code)
+    assert r.result == [2 * MiB] * 2 and [c.cache_hit for c in r.tool_calls] == [False, False]
+    assert ex.router.idempotency.bytes == 0
