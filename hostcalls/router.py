@@ -11,11 +11,13 @@ thread waits for an IPI) are most of a trivial call's cost.
 Every outcome is an encoded reply frame and a record; nothing raises back
 into the sandbox thread.
 
-The router's state (breakers, the idempotency cache) is shared by every
-execution of the executor, so what a program controls cannot change what
-the others get from it: only honest backend failures count against a
-breaker (`_counts`), the half-open trial is released whatever happens to its
-call, and a joiner of an idempotent call takes over when its runner goes away.
+The router's state (breakers, the idempotency cache, the sync threads) is
+shared by every execution of the executor, so what a program controls
+cannot change what the others get from it: only honest backend failures
+count against a breaker (`_counts`), the half-open trial is released
+whatever happens to its call, a joiner of an idempotent call takes over when
+its runner goes away, and each execution has a fair share of the sync
+threads (`sync_threads`).
 """
 
 from __future__ import annotations
@@ -27,7 +29,6 @@ import itertools
 import threading
 import time
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeAlias
 
 from ptc.catalog import Binding, ToolCatalog, ToolDefinition
@@ -46,10 +47,10 @@ from ptc.hostcalls.policies import (
 )
 from ptc.hostcalls.records import Caller, CallError, ToolCallRecord
 from ptc.hostcalls.state import Cancel, Reply
+from ptc.hostcalls.sync_threads import SyncLane, SyncThreads
 from ptc.hostcalls.validation import ParameterError, Validator
 from pydantic import BaseModel
 
-_SYNC_THREADS = 32
 _CANCELLED_REPLY = codec.encode({"error": {"type": "ToolError", "message": "the call was cancelled"}})
 _INTERNAL_REPLY = codec.encode({"error": {"type": "ToolError", "message": "the tool call failed inside ptc"}})
 Request: TypeAlias = "dict[str, Any] | codec.FrameError"
@@ -128,7 +129,7 @@ class Router:
         self.idempotency = idempotency if idempotency is not None else IdempotencyCache()
         self._validators: dict[str, tuple[int, Validator]] = {}
         self._policies: dict[str, tuple[int, Policy]] = {}
-        self._sync_pool = ThreadPoolExecutor(max_workers=_SYNC_THREADS, thread_name_prefix="ptc-tool")
+        self.sync_threads = SyncThreads()
 
     def session(self, execution_id: str, loop: asyncio.AbstractEventLoop, max_frame_bytes: int) -> CallSession:
         return CallSession(self, execution_id, loop, max_frame_bytes)
@@ -136,8 +137,8 @@ class Router:
     def close(self) -> None:
         """Stop the sync tools' threads. The executor stays usable (a closed one still
         runs programs), so a fresh pool replaces them: its threads start only when used."""
-        self._sync_pool.shutdown(wait=False, cancel_futures=True)
-        self._sync_pool = ThreadPoolExecutor(max_workers=_SYNC_THREADS, thread_name_prefix="ptc-tool")
+        self.sync_threads.shutdown()
+        self.sync_threads = SyncThreads()
 
     # -- lookups --------------------------------------------------------------
     def binding(self, name: str) -> Binding | None:
@@ -335,7 +336,8 @@ class Router:
                     return _inline_loop().run_until_complete(asyncio.wait_for(pending, policy.timeout))
         else:
             call = functools.partial(handler, **params) if binding.kwargs else functools.partial(handler, params)
-            pending = asyncio.get_running_loop().run_in_executor(self._sync_pool, call)
+            # waits for this execution's share of the sync threads; the timeout below starts once it runs
+            pending = await self.sync_threads.run(session.sync_lane, call)
         async with asyncio.timeout(policy.timeout):
             value = await pending
             if inspect.isawaitable(value):
@@ -369,6 +371,7 @@ class CallSession:
         self.max_frame_bytes = max_frame_bytes
         self.records: list[ToolCallRecord] = []
         self.idempotency_keys: dict[tuple[str, str], str] = {}  # (tool, key) -> digest of its parameters
+        self.sync_lane = SyncLane()
         self._ids = itertools.count(1)
         self._calls: list[_Call] = []
 
@@ -424,10 +427,11 @@ class CallSession:
         return _INTERNAL_REPLY
 
     def cancel_all(self) -> None:
-        """The execution is gone: stop its calls still in flight."""
+        """The execution is gone: stop its calls still in flight (its sync calls still running become orphans)."""
         for call in self._calls:
             if call.task is None or not call.task.done():
                 call.cancel()
+        self.router.sync_threads.retire(self.sync_lane)
 
 
 class _Call:

@@ -312,3 +312,51 @@ async def test_a_result_bigger_than_an_entry_share_is_not_cached():
     r = await ex.execute(code)
     assert r.result == [2 * MiB] * 2 and [c.cache_hit for c in r.tool_calls] == [False, False]
     assert ex.router.idempotency.bytes == 0
+
+
+# -- 4. threads and admission ------------------------------------------------------------------
+
+
+def sync_executor(tenant: str) -> ProgrammaticToolExecutor:
+    catalog = ToolCatalog()
+
+    @catalog.tool(domain="legacy")
+    def slow(seconds: float) -> str:
+        """A blocking call (a sync client library)."""
+        time.sleep(seconds)
+        return "slow"
+
+    @catalog.tool(domain="legacy")
+    def instant() -> str:
+        """Answers at once."""
+        return "instant"
+
+    return ProgrammaticToolExecutor(catalog, tenant_id=tenant, policy=Policy(timeout=1), timeout=10)
+
+
+FILL_SYNC = (
+    "import asyncio\nfrom tools.legacy import slow\n"
+    "calls = [asyncio.create_task(slow(seconds=4)) for _ in range(40)]\n"
+    "await asyncio.sleep(0.3)\n"
+)
+INSTANT = "from tools.legacy import instant\n" + TRY.format(call="instant()")
+
+
+async def test_abandoned_sync_calls_do_not_starve_the_next_execution():
+    ex = sync_executor("sync-abandoned")
+    r = await ex.execute(FILL_SYNC + "result = 'walked away'")
+    assert r.result == "walked away"
+    r = await ex.execute(INSTANT)
+    assert r.result == "instant" and r.tool_calls[0].duration < 0.5, (r.result, r.tool_calls[0].duration)
+
+
+async def test_a_running_execution_cannot_hold_every_sync_thread():
+    ex = sync_executor("sync-hog")
+    hog = asyncio.create_task(ex.execute(FILL_SYNC + "await asyncio.gather(*calls, return_exceptions=True)"))
+    try:
+        await asyncio.sleep(0.3)
+        r = await ex.execute(INSTANT)
+        assert r.result == "instant" and r.tool_calls[0].duration < 0.5, (r.result, r.tool_calls[0].duration)
+    finally:
+        hog.cancel()
+        await asyncio.gather(hog, return_exceptions=True)
