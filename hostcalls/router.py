@@ -17,7 +17,8 @@ cannot change what the others get from it: only honest backend failures
 count against a breaker (`_counts`), the half-open trial is released
 whatever happens to its call, a joiner of an idempotent call takes over when
 its runner goes away, and each execution has a fair share of the sync
-threads (`sync_threads`).
+threads (`sync_threads`). An inline call is bounded by its execution's
+deadline, which nothing else enforces while the sandbox thread is in it.
 """
 
 from __future__ import annotations
@@ -26,13 +27,14 @@ import asyncio
 import functools
 import inspect
 import itertools
+import math
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from typing import Any, TypeAlias
 
 from ptc.catalog import Binding, ToolCatalog, ToolDefinition
-from ptc.errors import ToolError
+from ptc.errors import ToolError, ToolTimeoutError
 from ptc.hostcalls import codec
 from ptc.hostcalls.events import EventBus, ToolEvent
 from ptc.hostcalls.policies import (
@@ -53,6 +55,7 @@ from pydantic import BaseModel
 
 _CANCELLED_REPLY = codec.encode({"error": {"type": "ToolError", "message": "the call was cancelled"}})
 _INTERNAL_REPLY = codec.encode({"error": {"type": "ToolError", "message": "the tool call failed inside ptc"}})
+_DEADLINE_MESSAGE = "the execution's deadline passed during this call"
 Request: TypeAlias = "dict[str, Any] | codec.FrameError"
 _thread = threading.local()
 
@@ -107,6 +110,28 @@ def _counts(exc: BaseException) -> bool:
     return isinstance(exc, Exception) and not isinstance(exc, ToolError)
 
 
+class _DeadlinePassed(Exception):
+    """The execution's deadline passed while an inline call was still running."""
+
+
+async def _by_deadline(awaitable: Coroutine[Any, Any, Any], deadline: float) -> Any:
+    """Await on this thread's loop, but not past `deadline` (a time.monotonic() value): then _DeadlinePassed."""
+    if deadline == math.inf:
+        return await awaitable
+    bound = asyncio.timeout(deadline - time.monotonic())
+    try:
+        async with bound:
+            return await awaitable
+    except TimeoutError:
+        if bound.expired():
+            raise _DeadlinePassed(_DEADLINE_MESSAGE) from None
+        raise
+
+
+def _no_deadline() -> float:
+    return math.inf
+
+
 class Router:
     def __init__(
         self,
@@ -131,8 +156,16 @@ class Router:
         self._policies: dict[str, tuple[int, Policy]] = {}
         self.sync_threads = SyncThreads()
 
-    def session(self, execution_id: str, loop: asyncio.AbstractEventLoop, max_frame_bytes: int) -> CallSession:
-        return CallSession(self, execution_id, loop, max_frame_bytes)
+    def session(
+        self,
+        execution_id: str,
+        loop: asyncio.AbstractEventLoop,
+        max_frame_bytes: int,
+        *,
+        deadline: Callable[[], float] = _no_deadline,
+    ) -> CallSession:
+        """`deadline()`: the execution's deadline (a time.monotonic() value), which bounds its inline calls."""
+        return CallSession(self, execution_id, loop, max_frame_bytes, deadline=deadline)
 
     def close(self) -> None:
         """Stop the sync tools' threads. The executor stays usable (a closed one still
@@ -333,7 +366,11 @@ class Router:
                 if not inspect.isawaitable(pending):
                     return pending
                 if asyncio._get_running_loop() is None:  # run by hand: finish it on this thread's loop
-                    return _inline_loop().run_until_complete(asyncio.wait_for(pending, policy.timeout))
+                    bounded = _by_deadline(asyncio.wait_for(pending, policy.timeout), session.deadline())
+                    try:
+                        return _inline_loop().run_until_complete(bounded)
+                    except _DeadlinePassed as exc:
+                        raise ToolTimeoutError(str(exc)) from None
         else:
             call = functools.partial(handler, **params) if binding.kwargs else functools.partial(handler, params)
             # waits for this execution's share of the sync threads; the timeout below starts once it runs
@@ -363,12 +400,19 @@ class CallSession:
     """One execution's view of the router: its records, in call order."""
 
     def __init__(
-        self, router: Router, execution_id: str, loop: asyncio.AbstractEventLoop, max_frame_bytes: int
+        self,
+        router: Router,
+        execution_id: str,
+        loop: asyncio.AbstractEventLoop,
+        max_frame_bytes: int,
+        *,
+        deadline: Callable[[], float] = _no_deadline,
     ) -> None:
         self.router = router
         self.execution_id = execution_id
         self.loop = loop
         self.max_frame_bytes = max_frame_bytes
+        self.deadline = deadline
         self.records: list[ToolCallRecord] = []
         self.idempotency_keys: dict[tuple[str, str], str] = {}  # (tool, key) -> digest of its parameters
         self.sync_lane = SyncLane()
@@ -418,7 +462,13 @@ class CallSession:
             and not (binding is not None and inspect.iscoroutinefunction(binding.handler))
         )
         if not by_hand:
-            return _inline_loop().run_until_complete(serving)
+            try:
+                return _inline_loop().run_until_complete(_by_deadline(serving, self.deadline()))
+            except _DeadlinePassed as exc:  # serve() was cancelled: the record says so, and now why
+                record.error = CallError(type="ToolTimeoutError", message=str(exc))
+                reply = codec.encode({"error": {"type": "ToolTimeoutError", "message": str(exc)}})
+                record.result_size = len(reply)
+                return reply
         try:
             serving.send(None)
         except StopIteration as done:

@@ -222,7 +222,7 @@ class ProgrammaticToolExecutor:
             execution_id = uuid.uuid4().hex
             self._sync_stub_dir()
             loop = asyncio.get_running_loop()
-            session = self.router.session(execution_id, loop, limits.max_frame_bytes)
+            session = self.router.session(execution_id, loop, limits.max_frame_bytes, deadline=lambda: state.deadline)
             state = self._state(execution_id, limits, session.dispatch)
             started_at, started = time.time(), time.perf_counter()
             future = loop.run_in_executor(_threads(), run_program, code, state, limits)

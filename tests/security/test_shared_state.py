@@ -360,3 +360,19 @@ async def test_a_running_execution_cannot_hold_every_sync_thread():
     finally:
         hog.cancel()
         await asyncio.gather(hog, return_exceptions=True)
+
+
+async def test_an_inline_async_tool_is_bound_by_the_execution_deadline():
+    catalog = ToolCatalog()
+
+    @catalog.tool(domain="fast", policy=Policy(inline=True, timeout=None))
+    async def stall() -> str:
+        """An inline tool that does not answer at once after all."""
+        await asyncio.sleep(5)
+        return "late"
+
+    ex = ProgrammaticToolExecutor(catalog, tenant_id="inline-deadline", timeout=0.5)
+    started = time.perf_counter()
+    r = await ex.execute("from tools.fast import stall\nawait stall()")
+    assert time.perf_counter() - started < 2
+    assert r.error is not None and r.error.kind == "timeout", r.error
