@@ -23,12 +23,14 @@ from ptc.limits import Limits
 from ptc.results import ExecutionResult
 from ptc.sandbox import Outcome, run_program
 from ptc.stubgen import StubCache, render_api_reference, write_stubs
-from ptc.tenancy import Quota, gate_for
+from ptc.tenancy import EXECUTION_THREADS, Quota, admission, gate_for
 
 # Each running program holds one thread (wasm calls block). The pool is only
 # a cache of threads: it is sized far above what 2 cores run at once so that
-# one execution never waits for another's thread to start.
-_MAX_THREADS = 256
+# one execution never waits for another's thread to start. Who gets a thread
+# is decided before it is asked for: the tenant's quota, then the fair share
+# of `tenancy.admission` (so the pool itself never queues).
+_MAX_THREADS = EXECUTION_THREADS
 _pool: ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()
 
@@ -40,10 +42,6 @@ def _threads() -> ThreadPoolExecutor:
             if _pool is None:
                 _pool = ThreadPoolExecutor(max_workers=_MAX_THREADS, thread_name_prefix="ptc-exec")
     return _pool
-
-
-def _nothing() -> None:
-    pass
 
 
 class ProgrammaticToolExecutor:
@@ -62,7 +60,12 @@ class ProgrammaticToolExecutor:
     on_event: a callback for tool-call events (also `executor.on_event`).
     tenant_id / quota: executions of one tenant share its Quota (concurrent
         executions and a bounded queue) across executors; ids label records,
-        events, audit events and the policy state.
+        events, audit events and the policy state. Every tenant has one:
+        without a quota, the tenant's (the default `Quota()` until one is
+        given). The first quota given for a tenant holds; another executor
+        giving a different one for the same tenant is a ValueError.
+        Running executions also share the process's threads fairly between
+        tenants (`ptc.tenancy.admission`).
     idempotency_max_bytes / idempotency_max_entries: bounds of this
         executor's idempotency cache (64 MiB of encoded results, 4096 keys);
         least recently used results go first, and a result bigger than a
@@ -100,7 +103,7 @@ class ProgrammaticToolExecutor:
             limits = limits.model_copy(update={"timeout": float(timeout)})
         self.limits = limits
         self.tenant_id = tenant_id
-        gate_for(tenant_id, quota)  # a quota applies to every executor of the tenant
+        gate_for(tenant_id, quota)  # the tenant's quota, for every executor of it (a different one: ValueError)
         self._audit_callbacks: list[Callable[[AuditEvent], None]] = [on_audit] if on_audit else []
         self.events = EventBus()
         if on_event is not None:
@@ -211,12 +214,28 @@ class ProgrammaticToolExecutor:
         if self.mcp_configs and self._mcp is None:
             await self.connect()
         gate = gate_for(self.tenant_id, None)
-        if gate is not None:
-            await gate.acquire()
-        return await self._execute(code, limits, gate.release if gate is not None else _nothing)
+        await gate.acquire()
+        try:
+            await admission.acquire(self.tenant_id)  # the tenant's fair share of the execution threads
+        except BaseException:
+            gate.release()
+            raise
+        tenant_id = self.tenant_id
+
+        def release() -> None:
+            admission.release(tenant_id)
+            gate.release()
+
+        return await self._execute(code, limits, release)
 
     async def _execute(self, code: str, limits: Limits, release: Callable[[], None]) -> ExecutionResult:
-        """Run on a worker thread; `release` the tenant's slot once the instance is gone."""
+        """Run on a worker thread; `release` the tenant's slot once the instance is gone.
+
+        When the caller is cancelled, the program is stopped and the slot is
+        released by the worker thread itself when it ends: the caller's loop
+        may be gone by then (`asyncio.run(wait_for(execute(...), t))`), and a
+        release waiting on it would leak the slot for good.
+        """
         release_later = False
         try:
             execution_id = uuid.uuid4().hex
@@ -225,20 +244,26 @@ class ProgrammaticToolExecutor:
             session = self.router.session(execution_id, loop, limits.max_frame_bytes, deadline=lambda: state.deadline)
             state = self._state(execution_id, limits, session.dispatch)
             started_at, started = time.time(), time.perf_counter()
-            future = loop.run_in_executor(_threads(), run_program, code, state, limits)
+            work = _threads().submit(run_program, code, state, limits)
             try:
-                outcome = await asyncio.shield(future)
+                outcome = await asyncio.shield(asyncio.wrap_future(work))
             except asyncio.CancelledError:
                 state.cancel()
                 session.cancel_all()
                 release_later = True
 
-                def finished(_: object) -> None:
-                    release()
+                def audit() -> None:
                     result = self._result(execution_id, state, session, Outcome(error=state.abort_error()), started)
                     self._audit(code, started_at, limits, result)
 
-                future.add_done_callback(finished)
+                def finished(_: object) -> None:  # on the worker thread (or here, if it is already done)
+                    release()
+                    try:
+                        loop.call_soon_threadsafe(audit)
+                    except RuntimeError:  # the caller's loop is closed: audit from here
+                        audit()
+
+                work.add_done_callback(finished)
                 raise
             session.cancel_all()  # a call still running belongs to no one now
             result = self._result(execution_id, state, session, outcome, started)

@@ -16,8 +16,9 @@ import sys
 import time
 from pathlib import Path
 
+import ptc.tenancy
 import pytest
-from ptc import Limits, Policy, ProgrammaticToolExecutor, ToolCatalog, ToolError, ToolEvent
+from ptc import Limits, OverCapacityError, Policy, ProgrammaticToolExecutor, Quota, ToolCatalog, ToolError, ToolEvent
 from ptc.hostcalls.policies import CircuitBreaker, CircuitOpen
 
 SHOP = Path(__file__).resolve().parents[1] / "mcp_servers" / "shop.py"
@@ -317,6 +318,67 @@ async def test_a_result_bigger_than_an_entry_share_is_not_cached():
 # -- 4. threads and admission ------------------------------------------------------------------
 
 
+async def test_a_tenant_without_a_quota_cannot_take_every_execution_thread():
+    flood = ProgrammaticToolExecutor(tenant_id="flood-no-quota", timeout=10)
+    quiet = ProgrammaticToolExecutor(tenant_id="quiet-tenant", timeout=10)
+    tasks = [asyncio.create_task(flood.execute("import time\ntime.sleep(2)")) for _ in range(300)]
+    try:
+        await asyncio.sleep(0.5)
+        started = time.perf_counter()
+        r = await quiet.execute("1")
+        elapsed = time.perf_counter() - started
+        assert r.result == 1
+        assert not any(t.done() and not t.cancelled() and t.exception() is None for t in tasks)  # ahead of them all
+        assert elapsed < 1, elapsed
+        rejected = [t for t in tasks if t.done() and isinstance(t.exception(), OverCapacityError)]
+        assert len(rejected) == 300 - (Quota().max_concurrent + Quota().max_queued)  # the default quota holds
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def test_execution_threads_are_shared_fairly_between_tenants(monkeypatch):
+    """Quotas that together exceed the process's threads: no tenant holds more than its share while others wait."""
+    await until(lambda: ptc.tenancy.admission.running() == 0, 10)  # earlier tests' cancelled programs have stopped
+    monkeypatch.setattr(ptc.tenancy.admission, "capacity", 8)
+    big = Quota(max_concurrent=100, max_queued=100)
+    flood = ProgrammaticToolExecutor(tenant_id="fair-flood", quota=big, timeout=10)
+    quiet = ProgrammaticToolExecutor(tenant_id="fair-quiet", quota=big, timeout=10)
+    tasks = [asyncio.create_task(flood.execute("import time\ntime.sleep(1.5)")) for _ in range(30)]
+    try:
+        await asyncio.sleep(0.3)
+        started = time.perf_counter()
+        r = await quiet.execute("1")
+        elapsed = time.perf_counter() - started
+        assert r.result == 1 and not any(t.done() for t in tasks) and elapsed < 1, elapsed
+        assert ptc.tenancy.admission.held("fair-flood") <= 8 // 2
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def test_a_slot_comes_back_when_the_callers_loop_is_gone_before_its_program_stops():
+    """asyncio.run(wait_for(execute(...), t)): the loop closes before the cancelled program's thread ends."""
+    ex = ProgrammaticToolExecutor(tenant_id="slot-loop-gone", quota=Quota(max_concurrent=1, max_queued=0), timeout=10)
+
+    def once_free(run):  # the cancelled program before may take an epoch tick to stop and free the slot
+        deadline = time.monotonic() + 5
+        while True:
+            try:
+                return run()
+            except OverCapacityError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
+
+    for _ in range(3):
+        with pytest.raises(TimeoutError):
+            once_free(lambda: asyncio.run(asyncio.wait_for(ex.execute("while True:\n    pass"), 0.2)))
+    assert once_free(lambda: ex.execute_sync("'next'")).result == "next"
+
+
 def sync_executor(tenant: str) -> ProgrammaticToolExecutor:
     catalog = ToolCatalog()
 
@@ -376,3 +438,15 @@ async def test_an_inline_async_tool_is_bound_by_the_execution_deadline():
     r = await ex.execute("from tools.fast import stall\nawait stall()")
     assert time.perf_counter() - started < 2
     assert r.error is not None and r.error.kind == "timeout", r.error
+
+
+# -- 5. quotas ---------------------------------------------------------------------
+
+
+def test_a_second_different_quota_for_a_tenant_is_an_error():
+    first = ProgrammaticToolExecutor(tenant_id="quota-conflict", quota=Quota(max_concurrent=1, max_queued=0))
+    ProgrammaticToolExecutor(tenant_id="quota-conflict")  # no quota: it shares the tenant's
+    ProgrammaticToolExecutor(tenant_id="quota-conflict", quota=Quota(max_concurrent=1, max_queued=0))  # the same one
+    with pytest.raises(ValueError, match="quota-conflict"):
+        ProgrammaticToolExecutor(tenant_id="quota-conflict", quota=Quota(max_concurrent=50, max_queued=50))
+    assert ptc.tenancy.gate_for(first.tenant_id, None).quota == Quota(max_concurrent=1, max_queued=0)
