@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 import threading
 import time
@@ -42,6 +43,10 @@ def _threads() -> ThreadPoolExecutor:
             if _pool is None:
                 _pool = ThreadPoolExecutor(max_workers=_MAX_THREADS, thread_name_prefix="ptc-exec")
     return _pool
+
+
+class _ConnectAbandoned(Exception):
+    """The caller running the MCP discovery was cancelled: a waiting caller runs it anew."""
 
 
 class ProgrammaticToolExecutor:
@@ -125,6 +130,7 @@ class ProgrammaticToolExecutor:
                 )
         self._mcp: MCPServers | None = None
         self._mcp_lock = threading.Lock()
+        self._connecting: concurrent.futures.Future[None] | None = None  # the discovery in flight
         self.stubs = StubCache(self.catalog)
         self.stub_dir = Path(stub_dir) if (stub_dir is not None and enable_stubs) else None
         self._written_revision = -1
@@ -132,21 +138,56 @@ class ProgrammaticToolExecutor:
 
     # -- lifecycle ------------------------------------------------------------
     async def connect(self) -> None:
-        """Start the MCP sessions and discover their tools (execute() does this on first use)."""
-        if not self.mcp_configs or self._mcp is not None:
+        """Start the MCP sessions and discover their tools (execute() does this on first use).
+
+        Single-flight: concurrent callers (say two first executions) await one
+        discovery, so one set of sessions and subprocesses is started. A
+        discovery that fails closes what it opened, its callers get its
+        error, and the next call tries again; when the caller running it is
+        cancelled, what it opened is closed and a waiting caller runs it anew.
+        """
+        while self.mcp_configs and self._mcp is None:
+            with self._mcp_lock:
+                if self._mcp is not None:
+                    return
+                flight = self._connecting
+                leading = flight is None
+                if flight is None:
+                    flight = self._connecting = concurrent.futures.Future()
+                    flight.set_running_or_notify_cancel()  # a waiter that gives up cannot cancel it for the others
+            if leading:
+                await self._discover(flight)
+                return
+            try:
+                await asyncio.wrap_future(flight)
+            except _ConnectAbandoned:
+                continue
             return
+
+    async def _discover(self, flight: concurrent.futures.Future[None]) -> None:
         from ptc.hostcalls.mcp_tools import add_mcp_tools
 
-        with self._mcp_lock:
-            if self._mcp is not None:
-                return
-            servers = MCPServers(self.mcp_configs)
+        servers = MCPServers(self.mcp_configs)
         try:
-            self.router.handlers.update(await add_mcp_tools(self.catalog, servers))
-        except BaseException:
+            handlers = await add_mcp_tools(self.catalog, servers)
+        except Exception as exc:
+            self._landed(flight, exc)
             await asyncio.to_thread(servers.close)
             raise
-        self._mcp = servers
+        except BaseException:
+            self._landed(flight, _ConnectAbandoned())
+            # not awaited: this task is being cancelled, and the sessions must close anyway
+            threading.Thread(target=servers.close, name="ptc-mcp-close", daemon=True).start()
+            raise
+        self.router.handlers.update(handlers)
+        with self._mcp_lock:
+            self._mcp, self._connecting = servers, None
+        flight.set_result(None)
+
+    def _landed(self, flight: concurrent.futures.Future[None], exc: BaseException) -> None:
+        with self._mcp_lock:
+            self._connecting = None
+        flight.set_exception(exc)
 
     async def aclose(self) -> None:
         """Close MCP sessions (and their subprocesses) and the tool thread pool."""

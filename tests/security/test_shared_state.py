@@ -12,6 +12,7 @@ a backend may change what others get.
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 import time
 from pathlib import Path
@@ -440,7 +441,59 @@ async def test_an_inline_async_tool_is_bound_by_the_execution_deadline():
     assert r.error is not None and r.error.kind == "timeout", r.error
 
 
-# -- 5. quotas ---------------------------------------------------------------------
+# -- 5. connect and quotas ---------------------------------------------------------------------
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
+async def test_concurrent_first_executions_connect_once(tmp_path):
+    starts = tmp_path / "starts"
+    command = ["sh", "-c", f'echo $$ >> "{starts}"; exec "{sys.executable}" "{SHOP}"']
+    ex = ProgrammaticToolExecutor(mcp_servers={"shop": {"command": command}}, tenant_id="connect-once", timeout=20)
+    pids: list[int] = []
+    try:
+        code = "from tools.shop import pid\nawait pid()"
+        results = await asyncio.gather(ex.execute(code), ex.execute(code))
+        assert [r.error for r in results] == [None, None]
+        pids = [int(line) for line in starts.read_text().split()]
+        assert len(pids) == 1, f"{len(pids)} server processes were started"
+        assert {r.result for r in results} == set(pids)
+    finally:
+        await ex.aclose()
+        await until(lambda: not any(_alive(p) for p in pids), 10)  # closing ended every one of them
+        for pid in pids:
+            if _alive(pid):
+                os.kill(pid, 9)
+
+
+async def test_a_cancelled_first_connect_leaves_nothing_behind_and_others_still_connect(tmp_path):
+    starts = tmp_path / "starts"
+    command = ["sh", "-c", f'echo $$ >> "{starts}"; sleep 0.5; exec "{sys.executable}" "{SHOP}"']
+    ex = ProgrammaticToolExecutor(mcp_servers={"shop": {"command": command}}, tenant_id="connect-cancel", timeout=20)
+    code = "from tools.shop import pid\nawait pid()"
+    try:
+        first = asyncio.create_task(ex.execute(code))
+        await until(lambda: starts.exists())
+        second = asyncio.create_task(ex.execute(code))
+        await asyncio.sleep(0.05)
+        first.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await first
+        r = await asyncio.wait_for(second, 20)
+        assert r.error is None, r.error
+        pids = [int(line) for line in starts.read_text().split()]
+        await until(lambda: [p for p in pids if _alive(p)] == [r.result], 10)  # only the server in use runs
+    finally:
+        await ex.aclose()
+        for pid in [int(line) for line in starts.read_text().split()] if starts.exists() else []:
+            if _alive(pid):
+                os.kill(pid, 9)
 
 
 def test_a_second_different_quota_for_a_tenant_is_an_error():
