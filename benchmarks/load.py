@@ -671,8 +671,15 @@ async def run_level(name: str, lanes: Sequence[Lane], ledger: Ledger, max_exampl
 async def run_all(settings: Settings, rss_cap: int) -> dict[str, Any]:
     ledger = Ledger(rss_cap)
     maker = JobMaker(SEED)
+    top = max(in_flight for in_flight, _ in settings.levels)
+    # The levels measure the runtime, not admission: room for all of the highest level at once.
     executor = ProgrammaticToolExecutor(
-        load_catalog(), limits=BASE_LIMITS, policy=POLICY, tenant_id="load", on_audit=ledger.audits
+        load_catalog(),
+        limits=BASE_LIMITS,
+        policy=POLICY,
+        tenant_id="load",
+        quota=Quota(max_concurrent=top, max_queued=top),
+        on_audit=ledger.audits,
     )
     report: dict[str, Any] = {}
 
@@ -684,7 +691,6 @@ async def run_all(settings: Settings, rss_cap: int) -> dict[str, Any]:
         raise RuntimeError(f"the first execution failed: {first.error}")
     ledger.ids[first.execution_id] += 1
 
-    top = max(in_flight for in_flight, _ in settings.levels)
     log(f"warm-up: {settings.warmup} executions, {top} in flight")
     warmup = await run_level(f"warm-up ({top} in flight)", [Lane(executor, maker.jobs(settings.warmup), top)], ledger)
     readings = [await read_rss(0)]  # after warm-up, then after each level

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from _common import Row, check, info, log, read_rss, rss_bytes, summarize_ms
-from ptc import ExecutionResult, Limits, ProgrammaticToolExecutor
+from ptc import ExecutionResult, Limits, ProgrammaticToolExecutor, Quota
 
 TRIVIAL = "x = 1"
 LIMITS = Limits(timeout=60)  # defaults except a generous timeout: nothing here should come near it
@@ -243,7 +243,10 @@ def rss_growth(settings: SandboxSettings) -> dict[str, Any]:
 def measure(quick: bool) -> dict[str, Any]:
     settings = QUICK if quick else FULL
     figures: dict[str, Any] = {"settings": asdict(settings), "cold_start": cold_start(settings)}
-    executor = ProgrammaticToolExecutor(limits=LIMITS)
+    # Its own tenant with room for every held instance at once (the default Quota runs 8).
+    executor = ProgrammaticToolExecutor(
+        limits=LIMITS, tenant_id="bench-sandbox", quota=Quota(max_concurrent=max(settings.rss_instances), max_queued=0)
+    )
     check(executor.execute_sync(TRIVIAL), "warm-up")
     figures["gather_sleeps"] = gather_sleeps(executor, settings)
     figures["rss_per_instance"] = rss_per_instance(executor, settings)

@@ -4,7 +4,9 @@ A server's tools go into the domain the user names. JSON Schema is kept as
 the parameter type (with `$ref`s into `$defs` inlined), so the stub generator
 and the validator read it like any other tool. Results reach the program as
 plain values: `structuredContent` when present, else the text (parts joined),
-other content as plain dicts; `isError` results raise ToolError.
+other content as plain dicts; `isError` results raise ToolError, and so does a
+JSON-RPC error reply refusing the call (both are the server answering, so
+neither counts against its circuit breaker).
 """
 
 from __future__ import annotations
@@ -120,12 +122,32 @@ def plain_result(result: Any, wrapped: bool = False) -> Any:
     return [p.model_dump(mode="json", by_alias=True, exclude_none=True) for p in parts]
 
 
+def _refused(exc: Exception) -> bool:
+    """A JSON-RPC error reply that refuses the request itself (bad params, unknown tool or request).
+
+    The server is up and answered, as with an `isError` result: the router
+    must not count it against the server's breaker, so it becomes a
+    ToolError (with the text the program saw before). Other protocol errors
+    (internal error, request timeout, connection closed) stay what they are.
+    """
+    from mcp.shared.exceptions import MCPError
+    from mcp_types import INVALID_PARAMS, INVALID_REQUEST, METHOD_NOT_FOUND
+
+    return isinstance(exc, MCPError) and exc.error.code in (INVALID_PARAMS, INVALID_REQUEST, METHOD_NOT_FOUND)
+
+
 def _worker(
     servers: MCPServers, server: str, tool: str, wrapped: bool
 ) -> Callable[[dict[str, Any]], Coroutine[Any, Any, Any]]:
     async def call(payload: dict[str, Any]) -> Any:
         arguments = {k: v for k, v in payload.items() if v is not None}
-        return plain_result(await servers.call_tool(server, tool, arguments), wrapped)
+        try:
+            result = await servers.call_tool(server, tool, arguments)
+        except Exception as exc:
+            if _refused(exc):
+                raise ToolError(f"{type(exc).__name__}: {exc}") from None
+            raise
+        return plain_result(result, wrapped)
 
     call.__name__ = f"mcp_{python_name(server)}_{python_name(tool)}"
     return call

@@ -2,18 +2,26 @@
 
 State (breakers, the idempotency cache) lives in process memory, per
 executor; it is keyed by tenant so a future shared store can hold many.
+It is shared by every execution of the executor (every client of `ptc
+serve`), so nothing a program controls may change what the others get from
+it: the router counts only honest backend failures, a half-open trial is a
+lease, an idempotency key names one exact call and the cache is bounded.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+import hashlib
+import itertools
 import random
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import msgpack
 from pydantic import BaseModel, ConfigDict, Field
 
 
@@ -78,34 +86,64 @@ class CircuitOpen(Exception):
         super().__init__(f"circuit for {backend!r} is open after repeated failures; retry in {retry_in:.1f} s")
 
 
+def trial_lease(policy: Policy) -> float:
+    """How long a half-open trial may hold the breaker: its call's timeout, else the reset timeout."""
+    return policy.timeout if policy.timeout is not None else policy.circuit_reset_timeout
+
+
 @dataclass
 class CircuitBreaker:
-    """Closed -> (N consecutive failures) -> open -> (cool-down) -> half-open trial -> closed or open."""
+    """Closed -> (N consecutive failures) -> open -> (cool-down) -> half-open trial -> closed or open.
+
+    The breaker only counts; the router decides what is a failure (an honest
+    backend failure, never one the program chose). The half-open trial is a
+    lease, because every execution of the backend waits on it: the call that
+    holds it gives it back whatever happens to the call (`release`, from a
+    `finally`: cancelled, abandoned, a failure that does not count), and a
+    trial that never reports at all lapses after `trial_lease(policy)`, so no
+    program can hold the circuit half-open forever by walking away.
+    """
 
     backend: str
     on_change: Callable[[str, CircuitState], None] = lambda backend, state: None
     state: CircuitState = "closed"
     failures: int = 0
     opened_at: float = 0.0
-    trial_running: bool = False
+    trial: int = 0  # the id of the half-open trial holding the lease, 0 when none
+    trial_expires: float = 0.0
+    _trials: itertools.count = field(default_factory=lambda: itertools.count(1))
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def before_call(self, policy: Policy) -> None:
-        """Raise CircuitOpen to fail fast; otherwise the call may go ahead."""
+    @property
+    def trial_running(self) -> bool:
+        return self.trial != 0 and time.monotonic() < self.trial_expires
+
+    def before_call(self, policy: Policy) -> int:
+        """Raise CircuitOpen to fail fast; otherwise the call may go ahead.
+
+        Returns the trial's id when this call is the half-open trial, else 0;
+        the caller passes it to `record` and, in a `finally`, to `release`.
+        """
         with self._lock:
             if self.state == "closed":
-                return
-            waited = time.monotonic() - self.opened_at
+                return 0
+            now = time.monotonic()
+            waited = now - self.opened_at
             if self.state == "open" and waited >= policy.circuit_reset_timeout:
                 self._set("half_open")
-            if self.state == "half_open" and not self.trial_running:
-                self.trial_running = True
-                return
+            if self.state == "half_open":
+                if self.trial == 0 or now >= self.trial_expires:  # none running, or its lease lapsed
+                    self.trial = next(self._trials)
+                    self.trial_expires = now + trial_lease(policy)
+                    return self.trial
+                raise CircuitOpen(self.backend, self.trial_expires - now)
             raise CircuitOpen(self.backend, max(0.0, policy.circuit_reset_timeout - waited))
 
-    def record(self, ok: bool, policy: Policy) -> None:
+    def record(self, ok: bool, policy: Policy, trial: int = 0) -> None:
+        """A call's verdict: `ok` closes the circuit, a failure counts toward opening it."""
         with self._lock:
-            self.trial_running = False
+            if trial and trial == self.trial:
+                self.trial = 0
             if ok:
                 self.failures = 0
                 if self.state != "closed":
@@ -114,59 +152,162 @@ class CircuitBreaker:
             self.failures += 1
             if self.state == "half_open" or self.failures >= policy.circuit_failure_threshold:
                 self.opened_at = time.monotonic()
+                self.trial = 0  # open again: the next trial comes after the cool-down
                 if self.state != "open":
                     self._set("open")
+
+    def release(self, trial: int) -> None:
+        """The trial ended without a verdict (or already gave one): the next call may be the trial."""
+        if trial:
+            with self._lock:
+                if self.trial == trial:
+                    self.trial = 0
 
     def _set(self, state: CircuitState) -> None:
         self.state = state
         self.on_change(self.backend, state)
 
 
-class IdempotencyConflict(Exception):
-    pass
+class CallAbandoned(Exception):
+    """The caller running an idempotent call stopped before it finished: a joiner claims the key again."""
 
 
-@dataclass
+IdempotencyKey = tuple[str, str, str]  # (tenant, tool, digest of the user's key and the canonical parameters)
+
+
+def _canonical(value: Any) -> Any:
+    """Parameters as plain msgpack data in one order: equal calls encode equally, different ones never do."""
+    if isinstance(value, BaseModel):
+        value = value.model_dump(mode="python")
+    if isinstance(value, dict):
+        pairs = [[_canonical(k), _canonical(v)] for k, v in value.items()]
+        return {"map": sorted(pairs, key=lambda pair: msgpack.packb(pair[0], default=_opaque))}
+    if isinstance(value, (list, tuple)):
+        return [_canonical(v) for v in value]
+    return value
+
+
+def _opaque(value: Any) -> Any:
+    return ["repr", type(value).__qualname__, repr(value)]
+
+
+def call_digest(key: str, parameters: Any) -> str:
+    """SHA-256 of the user's key and the call's canonical (validated, defaults filled) parameters."""
+    packed = msgpack.packb([key, _canonical(parameters)], default=_opaque, use_bin_type=True)
+    return hashlib.sha256(packed).hexdigest()
+
+
+@dataclass(eq=False)
 class _Entry:
-    parameters: Any
-    future: concurrent.futures.Future[Any]
+    future: concurrent.futures.Future[str]  # the result as an encoded reply payload, once the call succeeded
     expires: float
+    size: int = 0  # bytes held (the encoded result), 0 while in flight
+
+
+DEFAULT_CACHE_BYTES = 64 * 1024 * 1024
+DEFAULT_CACHE_ENTRIES = 4096
 
 
 class IdempotencyCache:
-    """(tenant, tool, key) -> the call's result, shared by concurrent callers.
+    """(tenant, tool, key + parameters) -> the call's result, shared by concurrent callers.
 
-    The first call with a key runs the tool; a repeat, also one made while the
-    first is still in flight, gets the same result. A failed call is not
-    cached, so it can be tried again. Reusing a key with other parameters is
-    an error, not a silent replay.
+    A key names one exact call: the cache key is a digest of the user's key
+    and the call's canonical parameters. Calls repeating a key with the same
+    parameters get the first call's result (also when the first is still in
+    flight); the same key with other parameters is another call and just
+    runs, so no execution can claim a predictable key and make every other
+    execution's use of it fail. (The router still rejects reusing a key with
+    other parameters inside one execution: that is the program's own bug.)
+
+    A failed call is not cached, so it can be tried again; callers that had
+    joined it get its failure. When the caller running the call is cancelled
+    or walks away, the joiners get `CallAbandoned` and claim the key again:
+    one of them runs the call, the others join it.
+
+    Memory is bounded by `max_bytes` of encoded results (the reply payload
+    the program receives) and `max_entries` keys, least recently used out
+    first; a result bigger than `max_bytes // 4` is not cached at all (its
+    call still succeeds). Nothing of the parameters is kept but the digest.
     """
 
-    def __init__(self) -> None:
-        self._entries: dict[tuple[str, str, str], _Entry] = {}
+    def __init__(self, max_bytes: int = DEFAULT_CACHE_BYTES, max_entries: int = DEFAULT_CACHE_ENTRIES) -> None:
+        if max_bytes < 0 or max_entries < 1:
+            raise ValueError("the idempotency cache needs max_bytes >= 0 and max_entries >= 1")
+        self.max_bytes = max_bytes
+        self.max_entries = max_entries
+        self.max_entry_bytes = max_bytes // 4
+        self.bytes = 0
+        self._entries: OrderedDict[IdempotencyKey, _Entry] = OrderedDict()  # least recently used first
         self._lock = threading.Lock()
+        self._next_sweep = 0.0
 
-    def claim(
-        self, key: tuple[str, str, str], parameters: Any, ttl: float
-    ) -> tuple[bool, concurrent.futures.Future[Any]]:
-        """(True, future to fill) for the first caller, (False, future to await) for repeats."""
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def claim(self, key: IdempotencyKey, ttl: float) -> tuple[bool, concurrent.futures.Future[str]]:
+        """(True, future to settle) for the caller that runs the call, (False, future to await) for the others."""
         now = time.monotonic()
         with self._lock:
+            if now >= self._next_sweep:
+                self._sweep(now)
             entry = self._entries.get(key)
             if entry is not None and entry.expires > now:
-                if entry.parameters != parameters:
-                    raise IdempotencyConflict(f"idempotency key {key[2]!r} was used with different parameters")
+                self._entries.move_to_end(key)
                 return False, entry.future
-            future: concurrent.futures.Future[Any] = concurrent.futures.Future()
-            self._entries[key] = _Entry(parameters, future, now + ttl)
-            if len(self._entries) > 4096:
-                self._evict(now)
+            if entry is not None:
+                self._drop(key)
+            future: concurrent.futures.Future[str] = concurrent.futures.Future()
+            future.set_running_or_notify_cancel()  # no caller awaiting it can cancel it for the others
+            self._entries[key] = _Entry(future, now + ttl)
+            self._evict()
             return True, future
 
-    def forget(self, key: tuple[str, str, str]) -> None:
+    def complete(self, key: IdempotencyKey, future: concurrent.futures.Future[str], payload: str) -> None:
+        """The call succeeded with `payload` (its encoded result): wake the joiners, keep it if it fits."""
+        size = len(payload)
         with self._lock:
-            self._entries.pop(key, None)
+            entry = self._entries.get(key)
+            if entry is not None and entry.future is future:
+                if size > self.max_entry_bytes:
+                    del self._entries[key]
+                else:
+                    entry.size = size
+                    self.bytes += size
+                    self._entries.move_to_end(key)
+                    self._evict()
+        future.set_result(payload)
 
-    def _evict(self, now: float) -> None:
-        for key in [k for k, e in self._entries.items() if e.expires <= now]:
-            del self._entries[key]
+    def fail(self, key: IdempotencyKey, future: concurrent.futures.Future[str], exc: BaseException) -> None:
+        """The call failed (not cached): the joiners get `exc`, the next caller runs the call again."""
+        self._forget(key, future)
+        future.set_exception(exc)
+
+    def abandon(self, key: IdempotencyKey, future: concurrent.futures.Future[str]) -> None:
+        """The running caller stopped (cancelled, gone): the joiners claim the key again."""
+        self._forget(key, future)
+        future.set_exception(CallAbandoned())
+
+    def _forget(self, key: IdempotencyKey, future: concurrent.futures.Future[str]) -> None:
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is not None and entry.future is future:
+                self._drop(key)
+
+    def _drop(self, key: IdempotencyKey) -> None:
+        self.bytes -= self._entries.pop(key).size
+
+    def _evict(self) -> None:
+        """Least recently used results out until within bounds (calls in flight hold no bytes and stay)."""
+        if self.bytes <= self.max_bytes and len(self._entries) <= self.max_entries:
+            return
+        for key, entry in list(self._entries.items()):
+            if self.bytes <= self.max_bytes and len(self._entries) <= self.max_entries:
+                break
+            if entry.future.done():
+                self._drop(key)
+
+    def _sweep(self, now: float) -> None:
+        """Expired results out (at most once a minute: the bounds hold without it, this frees memory sooner)."""
+        self._next_sweep = now + 60.0
+        for key in [k for k, e in self._entries.items() if e.expires <= now and e.future.done()]:
+            self._drop(key)

@@ -18,6 +18,15 @@ execution's deadline and budget, never on the event loop (which `ptc serve`
 shares with every client): the frame is decoded there (ptc.hostcalls.state)
 and validated there (`Router.prepare`); the loop runs only the handler and
 encodes its reply, whose size the tool decides, not the program.
+
+The router's state (breakers, the idempotency cache, the sync threads) is
+shared by every execution of the executor, so what a program controls
+cannot change what the others get from it: only honest backend failures
+count against a breaker (`_counts`), the half-open trial is released
+whatever happens to its call, a joiner of an idempotent call takes over when
+its runner goes away, and each execution has a fair share of the sync
+threads (`sync_threads`). An inline call is bounded by its execution's
+deadline, which nothing else enforces while the sandbox thread is in it.
 """
 
 from __future__ import annotations
@@ -26,38 +35,40 @@ import asyncio
 import functools
 import inspect
 import itertools
+import math
 import threading
 import time
-from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
 from ptc.catalog import Binding, ToolCatalog, ToolDefinition
-from ptc.errors import ToolError
+from ptc.errors import ToolError, ToolTimeoutError
 from ptc.hostcalls import codec
 from ptc.hostcalls.budget import OVER_BUDGET_MESSAGE, HostBudget
 from ptc.hostcalls.events import EventBus, ToolEvent
 from ptc.hostcalls.policies import (
     BackendUnavailable,
+    CallAbandoned,
     CircuitBreaker,
     CircuitOpen,
     CircuitState,
     IdempotencyCache,
-    IdempotencyConflict,
     Policy,
     RetryableError,
+    call_digest,
 )
 from ptc.hostcalls.records import Caller, CallError, ToolCallRecord
 from ptc.hostcalls.state import Cancel, Reply
+from ptc.hostcalls.sync_threads import SyncLane, SyncThreads
 from ptc.hostcalls.validation import ParameterError, Validator
 from pydantic import BaseModel
 
-_SYNC_THREADS = 32
 # The longest failure message a program gets; a tool's error text can be as long as it likes.
 MAX_ERROR_MESSAGE = 4096
 _CANCELLED_REPLY = codec.encode({"error": {"type": "ToolError", "message": "the call was cancelled"}})
 _INTERNAL_REPLY = codec.encode({"error": {"type": "ToolError", "message": "the tool call failed inside ptc"}})
+_DEADLINE_MESSAGE = "the execution's deadline passed during this call"
 Request: TypeAlias = "dict[str, Any] | codec.FrameError"
 _thread = threading.local()
 
@@ -146,6 +157,45 @@ def _plain_result(value: Any) -> Any:
     return value
 
 
+def _counts(exc: BaseException) -> bool:
+    """Whether a failed attempt counts against its backend's breaker: only an honest backend failure does.
+
+    Counted: a timeout, a ConnectionError (an MCP server that died or cannot
+    be reached), a RetryableError, and any other Exception the handler did
+    not mean (a crash of the tool or its client library). Not counted: the
+    ToolError family, which a tool raises on purpose ("no such customer"; an
+    MCP `isError` reply arrives as one), and what is no failure of the
+    backend at all (cancellation, an abandoned call, SystemExit from a
+    command-line parser). Calls rejected before the backend is reached
+    (validation, authorization, idempotency) never get here.
+    """
+    if isinstance(exc, (TimeoutError, ConnectionError, RetryableError)):
+        return True
+    return isinstance(exc, Exception) and not isinstance(exc, ToolError)
+
+
+class _DeadlinePassed(Exception):
+    """The execution's deadline passed while an inline call was still running."""
+
+
+async def _by_deadline(awaitable: Coroutine[Any, Any, Any], deadline: float) -> Any:
+    """Await on this thread's loop, but not past `deadline` (a time.monotonic() value): then _DeadlinePassed."""
+    if deadline == math.inf:
+        return await awaitable
+    bound = asyncio.timeout(deadline - time.monotonic())
+    try:
+        async with bound:
+            return await awaitable
+    except TimeoutError:
+        if bound.expired():
+            raise _DeadlinePassed(_DEADLINE_MESSAGE) from None
+        raise
+
+
+def _no_deadline() -> float:
+    return math.inf
+
+
 class Router:
     def __init__(
         self,
@@ -156,6 +206,7 @@ class Router:
         policies: Mapping[str, Policy] | None = None,
         events: EventBus | None = None,
         tenant_id: str = "default",
+        idempotency: IdempotencyCache | None = None,
     ) -> None:
         self.catalog = catalog
         self.handlers = dict(handlers or {})
@@ -164,21 +215,28 @@ class Router:
         self.events = events or EventBus()
         self.tenant_id = tenant_id
         self._breakers: dict[str, CircuitBreaker] = {}
-        self._idempotency = IdempotencyCache()
+        self.idempotency = idempotency if idempotency is not None else IdempotencyCache()
         self._validators: dict[str, tuple[int, Validator]] = {}
         self._policies: dict[str, tuple[int, Policy]] = {}
-        self._sync_pool = ThreadPoolExecutor(max_workers=_SYNC_THREADS, thread_name_prefix="ptc-tool")
+        self.sync_threads = SyncThreads()
 
     def session(
-        self, execution_id: str, loop: asyncio.AbstractEventLoop, max_frame_bytes: int, budget: HostBudget | None = None
+        self,
+        execution_id: str,
+        loop: asyncio.AbstractEventLoop,
+        max_frame_bytes: int,
+        budget: HostBudget | None = None,
+        *,
+        deadline: Callable[[], float] = _no_deadline,
     ) -> CallSession:
-        return CallSession(self, execution_id, loop, max_frame_bytes, budget or HostBudget(1 << 62))
+        """`deadline()`: the execution's deadline (a time.monotonic() value), which bounds its inline calls."""
+        return CallSession(self, execution_id, loop, max_frame_bytes, budget or HostBudget(1 << 62), deadline=deadline)
 
     def close(self) -> None:
         """Stop the sync tools' threads. The executor stays usable (a closed one still
         runs programs), so a fresh pool replaces them: its threads start only when used."""
-        self._sync_pool.shutdown(wait=False, cancel_futures=True)
-        self._sync_pool = ThreadPoolExecutor(max_workers=_SYNC_THREADS, thread_name_prefix="ptc-tool")
+        self.sync_threads.shutdown()
+        self.sync_threads = SyncThreads()
 
     # -- lookups --------------------------------------------------------------
     def binding(self, name: str) -> Binding | None:
@@ -294,22 +352,41 @@ class Router:
             return await self._attempts(record, tool, binding, params, policy, session)
         if not isinstance(key, str):
             raise _Failure("ToolValidationError", "idempotency_key must be a string")
-        cache_key = (self.tenant_id, tool.name, key)
-        try:
-            first, shared = self._idempotency.claim(cache_key, request.get("args"), policy.idempotency_ttl)
-        except IdempotencyConflict as exc:
-            raise _Failure("ToolValidationError", str(exc)) from None
-        if not first:
+        digest = call_digest(key, params)
+        if session.idempotency_keys.setdefault((tool.name, key), digest) != digest:
+            # only within one execution: across executions the same key with other parameters is another call
+            raise _Failure("ToolValidationError", f"idempotency key {key!r} was used with different parameters")
+        cache_key = (self.tenant_id, tool.name, digest)
+        while True:
+            first, shared = self.idempotency.claim(cache_key, policy.idempotency_ttl)
+            if first:
+                break
             record.cache_hit = True
             self._emit("cache_hit", record, session)
-            return await asyncio.wrap_future(shared)
+            try:
+                payload = await asyncio.wrap_future(shared)
+            except CallAbandoned:  # its runner was cancelled or went away: claim the key again
+                record.cache_hit = False
+                continue
+            except _Failure as failure:
+                raise _Failure(failure.type, failure.message) from None
+            return codec.decode(payload, len(payload), max_items=len(payload) + 1)  # ptc's own encoding
         try:
             value = await self._attempts(record, tool, binding, params, policy, session)
-        except BaseException as exc:
-            self._idempotency.forget(cache_key)
-            shared.set_exception(exc)
+        except _Failure as failure:
+            self.idempotency.fail(cache_key, shared, failure)
             raise
-        shared.set_result(value)
+        except BaseException:
+            self.idempotency.abandon(cache_key, shared)
+            raise
+        try:
+            plain = _plain_result(value)
+            codec.check_plain(plain, tuples=True)
+            payload = codec.encode(plain)
+        except (TypeError, ValueError, OverflowError):  # not plain data: serve() reports it; nothing to share
+            self.idempotency.abandon(cache_key, shared)
+        else:
+            self.idempotency.complete(cache_key, shared, payload)
         return value
 
     async def _attempts(
@@ -326,14 +403,14 @@ class Router:
         while True:
             attempt += 1
             try:
-                breaker.before_call(policy)
+                trial = breaker.before_call(policy)
             except CircuitOpen as exc:
                 raise _Failure("CircuitOpenError", str(exc)) from None
             record.attempts = attempt
             self._emit("start", record, session)
             transient = False
             try:
-                value = await self._invoke(binding, params, policy)
+                value = await self._judged(breaker, trial, binding, params, policy, session)
             except TimeoutError:
                 failure = _Failure("ToolTimeoutError", f"{tool.name} did not answer within {policy.timeout:g} s")
                 transient = True
@@ -345,15 +422,40 @@ class Router:
             except BaseException as exc:  # noqa: BLE001 - the tool's own failure, even SystemExit
                 failure = _tool_failure(tool.name, exc)
             else:
-                breaker.record(True, policy)
                 return value
-            breaker.record(False, policy)
             if not transient or attempt > policy.max_retries:
                 raise failure
             self._emit("retry", record, session, error=f"{failure.type}: {failure.detail}")
             await asyncio.sleep(policy.delay(attempt))
 
-    async def _invoke(self, binding: Binding, params: dict[str, Any], policy: Policy) -> Any:
+    async def _judged(
+        self,
+        breaker: CircuitBreaker,
+        trial: int,
+        binding: Binding,
+        params: dict[str, Any],
+        policy: Policy,
+        session: CallSession,
+    ) -> Any:
+        """One attempt, and the breaker's verdict on it: only an honest backend failure counts (`_counts`).
+
+        The half-open trial is released in the `finally` whatever happens to
+        the call (cancelled, abandoned, a failure that does not count), so
+        no program can keep every execution off the backend by walking away.
+        """
+        try:
+            value = await self._invoke(binding, params, policy, session)
+        except BaseException as exc:
+            if _counts(exc):
+                breaker.record(False, policy, trial)
+            raise
+        else:
+            breaker.record(True, policy, trial)
+            return value
+        finally:
+            breaker.release(trial)
+
+    async def _invoke(self, binding: Binding, params: dict[str, Any], policy: Policy, session: CallSession) -> Any:
         handler = binding.handler
         is_async = inspect.iscoroutinefunction(handler)
         if is_async or policy.inline:
@@ -362,10 +464,15 @@ class Router:
                 if not inspect.isawaitable(pending):
                     return pending
                 if asyncio._get_running_loop() is None:  # run by hand: finish it on this thread's loop
-                    return _inline_loop().run_until_complete(asyncio.wait_for(pending, policy.timeout))
+                    bounded = _by_deadline(asyncio.wait_for(pending, policy.timeout), session.deadline())
+                    try:
+                        return _inline_loop().run_until_complete(bounded)
+                    except _DeadlinePassed as exc:
+                        raise ToolTimeoutError(str(exc)) from None
         else:
             call = functools.partial(handler, **params) if binding.kwargs else functools.partial(handler, params)
-            pending = asyncio.get_running_loop().run_in_executor(self._sync_pool, call)
+            # waits for this execution's share of the sync threads; the timeout below starts once it runs
+            pending = await self.sync_threads.run(session.sync_lane, call)
         async with asyncio.timeout(policy.timeout):
             value = await pending
             if inspect.isawaitable(value):
@@ -397,13 +504,18 @@ class CallSession:
         loop: asyncio.AbstractEventLoop,
         max_frame_bytes: int,
         budget: HostBudget,
+        *,
+        deadline: Callable[[], float] = _no_deadline,
     ) -> None:
         self.router = router
         self.execution_id = execution_id
         self.loop = loop
         self.max_frame_bytes = max_frame_bytes
         self.budget = budget
+        self.deadline = deadline
         self.records: list[ToolCallRecord] = []
+        self.idempotency_keys: dict[tuple[str, str], str] = {}  # (tool, key) -> digest of its parameters
+        self.sync_lane = SyncLane()
         self._ids = itertools.count(1)
         self._calls: list[_Call] = []
 
@@ -465,7 +577,13 @@ class CallSession:
             and not (binding is not None and inspect.iscoroutinefunction(binding.handler))
         )
         if not by_hand:
-            reply = _inline_loop().run_until_complete(serving)
+            try:
+                reply = _inline_loop().run_until_complete(_by_deadline(serving, self.deadline()))
+            except _DeadlinePassed as exc:  # serve() was cancelled (nothing charged): the record says so, and why
+                record.error = CallError(type="ToolTimeoutError", message=str(exc))
+                reply = codec.encode({"error": {"type": "ToolTimeoutError", "message": str(exc)}})
+                record.result_size = len(reply)
+                return reply
         else:
             try:
                 serving.send(None)
@@ -478,10 +596,11 @@ class CallSession:
         return reply  # type: ignore[no-any-return]
 
     def cancel_all(self) -> None:
-        """The execution is gone: stop its calls still in flight."""
+        """The execution is gone: stop its calls still in flight (its sync calls still running become orphans)."""
         for call in self._calls:
             if call.task is None or not call.task.done():
                 call.cancel()
+        self.router.sync_threads.retire(self.sync_lane)
 
 
 class _Call:

@@ -17,6 +17,7 @@ from ptc.hostcalls.policies import Policy
 from ptc.limits import Limits, MiB
 from ptc.results import ExecutionResult
 from ptc.stubgen import render_api_reference, write_stubs
+from ptc.tenancy import Quota
 
 
 def load_catalog(specs: Sequence[str]) -> ToolCatalog:
@@ -68,8 +69,20 @@ def _executor(args: argparse.Namespace) -> ProgrammaticToolExecutor:
         }
     )
     limits = _limits(args) if hasattr(args, "timeout") else Limits()
+    admission = {
+        k: v
+        for k, v in (
+            ("max_concurrent", getattr(args, "max_concurrent", None)),
+            ("max_queued", getattr(args, "max_queued", None)),
+        )
+        if v is not None
+    }
     return ProgrammaticToolExecutor(
-        load_catalog(args.tools), limits=limits, policy=policy, mcp_servers=_mcp_servers(args.mcp)
+        load_catalog(args.tools),
+        limits=limits,
+        policy=policy,
+        mcp_servers=_mcp_servers(args.mcp),
+        quota=Quota(**admission) if admission else None,
     )
 
 
@@ -213,6 +226,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--http", metavar="HOST:PORT", help="streamable HTTP instead of stdio")
     serve.add_argument("--tool-timeout", type=float, help="seconds per tool call (default 30)")
     serve.add_argument("--max-retries", type=int, help="retries of transient tool failures (default 0)")
+    serve.add_argument("--max-concurrent", type=int, help="programs running at once, all clients (default 8)")
+    serve.add_argument("--max-queued", type=int, help="programs waiting for a slot; more fail at once (default 32)")
     serve.set_defaults(handler=_serve)
 
     demo = commands.add_parser("demo", help="run the budget walkthrough, sequential vs asyncio.gather")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 import threading
 import time
@@ -17,19 +18,21 @@ from ptc.catalog import Binding, ToolCatalog
 from ptc.hostcalls.budget import HostBudget
 from ptc.hostcalls.events import EventBus, EventCallback
 from ptc.hostcalls.mcp_client import MCPServerConfig, MCPServers
-from ptc.hostcalls.policies import Policy
+from ptc.hostcalls.policies import DEFAULT_CACHE_BYTES, DEFAULT_CACHE_ENTRIES, IdempotencyCache, Policy
 from ptc.hostcalls.router import CallSession, Router
 from ptc.hostcalls.state import ExecutionState
 from ptc.limits import Limits
 from ptc.results import ExecutionResult
 from ptc.sandbox import Outcome, run_program
 from ptc.stubgen import StubCache, render_api_reference, write_stubs
-from ptc.tenancy import Quota, gate_for
+from ptc.tenancy import EXECUTION_THREADS, Quota, admission, gate_for
 
 # Each running program holds one thread (wasm calls block). The pool is only
 # a cache of threads: it is sized far above what 2 cores run at once so that
-# one execution never waits for another's thread to start.
-_MAX_THREADS = 256
+# one execution never waits for another's thread to start. Who gets a thread
+# is decided before it is asked for: the tenant's quota, then the fair share
+# of `tenancy.admission` (so the pool itself never queues).
+_MAX_THREADS = EXECUTION_THREADS
 _pool: ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()
 
@@ -43,8 +46,8 @@ def _threads() -> ThreadPoolExecutor:
     return _pool
 
 
-def _nothing() -> None:
-    pass
+class _ConnectAbandoned(Exception):
+    """The caller running the MCP discovery was cancelled: a waiting caller runs it anew."""
 
 
 class ProgrammaticToolExecutor:
@@ -63,7 +66,16 @@ class ProgrammaticToolExecutor:
     on_event: a callback for tool-call events (also `executor.on_event`).
     tenant_id / quota: executions of one tenant share its Quota (concurrent
         executions and a bounded queue) across executors; ids label records,
-        events, audit events and the policy state.
+        events, audit events and the policy state. Every tenant has one:
+        without a quota, the tenant's (the default `Quota()` until one is
+        given). The first quota given for a tenant holds; another executor
+        giving a different one for the same tenant is a ValueError.
+        Running executions also share the process's threads fairly between
+        tenants (`ptc.tenancy.admission`).
+    idempotency_max_bytes / idempotency_max_entries: bounds of this
+        executor's idempotency cache (64 MiB of encoded results, 4096 keys);
+        least recently used results go first, and a result bigger than a
+        quarter of the bytes is not kept (its call still succeeds).
     on_audit: a callback for the one AuditEvent of every execution.
     mcp_servers: domain -> MCP server ("python server.py" runs over stdio,
         "http://host:port/mcp" is streamable HTTP, or an MCPServerConfig).
@@ -88,6 +100,8 @@ class ProgrammaticToolExecutor:
         mcp_servers: Mapping[str, str | MCPServerConfig | Mapping[str, Any]] | None = None,
         quota: Quota | None = None,
         on_audit: Callable[[AuditEvent], None] | None = None,
+        idempotency_max_bytes: int = DEFAULT_CACHE_BYTES,
+        idempotency_max_entries: int = DEFAULT_CACHE_ENTRIES,
     ) -> None:
         self.catalog = catalog if catalog is not None else ToolCatalog()
         limits = limits or Limits()
@@ -95,7 +109,7 @@ class ProgrammaticToolExecutor:
             limits = limits.model_copy(update={"timeout": float(timeout)})
         self.limits = limits
         self.tenant_id = tenant_id
-        gate_for(tenant_id, quota)  # a quota applies to every executor of the tenant
+        gate_for(tenant_id, quota)  # the tenant's quota, for every executor of it (a different one: ValueError)
         self._audit_callbacks: list[Callable[[AuditEvent], None]] = [on_audit] if on_audit else []
         self.events = EventBus()
         if on_event is not None:
@@ -107,6 +121,7 @@ class ProgrammaticToolExecutor:
             policies=policies,
             events=self.events,
             tenant_id=tenant_id,
+            idempotency=IdempotencyCache(max_bytes=idempotency_max_bytes, max_entries=idempotency_max_entries),
         )
         self.mcp_configs = [MCPServerConfig.parse(name, spec) for name, spec in (mcp_servers or {}).items()]
         for config in self.mcp_configs:
@@ -116,6 +131,7 @@ class ProgrammaticToolExecutor:
                 )
         self._mcp: MCPServers | None = None
         self._mcp_lock = threading.Lock()
+        self._connecting: concurrent.futures.Future[None] | None = None  # the discovery in flight
         self.stubs = StubCache(self.catalog)
         self.stub_dir = Path(stub_dir) if (stub_dir is not None and enable_stubs) else None
         self._written_revision = -1
@@ -123,21 +139,56 @@ class ProgrammaticToolExecutor:
 
     # -- lifecycle ------------------------------------------------------------
     async def connect(self) -> None:
-        """Start the MCP sessions and discover their tools (execute() does this on first use)."""
-        if not self.mcp_configs or self._mcp is not None:
+        """Start the MCP sessions and discover their tools (execute() does this on first use).
+
+        Single-flight: concurrent callers (say two first executions) await one
+        discovery, so one set of sessions and subprocesses is started. A
+        discovery that fails closes what it opened, its callers get its
+        error, and the next call tries again; when the caller running it is
+        cancelled, what it opened is closed and a waiting caller runs it anew.
+        """
+        while self.mcp_configs and self._mcp is None:
+            with self._mcp_lock:
+                if self._mcp is not None:
+                    return
+                flight = self._connecting
+                leading = flight is None
+                if flight is None:
+                    flight = self._connecting = concurrent.futures.Future()
+                    flight.set_running_or_notify_cancel()  # a waiter that gives up cannot cancel it for the others
+            if leading:
+                await self._discover(flight)
+                return
+            try:
+                await asyncio.wrap_future(flight)
+            except _ConnectAbandoned:
+                continue
             return
+
+    async def _discover(self, flight: concurrent.futures.Future[None]) -> None:
         from ptc.hostcalls.mcp_tools import add_mcp_tools
 
-        with self._mcp_lock:
-            if self._mcp is not None:
-                return
-            servers = MCPServers(self.mcp_configs)
+        servers = MCPServers(self.mcp_configs)
         try:
-            self.router.handlers.update(await add_mcp_tools(self.catalog, servers))
-        except BaseException:
+            handlers = await add_mcp_tools(self.catalog, servers)
+        except Exception as exc:
+            self._landed(flight, exc)
             await asyncio.to_thread(servers.close)
             raise
-        self._mcp = servers
+        except BaseException:
+            self._landed(flight, _ConnectAbandoned())
+            # not awaited: this task is being cancelled, and the sessions must close anyway
+            threading.Thread(target=servers.close, name="ptc-mcp-close", daemon=True).start()
+            raise
+        self.router.handlers.update(handlers)
+        with self._mcp_lock:
+            self._mcp, self._connecting = servers, None
+        flight.set_result(None)
+
+    def _landed(self, flight: concurrent.futures.Future[None], exc: BaseException) -> None:
+        with self._mcp_lock:
+            self._connecting = None
+        flight.set_exception(exc)
 
     async def aclose(self) -> None:
         """Close MCP sessions (and their subprocesses) and the tool thread pool."""
@@ -206,35 +257,59 @@ class ProgrammaticToolExecutor:
         if self.mcp_configs and self._mcp is None:
             await self.connect()
         gate = gate_for(self.tenant_id, None)
-        if gate is not None:
-            await gate.acquire()
-        return await self._execute(code, limits, gate.release if gate is not None else _nothing)
+        await gate.acquire()
+        try:
+            await admission.acquire(self.tenant_id)  # the tenant's fair share of the execution threads
+        except BaseException:
+            gate.release()
+            raise
+        tenant_id = self.tenant_id
+
+        def release() -> None:
+            admission.release(tenant_id)
+            gate.release()
+
+        return await self._execute(code, limits, release)
 
     async def _execute(self, code: str, limits: Limits, release: Callable[[], None]) -> ExecutionResult:
-        """Run on a worker thread; `release` the tenant's slot once the instance is gone."""
+        """Run on a worker thread; `release` the tenant's slot once the instance is gone.
+
+        When the caller is cancelled, the program is stopped and the slot is
+        released by the worker thread itself when it ends: the caller's loop
+        may be gone by then (`asyncio.run(wait_for(execute(...), t))`), and a
+        release waiting on it would leak the slot for good.
+        """
         release_later = False
         try:
             execution_id = uuid.uuid4().hex
             self._sync_stub_dir()
             loop = asyncio.get_running_loop()
             budget = HostBudget(limits.host_bytes)
-            session = self.router.session(execution_id, loop, limits.max_frame_bytes, budget)
+            session = self.router.session(
+                execution_id, loop, limits.max_frame_bytes, budget, deadline=lambda: state.deadline
+            )
             state = self._state(execution_id, limits, session.dispatch, budget)
             started_at, started = time.time(), time.perf_counter()
-            future = loop.run_in_executor(_threads(), run_program, code, state, limits)
+            work = _threads().submit(run_program, code, state, limits)
             try:
-                outcome = await asyncio.shield(future)
+                outcome = await asyncio.shield(asyncio.wrap_future(work))
             except asyncio.CancelledError:
                 state.cancel()
                 session.cancel_all()
                 release_later = True
 
-                def finished(_: object) -> None:
-                    release()
+                def audit() -> None:
                     result = self._result(execution_id, state, session, Outcome(error=state.abort_error()), started)
                     self._audit(code, started_at, limits, result)
 
-                future.add_done_callback(finished)
+                def finished(_: object) -> None:  # on the worker thread (or here, if it is already done)
+                    release()
+                    try:
+                        loop.call_soon_threadsafe(audit)
+                    except RuntimeError:  # the caller's loop is closed: audit from here
+                        audit()
+
+                work.add_done_callback(finished)
                 raise
             session.cancel_all()  # a call still running belongs to no one now
             result = self._result(execution_id, state, session, outcome, started)

@@ -1,15 +1,26 @@
-"""Per-tenant admission: at most N executions at once, a bounded queue behind them.
+"""Admission: per-tenant quotas, and a fair share of the process's execution threads.
 
-Gates are process-wide and keyed by tenant id, so every executor of a tenant
-shares its quota. Past the queue, `execute` fails at once with
-OverCapacityError instead of piling up work.
+Every tenant has a gate (admission is on by default): at most
+`max_concurrent` executions run and `max_queued` wait; past the queue,
+`execute` fails at once with OverCapacityError instead of piling up work. A
+tenant without a Quota of its own gets the default `Quota()`. Gates are
+process-wide and keyed by tenant id, so every executor of a tenant shares
+its quota: the first quota given for a tenant holds, and a different one
+given later is a ValueError (silently replacing it would change the limits
+of executors elsewhere in the process).
+
+Behind the gates, `admission` shares the process's execution threads (each
+running program holds one) between tenants: no tenant holds more than half
+of them, and when they are all taken the next freed one goes to the waiting
+tenant holding the fewest (in turn among equals), so a tenant whose quotas
+add up to more than the process has cannot keep another tenant waiting.
 """
 
 from __future__ import annotations
 
 import asyncio
 import threading
-from collections import deque
+from collections import OrderedDict, deque
 
 from ptc.errors import PtcError
 from pydantic import BaseModel, ConfigDict, Field
@@ -20,6 +31,8 @@ class OverCapacityError(PtcError):
 
 
 class Quota(BaseModel):
+    """A tenant's admission limits (the defaults are every tenant's until it is given one)."""
+
     model_config = ConfigDict(frozen=True)
 
     max_concurrent: int = Field(8, ge=1, description="executions running at once")
@@ -27,9 +40,10 @@ class Quota(BaseModel):
 
 
 class _Gate:
-    def __init__(self, tenant_id: str, quota: Quota) -> None:
+    def __init__(self, tenant_id: str, quota: Quota, *, given: bool) -> None:
         self.tenant_id = tenant_id
         self.quota = quota
+        self.given = given  # an executor gave this quota (else it is the default, until one does)
         self.active = 0
         self._waiters: deque[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = deque()
         self._lock = threading.Lock()
@@ -67,7 +81,10 @@ class _Gate:
             while self._waiters:
                 loop, waiter = self._waiters.popleft()
                 if not waiter.done():
-                    loop.call_soon_threadsafe(self._hand_over, waiter)
+                    try:
+                        loop.call_soon_threadsafe(self._hand_over, waiter)
+                    except RuntimeError:  # that waiter's loop is closed: nobody waits there any more
+                        continue
                     return
             self.active -= 1
 
@@ -82,13 +99,132 @@ _gates: dict[str, _Gate] = {}
 _gates_lock = threading.Lock()
 
 
-def gate_for(tenant_id: str, quota: Quota | None) -> _Gate | None:
-    """The tenant's gate; a quota given here (re)sets it for every executor of the tenant."""
+def gate_for(tenant_id: str, quota: Quota | None) -> _Gate:
+    """The tenant's gate, made on first use with `quota` or the default Quota().
+
+    The first quota given for a tenant holds for every executor of the
+    tenant; giving the same one again is fine, a different one raises
+    ValueError. `None` means "the tenant's quota, whatever it is".
+    """
     with _gates_lock:
         gate = _gates.get(tenant_id)
-        if quota is not None:
-            if gate is None:
-                gate = _gates[tenant_id] = _Gate(tenant_id, quota)
-            else:
-                gate.quota = quota
+        if gate is None:
+            gate = _gates[tenant_id] = _Gate(tenant_id, quota or Quota(), given=quota is not None)
+        elif quota is not None:
+            if not gate.given:
+                gate.quota, gate.given = quota, True
+            elif gate.quota != quota:
+                raise ValueError(
+                    f"tenant {tenant_id!r} already has quota {gate.quota!r}; every executor of a tenant shares "
+                    f"one quota, so give {quota!r} to a tenant of its own, or the same quota (or none) here"
+                )
         return gate
+
+
+EXECUTION_THREADS = 256  # the process's threads for running programs (each running program holds one)
+
+_Waiter = tuple[asyncio.AbstractEventLoop, "asyncio.Future[None]"]
+
+
+class FairShare:
+    """The process's execution threads, shared between tenants.
+
+    `capacity` threads exist. A tenant may hold at most half of them (so a
+    tenant alone can never make another wait for a thread), and when none is
+    free a waiting execution queues; each freed thread goes to the waiting
+    tenant that holds the fewest (in turn among equals), so no tenant gets
+    more than its share while another waits.
+    """
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._held: dict[str, int] = {}
+        self._total = 0
+        self._waiting: OrderedDict[str, deque[_Waiter]] = OrderedDict()  # tenants in turn order
+        self._lock = threading.Lock()
+
+    def held(self, tenant_id: str) -> int:
+        """Threads the tenant's executions hold now."""
+        return self._held.get(tenant_id, 0)
+
+    def running(self) -> int:
+        """Threads held by all tenants now."""
+        return self._total
+
+    @property
+    def ceiling(self) -> int:
+        """The most threads one tenant may hold."""
+        return max(1, self.capacity // 2)
+
+    def queued(self, tenant_id: str | None = None) -> int:
+        with self._lock:
+            if tenant_id is not None:
+                return len(self._waiting.get(tenant_id, ()))
+            return sum(len(q) for q in self._waiting.values())
+
+    async def acquire(self, tenant_id: str) -> None:
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            if not self._waiting and self._total < self.capacity and self.held(tenant_id) < self.ceiling:
+                self._take(tenant_id)
+                return
+            waiter: asyncio.Future[None] = loop.create_future()
+            self._waiting.setdefault(tenant_id, deque()).append((loop, waiter))
+            self._dispatch()  # a free thread may be this tenant's turn now
+        try:
+            await waiter  # resolved by _dispatch: the thread is handed over, already counted
+        except asyncio.CancelledError:
+            with self._lock:
+                queue = self._waiting.get(tenant_id)
+                if queue is not None and (loop, waiter) in queue:
+                    queue.remove((loop, waiter))
+                    if not queue:
+                        del self._waiting[tenant_id]
+                    raise
+            if waiter.done() and not waiter.cancelled():
+                self.release(tenant_id)  # the thread arrived just as we were cancelled
+            raise
+
+    def release(self, tenant_id: str) -> None:
+        with self._lock:
+            held = self._held[tenant_id] - 1
+            if held:
+                self._held[tenant_id] = held
+            else:
+                del self._held[tenant_id]
+            self._total -= 1
+            self._dispatch()
+
+    def _take(self, tenant_id: str) -> None:
+        self._held[tenant_id] = self.held(tenant_id) + 1
+        self._total += 1
+
+    def _dispatch(self) -> None:
+        while self._total < self.capacity and self._waiting:
+            eligible = [t for t in self._waiting if self.held(t) < self.ceiling]
+            if not eligible:
+                return
+            tenant_id = min(eligible, key=self.held)  # the first of the fewest: turn order breaks ties
+            queue = self._waiting[tenant_id]
+            loop, waiter = queue.popleft()
+            if queue:
+                self._waiting.move_to_end(tenant_id)
+            else:
+                del self._waiting[tenant_id]
+            self._take(tenant_id)
+            try:
+                loop.call_soon_threadsafe(self._hand_over, tenant_id, waiter)
+            except RuntimeError:  # that loop is closed: nobody waits any more
+                self._held[tenant_id] -= 1
+                self._total -= 1
+                if not self._held[tenant_id]:
+                    del self._held[tenant_id]
+
+    def _hand_over(self, tenant_id: str, waiter: asyncio.Future[None]) -> None:
+        if waiter.done():  # cancelled meanwhile: pass the thread on
+            self.release(tenant_id)
+        else:
+            waiter.set_result(None)
+
+
+admission = FairShare(EXECUTION_THREADS)

@@ -157,8 +157,12 @@ async def test_hanging_server_times_out(shop):
 async def test_circuit_breaker_is_per_server():
     policy = Policy(timeout=5, circuit_failure_threshold=2, circuit_reset_timeout=60)
     async with ProgrammaticToolExecutor(mcp_servers={"shop": STDIO}, policy=policy) as ex:
-        code = "from tools.shop import fail, get_weather\nfrom tools import ToolError\nout = []\nfor call in (fail(message='x'), fail(message='y'), get_weather(city='z')):\n    try:\n        out.append(await call)\n    except ToolError as e:\n        out.append(type(e).__name__)\nout"
-        r = await ex.execute(code)
+        code = "from tools.shop import {a}, {b}, get_weather\nfrom tools import ToolError\nout = []\nfor call in ({a}({args}), {b}({args}), get_weather(city='z')):\n    try:\n        out.append(await call)\n    except ToolError as e:\n        out.append(type(e).__name__)\nout"
+        # isError replies are the server answering: they do not count against it
+        r = await ex.execute(code.format(a="fail", b="fail", args="message='x'"))
+        assert r.result == ["ToolError", "ToolError", "sunny in z"]
+        # the server dying mid-call does: two of them open the circuit for all its tools
+        r = await ex.execute(code.format(a="crash", b="crash", args=""))
         assert r.result == ["ToolError", "ToolError", "CircuitOpenError"]
 
 

@@ -185,10 +185,15 @@ async def test_idempotency_failures_are_not_cached_and_mismatches_are_rejected()
     ex = make_executor(flaky)
     code = "from tools.ops import svc\nfrom tools import ToolError\ntry:\n    await svc(x=1, idempotency_key='k')\nexcept ToolError:\n    pass\nawait svc(x=1, idempotency_key='k')"
     assert (await ex.execute(code)).result == {"ok": 1, "calls": 2}
+    # Within one execution, a key reused with other parameters is the program's mistake.
     r = await ex.execute(
-        "from tools.ops import svc\nfrom tools import ToolValidationError\ntry:\n    await svc(x=2, idempotency_key='k')\nexcept ToolValidationError as e:\n    result = str(e)"
+        "from tools.ops import svc\nfrom tools import ToolValidationError\nawait svc(x=1, idempotency_key='k')\n"
+        "try:\n    await svc(x=2, idempotency_key='k')\nexcept ToolValidationError as e:\n    result = str(e)"
     )
     assert "different parameters" in r.result
+    # In another execution it is another call (a key names one exact call): it runs.
+    r = await ex.execute("from tools.ops import svc\nawait svc(x=2, idempotency_key='k')")
+    assert r.result == {"ok": 2, "calls": 3}
 
 
 async def test_events_and_logging(caplog):

@@ -17,7 +17,8 @@ from typing import Annotated, Any, Literal
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.mcpserver.utilities.types import Image
-from mcp_types import TextContent
+from mcp.shared.exceptions import MCPError
+from mcp_types import INVALID_PARAMS, TextContent
 from pydantic import BaseModel, Field
 
 server = MCPServer("shop", log_level="WARNING")
@@ -108,6 +109,12 @@ def picture() -> Image:
 def fail(message: str) -> str:
     """Always fails: the server reports isError with this text."""
     raise ToolError(message)
+
+
+@server.tool()
+def reject(order_id: int) -> str:
+    """Refuses the call at the protocol level: a JSON-RPC error reply (invalid params), not an isError result."""
+    raise MCPError(INVALID_PARAMS, f"no order {order_id}")
 
 
 @server.tool()
