@@ -597,8 +597,8 @@ class CallSession:
 
     def cancel_all(self) -> None:
         """The execution is gone: stop its calls still in flight (its sync calls still running become orphans)."""
-        for call in self._calls:
-            if call.task is None or not call.task.done():
+        for call in list(self._calls):
+            if not call.done:
                 call.cancel()
         self.router.sync_threads.retire(self.sync_lane)
 
@@ -606,27 +606,33 @@ class CallSession:
 class _Call:
     """One call in flight on the event loop (lighter than run_coroutine_threadsafe)."""
 
-    __slots__ = ("session", "record", "request", "reply", "prepared", "task", "cancelled")
+    __slots__ = ("session", "record", "request", "reply", "prepared", "task", "cancelled", "done")
 
     def __init__(
         self, session: CallSession, record: ToolCallRecord, request: Request, reply: Reply, prepared: Prepared
     ) -> None:
         self.session = session
         self.record = record
-        self.request = request
+        self.request: Request | None = request
         self.reply = reply
-        self.prepared = prepared
+        self.prepared: Prepared | None = prepared
         self.task: asyncio.Task[str] | None = None
         self.cancelled = False
+        self.done = False
 
     def start(self) -> None:
-        if self.cancelled:
+        if self.cancelled or self.request is None or self.prepared is None:
             return
         serving = self.session.router.serve(self.record, self.request, self.session, self.prepared)
+        self.request = self.prepared = None  # the coroutine has them; nothing here outlives the call
         self.task = self.session.loop.create_task(serving)
         self.task.add_done_callback(self._done)
 
     def _done(self, task: asyncio.Task[str]) -> None:
+        # The task (and the reply it holds as its result) is dropped here: the
+        # reply's bytes are the guest's once delivered, not the host's.
+        self.task = None
+        self.done = True
         if task.cancelled():
             reply = _CANCELLED_REPLY
         elif task.exception() is not None:  # serve() answers every failure itself; this is a bug guard

@@ -84,6 +84,7 @@ class ExecutionState:
     abort: Abort | None = None
     report: str | None = None  # the guest's last report frame (charged to the budget)
     report_refused: int = 0  # the size of a report the host would not take
+    closed: bool = False  # the execution is over: late replies are dropped
     stop: threading.Event = field(default_factory=threading.Event)
     _ids: itertools.count = field(default_factory=lambda: itertools.count(1))
     _inflight: dict[int, Cancel] = field(default_factory=dict)
@@ -177,8 +178,31 @@ class ExecutionState:
         )
 
     def _deliver(self, call_id: int, reply: str) -> None:
-        """From any thread: a finished call's reply (already charged)."""
+        """From any thread: a finished call's reply (already charged); dropped once the execution is over."""
+        if self.closed:
+            self.budget.release(len(reply))
+            return
         self._replies.put((call_id, reply))
+
+    def close(self) -> None:
+        """The execution is over (its result is built): let go of what the host still holds for it.
+
+        Replies still queued are dropped, and so is the link to the router
+        (dispatch), which closed a cycle (state -> session -> call -> state)
+        that only the cyclic GC would have freed, replies and all.
+        """
+        self.closed = True
+        while True:
+            try:
+                item = self._replies.get_nowait()
+            except queue.Empty:
+                break
+            if item is not None:
+                self.budget.release(len(item[1]))
+        self._early.clear()
+        self._inflight.clear()
+        self.report = None
+        self.dispatch = _no_tools
 
     def cancel_call(self, call_id: int) -> None:
         cancel = self._inflight.pop(call_id, None)

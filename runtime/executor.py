@@ -300,6 +300,7 @@ class ProgrammaticToolExecutor:
 
                 def audit() -> None:
                     result = self._result(execution_id, state, session, Outcome(error=state.abort_error()), started)
+                    state.close()
                     self._audit(code, started_at, limits, result)
 
                 def finished(_: object) -> None:  # on the worker thread (or here, if it is already done)
@@ -313,6 +314,7 @@ class ProgrammaticToolExecutor:
                 raise
             session.cancel_all()  # a call still running belongs to no one now
             result = self._result(execution_id, state, session, outcome, started)
+            state.close()
         finally:
             if not release_later:
                 release()
