@@ -1,8 +1,9 @@
 """Load test: thousands of mixed executions through one process, each checked against its expected outcome.
 
-    python benchmarks/load.py                 # full run: 6,800 measured executions (+300 warm-up), ~2.5 min
-    python benchmarks/load.py --quick         # smoke run: 1,050 measured executions (+80 warm-up), ~25 s
+    python benchmarks/load.py                 # full: 6,800 measured executions (+300 warm-up), ~2.5 min, + adversarial
+    python benchmarks/load.py --quick         # smoke: 1,050 measured executions (+80 warm-up), ~25 s, + adversarial
     python benchmarks/load.py --rss-cap 0.8   # stop a level if VmRSS passes 80 % of MemTotal (default 60 %)
+    python benchmarks/load.py --quick --adversarial  # the adversarial phase alone (6 columns × 300 honest, ~1 min)
 
 Every execution is a generated program with a known outcome: good programs
 (pure compute; 1-3 calls to async and sync tools, some under asyncio.gather),
@@ -18,9 +19,26 @@ every job answered exactly once, unique execution ids, exactly one audit event
 per execution, every outcome the expected one, no tenant over its quota.
 VmRSS is sampled while each level runs (peak) and read after it (settled);
 flat means the settled reading after the 64-in-flight level (5,000 executions)
-is within 10 % of the one after the first level (500). Prints markdown tables,
-writes benchmarks/results/load.json and exits 1 when any check fails (the RSS
-check only in a full run).
+is within 10 % of the one after the first level (500).
+
+Then the adversarial phase: an honest tenant ("honest": its own executor and
+Quota, 8 executions in flight) runs the good programs alone (the baseline),
+then again beside an attacker tenant ("attacker": its own executor, catalog
+and Quota) looping over hostile programs, one kind at a time, then all four
+at once: frame bombs (raw `host.submit` frames of 2 million empty arrays),
+reply floods (100 unwaited calls to a tool answering 8 MiB), abandoned
+half-open circuit-breaker trials, and idempotency-cache floods (a fresh key
+per call to a tool answering 2 MiB). Per column: the honest tenant's p50, p99
+and max latency, executions/s, errors, the worst event-loop stall, VmRSS
+(peak; settled after the attack; after malloc_trim; after the attacker's
+executor is closed), each attack's outcomes and tool calls, and whether the
+attacked breaker still refuses calls once its backend has recovered
+("wedged"). Only the honest tenant's correctness is a check there: latency
+and memory are measurements.
+
+Prints markdown tables, writes benchmarks/results/load.json (with
+--adversarial alone: benchmarks/results/adversarial.json) and exits 1 when
+any check fails (the RSS check only in a full run).
 """
 
 from __future__ import annotations
@@ -28,10 +46,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import ctypes
+import gc
 import hashlib
+import itertools
 import json
 import os
 import random
+import secrets
 import string
 import subprocess
 import sys
@@ -42,6 +63,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import msgpack
 from _common import MiB, log, machine, percentile, read_rss, rss_bytes
 from ptc import (
     AuditEvent,
@@ -51,6 +73,7 @@ from ptc import (
     Policy,
     ProgrammaticToolExecutor,
     Quota,
+    ToolCallRecord,
     ToolCatalog,
 )
 
@@ -361,14 +384,15 @@ assert sum(program.weight for program in PROGRAMS) == 100
 class JobMaker:
     """Deterministic jobs from one seeded generator; indexes are unique over the whole run."""
 
-    def __init__(self, seed: int) -> None:
+    def __init__(self, seed: int, programs: Sequence[ProgramType] = PROGRAMS) -> None:
         self.rng = random.Random(seed)
+        self.programs = tuple(programs)
         self.next_index = 0
 
     def jobs(self, count: int) -> list[Job]:
         out: list[Job] = []
-        weights = [program.weight for program in PROGRAMS]
-        for program in self.rng.choices(PROGRAMS, weights=weights, k=count):
+        weights = [program.weight for program in self.programs]
+        for program in self.rng.choices(self.programs, weights=weights, k=count):
             index = self.next_index
             self.next_index += 1
             code, expected = program.make(self.rng, index)
@@ -582,7 +606,21 @@ async def run_level(name: str, lanes: Sequence[Lane], ledger: Ledger, max_exampl
         await asyncio.gather(*(lane.run() for lane in lanes))
     wall = time.perf_counter() - started
     cpu = time.process_time() - cpu_started
+    return summarize_level(name, lanes, ledger, wall, cpu, aborted, rss.peak, audits_before, max_examples)
 
+
+def summarize_level(
+    name: str,
+    lanes: Sequence[Lane],
+    ledger: Ledger,
+    wall: float,
+    cpu: float,
+    aborted: bool,
+    peak_rss: int,
+    audits_before: int,
+    max_examples: int = 5,
+) -> dict[str, Any]:
+    """A level's figures and correctness counts, from its lanes' answers and the audit events since `audits_before`."""
     answers = [answer for lane in lanes for answer in lane.answers]
     submitted = [job.index for lane in lanes for job in lane.jobs]
     answered = Counter(answer.job.index for answer in answers)
@@ -642,7 +680,7 @@ async def run_level(name: str, lanes: Sequence[Lane], ledger: Ledger, max_exampl
         "audit_problems": audit_problems,
         "mismatched": len(mismatches),
         "mismatch_examples": mismatches[:max_examples],
-        "peak_rss_mb": rss.peak / MiB,
+        "peak_rss_mb": peak_rss / MiB,
         "slowest": [
             {"job": a.job.index, "program": a.job.program, "outcome": outcome_of(a), "ms": ms(a.latency)}
             for a in sorted(answers, key=lambda a: a.latency, reverse=True)[:max_examples]
@@ -785,6 +823,510 @@ def problems(report: dict[str, Any]) -> list[str]:
     return out
 
 
+# -- adversarial phase ---------------------------------------------------------
+#
+# An honest tenant runs the good programs at a fixed concurrency, first alone
+# (the baseline), then beside an attacker tenant (its own executor, catalog and
+# quota) that loops over hostile programs: one kind at a time, then all four at
+# once. What an attacker's executions should change: neither the honest
+# tenant's latency and throughput nor the host's memory.
+
+HONEST_PROGRAMS = tuple(program for program in PROGRAMS if program.category == "good")
+HONEST_TENANT = "honest"
+ATTACKER_TENANT = "attacker"
+HONEST_IN_FLIGHT = 8
+HONEST_QUOTA = Quota(max_concurrent=HONEST_IN_FLIGHT, max_queued=8)  # never full at 8 in flight
+ATTACKER_QUOTA = Quota(max_concurrent=4, max_queued=8)
+ADV_WARMUP = 50  # honest executions before the baseline
+ATTACK_GUARD_S = 30.0  # an attacker's execution still out after this is cancelled, and counted as "hung"
+ATTACK_HEAD_START_S = 0.3  # the attack starts this long before the honest workload
+ATTACK_DRAIN_S = 45.0  # once the honest workload is done, how long the attack's executions in flight may take
+LOOP_TICK_S = 0.005  # the event-loop stall ticker's period
+
+BOMB_ELEMENTS = 2_000_000  # one ~2 MB frame that decodes to 2 million empty lists
+BOMBS_PER_PROGRAM = 3
+BOMB_LIMITS = Limits(max_frame_bytes=8 * MiB, timeout=2)
+BLOB_BYTES = 8 * MiB  # the `blob` tool's reply: one shared string, so a call costs the tool nothing
+FLOOD_CALLS = 100
+FLOOD_SLEEP_S = 2
+FLOOD_LIMITS = Limits(timeout=10)
+TRIAL_POLICY = Policy(circuit_failure_threshold=2, circuit_reset_timeout=0.2)
+TRIAL_BACKEND_S = 0.1  # the `flappy` backend's latency: long enough to abandon a call in flight
+TRIAL_LIMITS = Limits(timeout=5)
+WEDGE_PROBES = 6  # after the backend recovers: calls WEDGE_PROBE_GAP_S apart, until one is served
+WEDGE_PROBE_GAP_S = 0.25
+CACHE_RESULT_BYTES = 2 * MiB  # the `fetch` tool's reply: a fresh string per call, so the cache holds each
+CACHE_CALLS = 32
+CACHE_LIMITS = Limits(timeout=20)
+
+
+@dataclass(frozen=True)
+class AdversarialSettings:
+    honest_executions: int  # per phase (column)
+    attack_workers: int  # attacker callers per kind when a kind runs alone; one each when all four run
+    # At most this many programs of a kind per phase (the others loop until the honest workload is done):
+    # before the fixes a reply flood held FLOOD_CALLS × 8 MiB; a cache flood holds CACHE_CALLS results.
+    flood_programs: int
+    cache_programs: int
+
+
+ADV_FULL = AdversarialSettings(honest_executions=1200, attack_workers=2, flood_programs=5, cache_programs=16)
+ADV_QUICK = AdversarialSettings(honest_executions=300, attack_workers=2, flood_programs=4, cache_programs=8)
+
+
+class Backend:
+    """The `flappy` tool's backend: down until `healthy` is set."""
+
+    def __init__(self) -> None:
+        self.healthy = False
+
+
+def attack_catalog(backend: Backend) -> ToolCatalog:
+    catalog = ToolCatalog(source="attack")
+    blob_text = "b" * BLOB_BYTES
+
+    @catalog.tool(domain="attack")
+    def blob(n: int) -> str:
+        """8 MiB of text (the same string every time)."""
+        return blob_text
+
+    @catalog.tool(domain="attack")
+    async def flappy(n: int) -> int:
+        """A slow backend that fails until it recovers."""
+        await asyncio.sleep(TRIAL_BACKEND_S)
+        if not backend.healthy:
+            raise RuntimeError(f"backend down (n={n})")
+        return n
+
+    @catalog.tool(domain="attack")
+    def fetch(key: str) -> str:
+        """A few MiB of text, made afresh for each call."""
+        return (key[:1] or "c") * CACHE_RESULT_BYTES
+
+    return catalog
+
+
+RAW = "from wit_world.imports import host\nimport _ptc_codec\n"  # raw frames, straight to the host
+
+
+def raw_frame(tool: str, args: str) -> str:
+    """Guest code for a call frame as a latin-1 str (args: a dict display in guest code)."""
+    return f"_ptc_codec.pack({{'tool': {tool!r}, 'args': {args}, 'key': None}}).decode('latin-1')"
+
+
+def frame_bomb(i: int) -> str:
+    # {'tool': 'no_such_tool', 'args': {'v': <array of 2,000,000 empty arrays>}}: ~2 MB on the wire
+    head = msgpack.packb({"tool": "no_such_tool", "args": {"v": []}})[:-1] + b"\xdd"
+    return (
+        RAW
+        + f"n = {BOMB_ELEMENTS}\n"
+        + f"frame = ({head!r} + n.to_bytes(4, 'big') + b'\\x90' * n).decode('latin-1')\n"
+        + f"replies = [str(host.submit(frame).value)[:100] for _ in range({BOMBS_PER_PROGRAM})]\n"
+        + f"[{i}, replies]\n"
+    )
+
+
+def reply_flood(i: int) -> str:
+    # submitted, never waited for; the program sleeps, then ends
+    frame = raw_frame("blob", "{'n': k}")
+    return (
+        RAW
+        + "import time\n"
+        + f"ids = [host.submit({frame}).value for k in range({FLOOD_CALLS})]\n"
+        + f"time.sleep({FLOOD_SLEEP_S})\n"
+        + f"[{i}, len(ids)]\n"
+    )
+
+
+def abandoned_trial(i: int) -> str:
+    # two failures open the breaker; past its reset timeout the next call is the half-open
+    # trial, which the program abandons: cancels it (even i) or ends while it runs (odd i)
+    if i % 2 == 0:
+        abandon = (
+            "task = asyncio.create_task(flappy(n=2))\n"
+            "await asyncio.sleep(0.01)\n"
+            "task.cancel()\n"
+            "try:\n"
+            "    await task\n"
+            "except asyncio.CancelledError:\n"
+            "    seen.append('abandoned')\n"
+            "except ToolError as e:\n"
+            "    seen.append(type(e).__name__)\n"
+        )
+    else:
+        frame = raw_frame("flappy", "{'n': 2}")
+        abandon = f"host.submit({frame})\nseen.append('left running')\n"
+    return (
+        RAW
+        + "import asyncio\n"
+        + "from tools import ToolError\n"
+        + "from tools.attack import flappy\n"
+        + "seen = []\n"
+        + "for n in range(2):\n"
+        + "    try:\n"
+        + "        seen.append(await flappy(n=n))\n"
+        + "    except ToolError as e:\n"
+        + "        seen.append(type(e).__name__)\n"
+        + f"await asyncio.sleep({TRIAL_POLICY.circuit_reset_timeout + 0.05})\n"
+        + abandon
+        + f"[{i}, seen]\n"
+    )
+
+
+def cache_flood(i: int) -> str:
+    # every call a new idempotency key: each result is kept for the key's TTL
+    key = f"{secrets.token_hex(4)}-{i}-{{k}}"
+    return (
+        "from tools.attack import fetch\n"
+        "total = 0\n"
+        f"for k in range({CACHE_CALLS}):\n"
+        f"    total += len(await fetch(key=f'{key}', idempotency_key=f'{key}'))\n"
+        f"[{i}, total]\n"
+    )
+
+
+WEDGE_PROBE = (
+    "import asyncio\n"
+    "from tools import CircuitOpenError, ToolError\n"
+    "from tools.attack import flappy\n"
+    "seen = []\n"
+    f"for n in range({WEDGE_PROBES}):\n"
+    "    try:\n"
+    "        await flappy(n=n)\n"
+    "    except ToolError as e:\n"
+    "        seen.append(type(e).__name__)\n"
+    "    else:\n"
+    "        seen.append('ok')\n"
+    "        break\n"
+    f"    await asyncio.sleep({WEDGE_PROBE_GAP_S})\n"
+    "seen\n"
+)
+
+
+@dataclass(frozen=True)
+class AttackKind:
+    key: str
+    title: str
+    make: Callable[[int], str]
+    limits: Limits
+    capped_by: str | None = None  # the AdversarialSettings field with its most programs per phase
+
+
+ATTACKS: tuple[AttackKind, ...] = (
+    AttackKind("frame_bombs", "frame bombs", frame_bomb, BOMB_LIMITS),
+    AttackKind("reply_floods", "reply floods", reply_flood, FLOOD_LIMITS, "flood_programs"),
+    AttackKind("abandoned_trials", "abandoned trials", abandoned_trial, TRIAL_LIMITS),
+    AttackKind("cache_floods", "cache floods", cache_flood, CACHE_LIMITS, "cache_programs"),
+)
+ADV_PHASES: tuple[tuple[str, tuple[AttackKind, ...]], ...] = (
+    ("baseline", ()),
+    *((kind.title, (kind,)) for kind in ATTACKS),
+    ("all four at once", ATTACKS),
+)
+
+
+def call_label(call: ToolCallRecord) -> str:
+    """A call's outcome for the counts: "ok", "unfinished" (still running, or never started, when the
+    execution ended), or its error type, with why the host refused it when it did."""
+    if call.error is None:
+        return "ok" if call.completed_at is not None else "unfinished"
+    if "budget" in call.error.message:
+        return f"{call.error.type} (over the host budget)"
+    if call.error.message.startswith("rejected"):
+        return f"{call.error.type} (frame refused)"
+    return call.error.type
+
+
+@dataclass
+class AttackStats:
+    """One attack kind's programs in one phase, by outcome; their tool calls by error type."""
+
+    started: int = 0
+    outcomes: Counter[str] = field(default_factory=Counter)  # error kind or "ok"; "hung": cancelled by the guard
+    calls: Counter[str] = field(default_factory=Counter)  # by call_label()
+    rejected: int = 0  # OverCapacityError from the attacker's own quota (then retried)
+    host_memory_peak: int | None = None  # the largest of its executions' (None: the code has no such field)
+    slowest_s: float = 0.0
+    example: str | None = None  # the first program's value or error, cut short
+
+    def record(self, result: ExecutionResult, seconds: float) -> None:
+        self.outcomes[result.error.kind if result.error is not None else "ok"] += 1
+        for call in result.tool_calls:
+            self.calls[call_label(call)] += 1
+        peak = getattr(result, "host_memory_peak", None)
+        if peak is not None:
+            self.host_memory_peak = max(self.host_memory_peak or 0, peak)
+        self.slowest_s = max(self.slowest_s, seconds)
+        if self.example is None:
+            self.example = f"{result.error}"[:200] if result.error is not None else f"{result.result!r}"[:200]
+
+    def figures(self) -> dict[str, Any]:
+        return {
+            "programs": sum(self.outcomes.values()),
+            "outcomes": dict(sorted(self.outcomes.items())),
+            "tool_calls": dict(sorted(self.calls.items())),
+            "rejected": self.rejected,
+            "host_memory_peak_mb": None if self.host_memory_peak is None else self.host_memory_peak / MiB,
+            "slowest_s": self.slowest_s,
+            "example": self.example,
+        }
+
+
+class Attacker:
+    """The attacker tenant: `workers` callers per attack kind, each looping over its kind's programs."""
+
+    def __init__(self, kinds: Sequence[AttackKind], workers: int, settings: AdversarialSettings) -> None:
+        self.backend = Backend()
+        self.audits = Audits()
+        self.executor = ProgrammaticToolExecutor(
+            attack_catalog(self.backend),
+            policy=POLICY,
+            policies={"flappy": TRIAL_POLICY},
+            tenant_id=ATTACKER_TENANT,
+            quota=ATTACKER_QUOTA,
+            on_audit=self.audits,
+        )
+        self.kinds = tuple(kinds)
+        self.workers = workers
+        self.settings = settings
+        self.stats = {kind.key: AttackStats() for kind in self.kinds}
+        self.serial = itertools.count()
+        self.stopping = False
+        self.aborted = False  # stopped by the memory guard
+        self.tasks: list[asyncio.Task[None]] = []
+
+    async def run(self) -> None:
+        self.tasks = [asyncio.ensure_future(self._worker(kind)) for kind in self.kinds for _ in range(self.workers)]
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+
+    async def _worker(self, kind: AttackKind) -> None:
+        stats = self.stats[kind.key]
+        cap = getattr(self.settings, kind.capped_by) if kind.capped_by is not None else None
+        while not self.stopping and (cap is None or stats.started < cap):
+            stats.started += 1
+            code = kind.make(next(self.serial))
+            began = time.perf_counter()
+            try:
+                result = await asyncio.wait_for(self.executor.execute(code, limits=kind.limits), ATTACK_GUARD_S)
+            except OverCapacityError:
+                stats.started -= 1
+                stats.rejected += 1
+                await asyncio.sleep(REJECT_BACKOFF_S)
+                continue
+            except TimeoutError:
+                stats.outcomes["hung"] += 1
+                continue
+            except Exception as exc:  # counted: execute() must not raise for a program
+                stats.outcomes[f"execute raised {type(exc).__name__}"] += 1
+                continue
+            stats.record(result, time.perf_counter() - began)
+            del result  # it can hold what the host decoded (before the fixes: a bomb's millions of lists)
+
+    def stop(self) -> None:
+        """Start no more programs; those running end on their own."""
+        self.stopping = True
+
+    def abort(self) -> None:
+        """Cancel the programs running too."""
+        self.stopping = self.aborted = True
+        for task in self.tasks:
+            task.cancel()
+
+    async def probe_breaker(self) -> dict[str, Any]:
+        """After the attack: the backend recovers; do calls from another execution get served?"""
+        self.backend.healthy = True
+        await asyncio.sleep(TRIAL_POLICY.circuit_reset_timeout + 0.1)
+        while True:
+            try:
+                result = await asyncio.wait_for(self.executor.execute(WEDGE_PROBE, limits=TRIAL_LIMITS), ATTACK_GUARD_S)
+            except OverCapacityError:  # cancelled attack executions may still hold the quota's slots
+                await asyncio.sleep(REJECT_BACKOFF_S)
+                continue
+            except TimeoutError:
+                return {"replies": ["hung"], "wedged": True}
+            break
+        replies = result.result if result.error is None else [str(result.error)]
+        return {"replies": replies, "wedged": "ok" not in replies}
+
+
+class LoopLag:
+    """The longest the event loop went without running a LOOP_TICK_S ticker: a stalled loop stalls every tenant."""
+
+    def __init__(self) -> None:
+        self.worst = 0.0
+        self._task: asyncio.Task[None] | None = None
+
+    async def _tick(self) -> None:
+        while True:
+            before = time.perf_counter()
+            await asyncio.sleep(LOOP_TICK_S)
+            self.worst = max(self.worst, time.perf_counter() - before - LOOP_TICK_S)
+
+    def __enter__(self) -> LoopLag:
+        self._task = asyncio.get_running_loop().create_task(self._tick())
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._task is not None:
+            self._task.cancel()
+
+
+async def adversarial_phase(
+    name: str,
+    kinds: Sequence[AttackKind],
+    honest: ProgrammaticToolExecutor,
+    maker: JobMaker,
+    ledger: Ledger,
+    settings: AdversarialSettings,
+) -> dict[str, Any]:
+    """The honest workload, beside `kinds` of attack (none: the baseline), then the host's memory."""
+    lane = Lane(honest, maker.jobs(settings.honest_executions), HONEST_IN_FLIGHT, HONEST_QUOTA)
+    workers = settings.attack_workers if len(kinds) == 1 else 1
+    attacker = Attacker(kinds, workers, settings) if kinds else None
+    audits_before = len(ledger.audits.events)
+    honest_aborted = False
+
+    def over_cap() -> None:  # the attack is stopped; the honest workload goes on (unless it is the baseline)
+        nonlocal honest_aborted
+        stopping = "attack" if attacker is not None else "baseline"
+        log(f"{name}: VmRSS passed {ledger.rss_cap / MiB:.0f} MB (--rss-cap), stopping the {stopping}")
+        if attacker is not None:
+            attacker.abort()
+        else:
+            honest_aborted = True
+            lane.stop()
+
+    with PeakRss(ledger.rss_cap, over_cap) as rss, LoopLag() as lag:
+        attack = asyncio.ensure_future(attacker.run()) if attacker is not None else None
+        if attack is not None:
+            await asyncio.sleep(ATTACK_HEAD_START_S)
+        cpu_started, started = time.process_time(), time.perf_counter()
+        await lane.run()
+        wall, cpu = time.perf_counter() - started, time.process_time() - cpu_started
+        stall = lag.worst  # while the honest workload ran
+        drain_s = 0.0
+        if attacker is not None and attack is not None:
+            attacker.stop()
+            drained = time.perf_counter()
+            done, _ = await asyncio.wait({attack}, timeout=ATTACK_DRAIN_S)
+            if not done:
+                log(f"{name}: the attack's executions still run after {ATTACK_DRAIN_S:g} s: cancelling them")
+                attacker.abort()
+                await attack
+            drain_s = time.perf_counter() - drained
+    figures = summarize_level(name, [lane], ledger, wall, cpu, honest_aborted, rss.peak, audits_before)
+    errors = sum(count for outcome, count in figures["outcomes"].items() if outcome != "ok")
+    phase: dict[str, Any] = {
+        "name": name,
+        "attacks": [kind.key for kind in kinds],
+        "attack_workers_per_kind": workers if kinds else 0,
+        "honest": figures,
+        "honest_errors": errors,
+        "loop_stall_ms": ms(stall),
+    }
+    if attacker is not None:
+        phase["attack"] = {kind.key: attacker.stats[kind.key].figures() for kind in kinds}
+        phase["attack_aborted"] = attacker.aborted  # stopped by --rss-cap
+        phase["attack_drain_s"] = drain_s
+        if any(kind.key == "abandoned_trials" for kind in kinds):
+            phase["breaker"] = await attacker.probe_breaker()
+        await attacker.audits.quiet(still=0.2)  # cancelled executions report once their instance has ended
+    reading = await read_rss(0)
+    trimmed = rss_bytes() / MiB if malloc_trim() else None
+    memory: dict[str, Any] = {
+        "peak_mb": rss.peak / MiB,
+        "at_end_mb": reading.at_end_mb,
+        "settled_mb": reading.settled_mb,
+        "after_malloc_trim_mb": trimmed,
+        "attacker_closed_mb": None,
+    }
+    if attacker is not None:
+        # What the attacker's executor still holds (its policy state: breakers, the idempotency cache)
+        # goes with it: close it, drop it, and read again.
+        attacker.executor.close()
+        attacker = None
+        del attack
+        gc.collect()
+        memory["attacker_closed_mb"] = (await read_rss(0)).settled_mb
+        if malloc_trim():
+            memory["attacker_closed_mb"] = rss_bytes() / MiB
+    phase["rss"] = memory
+    return phase
+
+
+async def run_adversarial(settings: AdversarialSettings, rss_cap: int) -> dict[str, Any]:
+    ledger = Ledger(rss_cap)
+    maker = JobMaker(SEED + 1, HONEST_PROGRAMS)
+    honest = ProgrammaticToolExecutor(
+        load_catalog(),
+        limits=BASE_LIMITS,
+        policy=POLICY,
+        tenant_id=HONEST_TENANT,
+        quota=HONEST_QUOTA,
+        on_audit=ledger.audits,
+    )
+    first = await honest.execute("x = 1")
+    if first.error is not None:
+        raise RuntimeError(f"the honest tenant's first execution failed: {first.error}")
+    ledger.ids[first.execution_id] += 1
+    log(f"adversarial warm-up: {ADV_WARMUP} honest executions, {HONEST_IN_FLIGHT} in flight")
+    warmup = await run_level(
+        "adversarial warm-up", [Lane(honest, maker.jobs(ADV_WARMUP), HONEST_IN_FLIGHT, HONEST_QUOTA)], ledger
+    )
+    phases = []
+    for name, kinds in ADV_PHASES:
+        log(f"adversarial: {name}, {settings.honest_executions} honest executions, {HONEST_IN_FLIGHT} in flight")
+        phases.append(await adversarial_phase(name, kinds, honest, maker, ledger, settings))
+    await ledger.audits.quiet()
+    strays = Counter(event.outcome for event in ledger.audits.events if event.execution_id not in ledger.ids)
+    honest.close()
+    wedged = [phase["breaker"]["wedged"] for phase in phases if "breaker" in phase]
+    return {
+        "settings": asdict(settings),
+        "honest_in_flight": HONEST_IN_FLIGHT,
+        "honest_quota": HONEST_QUOTA.model_dump(),
+        "attacker_quota": ATTACKER_QUOTA.model_dump(),
+        "attack_sizes": {
+            "frame_bombs": {
+                "elements": BOMB_ELEMENTS,
+                "per_program": BOMBS_PER_PROGRAM,
+                "limits": BOMB_LIMITS.model_dump(),
+            },
+            "reply_floods": {"reply_bytes": BLOB_BYTES, "calls": FLOOD_CALLS, "limits": FLOOD_LIMITS.model_dump()},
+            "abandoned_trials": {"policy": TRIAL_POLICY.model_dump(), "backend_s": TRIAL_BACKEND_S},
+            "cache_floods": {
+                "result_bytes": CACHE_RESULT_BYTES,
+                "calls": CACHE_CALLS,
+                "limits": CACHE_LIMITS.model_dump(),
+            },
+        },
+        "warmup": warmup,
+        "phases": phases,
+        "breaker_wedged": any(wedged) if wedged else None,
+        "honest_audit_events_without_result": dict(strays),
+    }
+
+
+def adversarial_problems(adversarial: dict[str, Any]) -> list[str]:
+    """The honest tenant's correctness (latency and RSS are measurements, not checks)."""
+    out: list[str] = []
+    levels = [adversarial["warmup"], *(phase["honest"] for phase in adversarial["phases"])]
+    for level in levels:
+        label = f"adversarial, {level['name']}: honest tenant"
+        if level["aborted"]:
+            out.append(f"{label}: aborted when VmRSS passed {level['rss_cap_mb']:.0f} MB (--rss-cap)")
+        for key in ("lost", "duplicated", "duplicate_execution_ids", "audit_problems", "mismatched"):
+            if level[key]:
+                out.append(f"{label}: {key} = {level[key]}")
+        for figures in level.get("tenants", {}).values():
+            if figures["peak_concurrent"] > figures["quota"]["max_concurrent"]:
+                out.append(f"{label}: ran {figures['peak_concurrent']} at once, over its quota")
+    strays = adversarial["honest_audit_events_without_result"]
+    if strays:
+        out.append(f"adversarial: honest audit events without a result: {strays}")
+    return out
+
+
 # -- report ------------------------------------------------------------------
 
 KINDS = ("ok", "runtime_error", "syntax_error", "timeout", "out_of_fuel", "memory_limit", "tool_call_limit")
@@ -851,6 +1393,87 @@ def markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def fmt_mb(value: float | None) -> str:
+    return "—" if value is None else f"{value:,.0f}"
+
+
+def fmt_counts(counts: dict[str, int]) -> str:
+    return ", ".join(f"{kind} {n:,}" for kind, n in sorted(counts.items(), key=lambda item: -item[1])) or "—"
+
+
+def adversarial_markdown(adversarial: dict[str, Any]) -> str:
+    phases = adversarial["phases"]
+    settings = adversarial["settings"]
+    lines = [
+        f"Adversarial mix: the honest tenant runs {settings['honest_executions']:,} good programs per column, "
+        f"{adversarial['honest_in_flight']} in flight (its own executor and quota); beside it the attacker "
+        f"tenant (its own executor, catalog and quota {adversarial['attacker_quota']['max_concurrent']} + "
+        f"{adversarial['attacker_quota']['max_queued']} queued) loops over one kind of hostile program "
+        f"({settings['attack_workers']} callers), then all four (one caller each).",
+        "",
+        "| honest tenant | " + " | ".join(phase["name"] for phase in phases) + " |",
+        "|---" * (len(phases) + 1) + "|",
+    ]
+
+    def row(label: str, cell: Callable[[dict[str, Any]], str]) -> None:
+        lines.append(f"| {label} | " + " | ".join(cell(phase) for phase in phases) + " |")
+
+    row("executions", lambda p: f"{p['honest']['executed']:,}")
+    row("executions/s", lambda p: f"{p['honest']['executions_per_s']:.0f}")
+    row("p50 latency, ms", lambda p: fmt_ms(p["honest"]["p50_ms"]))
+    row("p99 latency, ms", lambda p: fmt_ms(p["honest"]["p99_ms"]))
+    row("max latency, ms", lambda p: fmt_ms(p["honest"]["max_ms"]))
+    row("errors (not ok)", lambda p: str(p["honest_errors"]))
+    row(
+        "lost / duplicated / mismatched",
+        lambda p: (
+            f"{p['honest']['lost']} / "
+            f"{p['honest']['duplicated'] + p['honest']['duplicate_execution_ids'] + p['honest']['audit_problems']} / "
+            f"{p['honest']['mismatched']}"
+        ),
+    )
+    row("CPU s of the process", lambda p: f"{p['honest']['cpu_s']:.1f}")
+    row("worst event-loop stall, ms", lambda p: fmt_ms(p["loop_stall_ms"]))
+    row("VmRSS peak, MB", lambda p: fmt_mb(p["rss"]["peak_mb"]))
+    row("VmRSS settled after, MB", lambda p: fmt_mb(p["rss"]["settled_mb"]))
+    row("… after malloc_trim, MB", lambda p: fmt_mb(p["rss"]["after_malloc_trim_mb"]))
+    row("… attacker's executor closed, MB", lambda p: fmt_mb(p["rss"]["attacker_closed_mb"]))
+    row("attack stopped by --rss-cap", lambda p: ("**yes**" if p["attack_aborted"] else "no") if "attack" in p else "—")
+
+    lines += [
+        "",
+        "| phase | attack | programs | outcomes | their tool calls | rejected | largest host_memory_peak, MB "
+        "| slowest program, s |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for phase in phases:
+        for key, figures in phase.get("attack", {}).items():
+            lines.append(
+                f"| {phase['name']} | {key.replace('_', ' ')} | {figures['programs']:,} "
+                f"| {fmt_counts(figures['outcomes'])} | {fmt_counts(figures['tool_calls'])} | {figures['rejected']:,} "
+                f"| {fmt_mb(figures['host_memory_peak_mb'])} | {figures['slowest_s']:.1f} |"
+            )
+    wedged = adversarial["breaker_wedged"]
+    lines.append("")
+    lines.append(
+        "Breaker wedged: "
+        + ("n/a" if wedged is None else ("**yes**" if wedged else "no"))
+        + " ("
+        + "; ".join(
+            f"{phase['name']}: after the backend recovered, a new execution's calls got "
+            f"{', '.join(map(str, phase['breaker']['replies']))}"
+            for phase in phases
+            if "breaker" in phase
+        )
+        + ")."
+    )
+    for level in [adversarial["warmup"], *(phase["honest"] for phase in phases)]:
+        for example in level["mismatch_examples"]:
+            job = f"job {example['job']} ({example['program']})"
+            lines.append(f"adversarial, {level['name']}: {job}: {example['problem']}")
+    return "\n".join(lines)
+
+
 def git_state() -> dict[str, Any]:
     """The commit measured, and whether ptc's sources differ from it."""
     root = Path(__file__).resolve().parent.parent
@@ -878,40 +1501,69 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer executions: a smoke run in under ~30 s")
     parser.add_argument(
+        "--adversarial",
+        action="store_true",
+        help="run only the adversarial phase (honest tenant beside an attacker); JSON to results/adversarial.json",
+    )
+    parser.add_argument(
         "--rss-cap",
         type=float,
         default=RSS_ABORT_FRACTION,
         metavar="FRACTION",
-        help=f"stop a level when VmRSS passes this share of MemTotal (default {RSS_ABORT_FRACTION})",
+        help=f"stop a level (or an attack) when VmRSS passes this share of MemTotal (default {RSS_ABORT_FRACTION})",
     )
-    parser.add_argument("--output", type=Path, default=RESULTS_DIR / "load.json", help="where to write the JSON")
+    parser.add_argument(
+        "--output",
+        type=Path,
+        default=None,
+        help="where to write the JSON (default results/load.json, or results/adversarial.json with --adversarial)",
+    )
     args = parser.parse_args(argv)
     settings = QUICK if args.quick else FULL
+    adv_settings = ADV_QUICK if args.quick else ADV_FULL
     mode = "quick" if args.quick else "full"
+    output = args.output or RESULTS_DIR / ("adversarial.json" if args.adversarial else "load.json")
 
     began = time.perf_counter()
-    report: dict[str, Any] = {"environment": environment(mode), "settings": asdict(settings), "seed": SEED}
-    report["settings"]["tenant_quota"] = settings.tenant_quota.model_dump()
-    report["programs"] = [
-        {"name": p.name, "category": p.category, "weight": p.weight, "limits": p.limits.model_dump()} for p in PROGRAMS
-    ]
+    report: dict[str, Any] = {"environment": {**environment(mode), "adversarial_only": args.adversarial}, "seed": SEED}
     rss_cap = int(mem_total_bytes() * args.rss_cap)
     report["rss_cap_mb"] = rss_cap / MiB
-    report.update(asyncio.run(run_all(settings, rss_cap)))
+    if not args.adversarial:
+        report["settings"] = asdict(settings)
+        report["settings"]["tenant_quota"] = settings.tenant_quota.model_dump()
+        report["programs"] = [
+            {"name": p.name, "category": p.category, "weight": p.weight, "limits": p.limits.model_dump()}
+            for p in PROGRAMS
+        ]
+
+    async def run() -> None:
+        if not args.adversarial:
+            report.update(await run_all(settings, rss_cap))
+        report["adversarial"] = await run_adversarial(adv_settings, rss_cap)
+
+    asyncio.run(run())
     report["total_seconds"] = time.perf_counter() - began
     report["loadavg_at_end"] = os.getloadavg()
-    report["problems"] = problems(report)
+    report["problems"] = ([] if args.adversarial else problems(report)) + adversarial_problems(report["adversarial"])
 
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(report, indent=2) + "\n")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(report, indent=2) + "\n")
 
-    print(markdown(report))
+    if not args.adversarial:
+        print(markdown(report))
+        print()
+    print(adversarial_markdown(report["adversarial"]))
     env = report["environment"]
+    counted = (
+        ""
+        if args.adversarial
+        else f"{report['measured_executions']:,} measured executions ({report['all_executions']:,} with warm-up), "
+    )
     print(
-        f"\n{mode} run at {env['commit']}{' (ptc sources modified)' if env['ptc_sources_modified'] else ''}, "
+        f"\n{mode}{' adversarial' if args.adversarial else ''} run at {env['commit']}"
+        f"{' (ptc sources modified)' if env['ptc_sources_modified'] else ''}, "
         f"load average {env['loadavg_at_start'][0]:.1f} → {report['loadavg_at_end'][0]:.1f}: "
-        f"{report['measured_executions']:,} measured executions ({report['all_executions']:,} with warm-up) "
-        f"in {report['total_seconds']:.1f} s; JSON written to {args.output}"
+        f"{counted}{report['total_seconds']:.1f} s; JSON written to {output}"
     )
     if report["problems"]:
         print("PROBLEMS:", *(f"  - {problem}" for problem in report["problems"]), sep="\n")
