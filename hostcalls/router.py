@@ -66,6 +66,7 @@ from pydantic import BaseModel
 
 # The longest failure message a program gets; a tool's error text can be as long as it likes.
 MAX_ERROR_MESSAGE = 4096
+_OFF_LOOP_BYTES = 256 * 1024  # results at least this long are encoded off the event loop
 _CANCELLED_REPLY = codec.encode({"error": {"type": "ToolError", "message": "the call was cancelled"}})
 _INTERNAL_REPLY = codec.encode({"error": {"type": "ToolError", "message": "the tool call failed inside ptc"}})
 _DEADLINE_MESSAGE = "the execution's deadline passed during this call"
@@ -149,6 +150,11 @@ def _tool_failure(tool: str, exc: BaseException) -> _Failure:
     if isinstance(exc, BackendUnavailable):
         return _Failure("ToolError", exc.public, detail)
     return _Failure("ToolError", f"{tool} failed ({_type_name(exc)})", detail)
+
+
+def _encode_result(value: Any) -> str:
+    codec.check_plain(value, tuples=True)
+    return codec.encode({"ok": value})
 
 
 def _plain_result(value: Any) -> Any:
@@ -280,19 +286,7 @@ class Router:
             if prepared is None:
                 prepared = self.prepare(record, request)
             value = _plain_result(await self._call(record, request, session, prepared))
-            self._check_size(record, value, session)
-            try:
-                codec.check_plain(value, tuples=True)
-                reply = codec.encode({"ok": value})
-            except (TypeError, ValueError, OverflowError) as exc:
-                raise _Failure("ToolError", f"{record.tool} returned a value that is not plain data ({exc})") from None
-            if len(reply) > session.max_frame_bytes:
-                raise _Failure(
-                    "ToolError",
-                    f"{record.tool} returned {len(reply)} bytes, more than the {session.max_frame_bytes}-byte limit",
-                )
-            if not session.budget.charge(len(reply)):  # held from here until the guest has it
-                raise _Failure("ToolError", OVER_BUDGET_MESSAGE)
+            reply = await self._encoded(record, value, session)  # charged to the budget from here
             self._emit("complete", record, session, duration=time.perf_counter() - started)
         except _Failure as failure:
             message = _clipped(failure.message)
@@ -309,17 +303,43 @@ class Router:
         record.result_size = len(reply)
         return reply
 
-    @staticmethod
-    def _check_size(record: ToolCallRecord, value: Any, session: CallSession) -> None:
-        """Refuse a result that cannot fit before encoding it (an encoding is two more copies)."""
+    async def _encoded(self, record: ToolCallRecord, value: Any, session: CallSession) -> str:
+        """The reply frame of a result, charged to the execution's budget, or _Failure.
+
+        What cannot fit is refused before it is encoded (an encoding is two
+        more copies): the result's length is a lower bound of its encoded
+        size, and is held from the start, so concurrent replies cannot all
+        pass the check before any is charged. A large result is encoded on a
+        worker thread: on the caller's loop, a burst of 8 MiB replies held it
+        for ~10 ms each.
+        """
         least = len(value) if isinstance(value, (str, bytes, list, dict, tuple)) else 0  # >= 1 byte each
         if least > session.max_frame_bytes:
             raise _Failure(
                 "ToolError",
                 f"{record.tool} returned at least {least} bytes, more than the {session.max_frame_bytes}-byte limit",
             )
-        if least > session.budget.room():
+        if not session.budget.charge(least):
             raise _Failure("ToolError", OVER_BUDGET_MESSAGE)
+        try:
+            try:
+                if least >= _OFF_LOOP_BYTES and asyncio._get_running_loop() is session.loop:
+                    reply = await asyncio.to_thread(_encode_result, value)
+                else:
+                    reply = _encode_result(value)
+            except (TypeError, ValueError, OverflowError) as exc:
+                raise _Failure("ToolError", f"{record.tool} returned a value that is not plain data ({exc})") from None
+            if len(reply) > session.max_frame_bytes:
+                raise _Failure(
+                    "ToolError",
+                    f"{record.tool} returned {len(reply)} bytes, more than the {session.max_frame_bytes}-byte limit",
+                )
+            if not session.budget.charge(len(reply) - least):  # held from here until the guest has it
+                raise _Failure("ToolError", OVER_BUDGET_MESSAGE)
+        except BaseException:
+            session.budget.release(least)
+            raise
+        return reply
 
     def prepare(self, record: ToolCallRecord, request: Request) -> Prepared:
         """Authorize and validate a call, or raise _Failure; the work grows with the frame,
