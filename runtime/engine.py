@@ -19,19 +19,21 @@ from pathlib import Path
 from ptc.guest.build import guest_wasm
 from ptc.hostcalls import boundary
 from ptc.spares import SparePool, pool_size
+from ptc.wasm_threads import MAX_WASM_STACK
 from wasmtime import Config, Engine, WasmtimeError
+from wasmtime import _ffi as ffi
 from wasmtime.component import Component, Linker
 
 EPOCH_TICK = 0.01  # seconds per epoch; deadlines are this precise
-# Native (not linear-memory) stack for wasm frames. CPython's recursion
-# limit is what a program meets first; this is the wall behind it.
-MAX_WASM_STACK = 1024 * 1024  # below wasmtime's async_stack_size (2 MiB), far below a thread's 8 MiB
 
 
 def _config(fuel: bool) -> tuple[Config, str]:
     config = Config()
     config.consume_fuel = fuel
     config.epoch_interruption = True
+    # Native (not linear-memory) stack for wasm frames, on threads made for it
+    # (ptc.wasm_threads); wasmtime wants its async stack at least as large.
+    ffi.wasmtime_config_async_stack_size_set(config.ptr(), MAX_WASM_STACK + 1024 * 1024)
     config.max_wasm_stack = MAX_WASM_STACK
     config.cranelift_opt_level = "speed"
     config.parallel_compilation = True

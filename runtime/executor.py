@@ -26,6 +26,7 @@ from ptc.results import ExecutionResult
 from ptc.sandbox import Outcome, run_program
 from ptc.stubgen import StubCache, render_api_reference, write_stubs
 from ptc.tenancy import EXECUTION_THREADS, Quota, admission, gate_for
+from ptc.wasm_threads import WasmThreadPool
 
 # Each running program holds one thread (wasm calls block). The pool is only
 # a cache of threads: it is sized far above what 2 cores run at once so that
@@ -42,7 +43,7 @@ def _threads() -> ThreadPoolExecutor:
     if _pool is None:
         with _pool_lock:
             if _pool is None:
-                _pool = ThreadPoolExecutor(max_workers=_MAX_THREADS, thread_name_prefix="ptc-exec")
+                _pool = WasmThreadPool(max_workers=_MAX_THREADS, thread_name_prefix="ptc-exec")
     return _pool
 
 

@@ -22,6 +22,7 @@ from typing import Any
 
 from ptc.hostcalls.state import ExecutionState, StoreData
 from ptc.interrupts import watch
+from ptc.wasm_threads import start_thread
 from wasmtime import Store, WasiConfig, WasmtimeError
 
 WARM_UP = "pass"
@@ -74,7 +75,7 @@ class SparePool:
         self._retired: deque[Instance] = deque()
         self._wanted = threading.Event()
         self._wanted.set()
-        threading.Thread(target=self._work, name="ptc-spares", daemon=True).start()
+        start_thread(self._work, "ptc-spares")
 
     def retire(self, instance: Instance) -> None:
         """Drop a used instance off the caller's path (freeing its memory takes ~0.3 ms).

@@ -34,6 +34,11 @@ _MAX_DEPTH = 64
 # An exception's text in the report: its message's start, its traceback's end (the raising frame).
 _MAX_MESSAGE = 64 * 1024
 _MAX_TRACEBACK = 256 * 1024
+# What the program leaves behind is never freed: its instance is dropped after
+# this one run anyway, and freeing a deeply nested structure recurses in C
+# (list_dealloc) with no stack guard wasm can give it, which ended a program
+# that had finished well ("the program exhausted the sandbox stack").
+_LEFT: list[Any] = []
 # Frames of these files are the runtime's, not the program's.
 _RUNTIME_PREFIXES = ("/0/", "/1/", "/bundled/", "<stdlib>/asyncio/", "/python/asyncio/")
 
@@ -180,7 +185,12 @@ def _value(namespace: dict[str, Any]) -> tuple[Any, bool]:
     try:
         return _plain(value), False
     except _NotPlain:
-        return repr(value), True
+        pass
+    try:
+        text = repr(value)
+    except Exception as exc:  # a broken __repr__, or one too deep for the stack
+        text = "<%s object (its repr raised %s)>" % (type(value).__name__, type(exc).__name__)
+    return (text if type(text) is str else "<%s object>" % type(value).__name__), True
 
 
 def _sleep(seconds: float) -> None:
@@ -225,6 +235,7 @@ def run(code: str, report_limit: int = 1 << 62) -> None:
     time.sleep = _sleep
     linecache.cache[PROGRAM] = (len(code), None, code.splitlines(True), PROGRAM)
     namespace: dict[str, Any] = {"__name__": "__main__", "__file__": PROGRAM, "__builtins__": builtins}
+    _LEFT.append(namespace)
     report: dict[str, Any] = {"value": None, "error": None}
     try:
         code_obj = _compile(code)
@@ -242,7 +253,9 @@ def run(code: str, report_limit: int = 1 << 62) -> None:
             if exc.code not in (None, 0):
                 report["error"] = _error("runtime_error", exc)
         except BaseException as exc:  # everything the program raises is its own error
-            namespace.clear()  # frees memory for the report after a MemoryError
+            if isinstance(exc, MemoryError):
+                namespace.clear()  # frees memory for the report
+            _LEFT.append(exc)  # and its frames' locals
             report["error"] = _error(_kind(exc), exc)
     try:
         sys.stdout.flush()

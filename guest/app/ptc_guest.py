@@ -57,6 +57,7 @@ import uuid  # noqa: E402, F401
 import zlib  # noqa: E402, F401
 
 import _ptc_loop  # noqa: E402
+import _ptc_mem  # noqa: E402
 import _ptc_run  # noqa: E402
 import _ptc_tools  # noqa: E402
 import msgpack  # noqa: E402, F401 - programs may use it; the runtime's frames use _ptc_codec
@@ -65,8 +66,15 @@ import wit_world  # noqa: E402
 _ptc_loop.install()
 _ptc_tools.install()
 _ptc_stdlib.seal()
-# Deep recursion must end in RecursionError, never exhaust the wasm stack.
+# Deep recursion must end in RecursionError, never exhaust the wasm stack:
+# in Python code by the recursion limit, in C code (repr, ==, json, pickle of
+# deep data) by CPython's stack guard, whose budget of shadow stack is cut to
+# what the native wasm stack (ptc.wasm_threads.MAX_WASM_STACK, 8 MiB) holds
+# on the hungriest paths measured (~60x native per shadow byte, in repr).
 sys.setrecursionlimit(1000)
+GUEST_C_STACK = 128 * 1024
+if not _ptc_mem.c_stack(GUEST_C_STACK):
+    raise RuntimeError("ptc: CPython's C stack limits were not found in its thread state")
 del asyncio
 
 _ptc_run.warm_up()
