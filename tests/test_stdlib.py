@@ -48,3 +48,31 @@ async def test_time_is_real(run):
 
     r = await run("import time\ntime.time()")
     assert abs(r.result - time.time()) < 5
+
+
+async def test_doctest_and_pdb_import_and_doctest_runs(run):
+    # They need _pyrepl, which the guest used to drop; 4 of 8 CPython test modules tried could not load.
+    r = await run(
+        "import doctest, pdb, io, contextlib\n"
+        "def double(n):\n    '''\n    >>> double(2)\n    4\n    >>> double(3)\n    7\n    '''\n    return n * 2\n"
+        "out = io.StringIO()\n"
+        "with contextlib.redirect_stdout(out):\n    doctest.run_docstring_examples(double, {'double': double})\n"
+        "result = ['Expected:\\n    7' in out.getvalue(), 'Got:\\n    6' in out.getvalue(), pdb.Pdb.__name__]"
+    )
+    assert r.error is None, r.error
+    assert r.result == [True, True, "Pdb"]
+
+
+@pytest.mark.parametrize(
+    "module, function", [("json", "dumps"), ("textwrap", "dedent"), ("statistics", "mean"), ("shlex", "split")]
+)
+async def test_inspect_getsource_reads_standard_library_functions(run, module, function):
+    r = await run(f"import inspect, {module}\nresult = inspect.getsource({module}.{function}).splitlines()[0]")
+    assert r.error is None, r.error
+    assert r.result.startswith(f"def {function}(")
+
+
+async def test_tracebacks_into_the_standard_library_show_its_lines(run):
+    r = await run("import json\njson.loads('{')")
+    assert r.error.type == "JSONDecodeError"
+    assert "obj, end = self.scan_once(s, idx)" in r.error.traceback

@@ -4,7 +4,9 @@ A componentize-py guest has no file system at run time: only modules imported
 while the component was built exist in its snapshot. At build time this module
 compiles the standard library found on disk (the build's `/python`), keeps
 each module's code object marshalled and compressed in memory, and serves
-imports from that table at run time.
+imports from that table at run time. Each module's source is kept too,
+compressed (`get_source`): `inspect.getsource`, tracebacks into the
+standard library and `doctest` read it.
 """
 
 from __future__ import annotations
@@ -30,7 +32,6 @@ _SKIP = frozenset(
         "pydoc_data",
         "__phello__",
         "site-packages",
-        "_pyrepl",
         "__pycache__",
         "turtle.py",
         "antigravity.py",
@@ -42,8 +43,8 @@ _SKIP = frozenset(
 _PREFIX = "<stdlib>/"
 
 
-def _collect(root: str) -> dict[str, tuple[bool, bytes]]:
-    table: dict[str, tuple[bool, bytes]] = {}
+def _collect(root: str) -> dict[str, tuple[bool, bytes, bytes]]:
+    table: dict[str, tuple[bool, bytes, bytes]] = {}
     for dirpath, dirnames, filenames in os.walk(root):
         rel = os.path.relpath(dirpath, root)
         parts = [] if rel == "." else rel.split(os.sep)
@@ -64,14 +65,18 @@ def _collect(root: str) -> dict[str, tuple[bool, bytes]]:
                 code = compile(source, _PREFIX + os.path.relpath(path, root), "exec", dont_inherit=True)
             except (SyntaxError, UnicodeDecodeError, ValueError):
                 continue
-            table[".".join(mod_parts)] = (is_pkg, zlib.compress(marshal.dumps(code), 6))
+            table[".".join(mod_parts)] = (
+                is_pkg,
+                zlib.compress(marshal.dumps(code), 6),
+                zlib.compress(source.encode("utf-8"), 9),
+            )
     return table
 
 
 class StdlibFinder(MetaPathFinder, Loader):
     """Finds and loads modules from the build-time table."""
 
-    def __init__(self, table: dict[str, tuple[bool, bytes]]) -> None:
+    def __init__(self, table: dict[str, tuple[bool, bytes, bytes]]) -> None:
         self._table = table
 
     def find_spec(self, fullname, path=None, target=None):  # noqa: ANN001, ANN201
@@ -86,21 +91,43 @@ class StdlibFinder(MetaPathFinder, Loader):
     def create_module(self, spec):  # noqa: ANN001, ANN201
         return None
 
+    def get_source(self, fullname: str) -> str | None:
+        entry = self._table.get(fullname)
+        return None if entry is None else zlib.decompress(entry[2]).decode("utf-8")
+
     def exec_module(self, module) -> None:  # noqa: ANN001
-        is_pkg, blob = self._table[module.__name__]
+        is_pkg, blob, _ = self._table[module.__name__]
         code = marshal.loads(zlib.decompress(blob))
         module.__file__ = code.co_filename
         exec(code, module.__dict__)
 
 
+_finder: StdlibFinder | None = None
+
+
 def install(root: str) -> None:
     """Serve the standard library from memory (after the build's own finders)."""
-    sys.meta_path.append(StdlibFinder(_collect(root)))
+    global _finder
+    _finder = StdlibFinder(_collect(root))
+    sys.meta_path.append(_finder)
 
 
 def seal() -> None:
-    """Stop looking at the file system: at run time there is none."""
+    """Stop looking at the file system: at run time there is none.
+
+    Modules imported from the build's files keep their file names, but their
+    loaders would read those files; the in-memory table becomes their loader,
+    so their sources (inspect.getsource, traceback lines) still come back.
+    """
     from importlib.machinery import PathFinder
 
     sys.meta_path[:] = [f for f in sys.meta_path if f is not PathFinder]
     sys.path_importer_cache.clear()
+    if _finder is None:
+        return
+    for name, module in list(sys.modules.items()):
+        if name in _finder._table and not isinstance(getattr(module, "__loader__", None), StdlibFinder):
+            module.__loader__ = _finder
+            spec = getattr(module, "__spec__", None)
+            if spec is not None:
+                spec.loader = _finder
