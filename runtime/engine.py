@@ -8,6 +8,7 @@ configuration, so only the first start on a machine pays compilation.
 
 from __future__ import annotations
 
+import concurrent.futures
 import hashlib
 import os
 import threading
@@ -98,6 +99,7 @@ def _create(fuel: bool) -> Runtime:
 
 _lock = threading.Lock()
 _runtimes: dict[bool, Runtime] = {}
+_preparing: dict[bool, concurrent.futures.Future[Runtime]] = {}
 
 
 def get_runtime(fuel: bool = True) -> Runtime:
@@ -115,3 +117,43 @@ def get_runtime(fuel: bool = True) -> Runtime:
                 runtime = _runtimes[fuel] = _create(fuel)
     return runtime
 
+
+def runtime_ready(fuel: bool = True) -> bool:
+    """Whether the runtime exists already (no build, compile or load left to wait for)."""
+    return fuel in _runtimes
+
+
+def prepare_runtime(fuel: bool = True) -> concurrent.futures.Future[Runtime]:
+    """The runtime, created on a thread of its own: a future that is done when it is ready.
+
+    For callers on an event loop (`await asyncio.wrap_future(prepare_runtime())`):
+    concurrent callers share one future, so no caller's thread waits a minute on
+    the build lock, and cancelling a waiter cannot cancel the creation. A
+    creation that failed (say the guest build) is tried again by the next call.
+    """
+    with _lock:
+        runtime = _runtimes.get(fuel)
+        if runtime is not None:
+            done: concurrent.futures.Future[Runtime] = concurrent.futures.Future()
+            done.set_result(runtime)
+            return done
+        future = _preparing.get(fuel)
+        if future is not None:
+            return future
+        future = _preparing[fuel] = concurrent.futures.Future()
+        future.set_running_or_notify_cancel()  # running: a waiter that gives up cannot cancel it
+
+    def create() -> None:
+        try:
+            runtime = get_runtime(fuel)
+        except BaseException as exc:  # noqa: BLE001 - handed to the waiters
+            with _lock:
+                _preparing.pop(fuel, None)
+            future.set_exception(exc)
+            return
+        with _lock:
+            _preparing.pop(fuel, None)
+        future.set_result(runtime)
+
+    threading.Thread(target=create, name="ptc-runtime", daemon=True).start()
+    return future

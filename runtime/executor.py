@@ -15,6 +15,7 @@ from typing import Any
 
 from ptc.audit import AuditEvent, audit_event, audit_logger
 from ptc.catalog import Binding, ToolCatalog
+from ptc.engine import prepare_runtime, runtime_ready
 from ptc.hostcalls.budget import HostBudget
 from ptc.hostcalls.events import EventBus, EventCallback
 from ptc.hostcalls.mcp_client import MCPServerConfig, MCPServers
@@ -217,6 +218,22 @@ class ProgrammaticToolExecutor:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
 
+    async def warm_up(self, *, limits: Limits | None = None) -> None:
+        """Make the sandbox runtime ready now, so no execution waits for it.
+
+        The first execution in a process loads the compiled guest (a few ms),
+        and on a machine that has never run ptc builds it first (about 30-90 s
+        on 2 cores, once, cached in `$PTC_CACHE_DIR`) and compiles it for
+        wasmtime. execute() waits for this itself, before its clock starts
+        (`execution_time` never counts it); call warm_up() to pay it up front
+        (a server before it accepts requests, a benchmark before it measures).
+        Waits on a thread of its own: the event loop keeps running. `limits`
+        picks the engine (fuel on or off); the default is the executor's.
+        """
+        fuel = (limits or self.limits).fuel is not None
+        if not runtime_ready(fuel):
+            await asyncio.wrap_future(prepare_runtime(fuel))
+
     def on_event(self, callback: EventCallback) -> EventCallback:
         """Register a tool-event callback (usable as a decorator)."""
         self.events.subscribe(callback)
@@ -251,11 +268,13 @@ class ProgrammaticToolExecutor:
         Raises OverCapacityError (at once) when the tenant's quota and queue
         are full. Cancelling the awaiting task (or a caller's timeout) stops
         the program promptly: its instance is freed and its audit event says
-        "cancelled".
+        "cancelled". The first execution of a process first waits for the
+        runtime (see warm_up()); `execution_time` starts after that.
         """
         limits = limits or self.limits
         if self.mcp_configs and self._mcp is None:
             await self.connect()
+        await self.warm_up(limits=limits)  # before the slot and the clock: the build is not the program's
         gate = gate_for(self.tenant_id, None)
         await gate.acquire()
         try:
