@@ -16,6 +16,7 @@ from typing import Any
 from ptc.audit import AuditEvent, audit_event, audit_logger
 from ptc.catalog import Binding, ToolCatalog
 from ptc.engine import prepare_runtime, runtime_ready
+from ptc.errors import require_mcp
 from ptc.hostcalls.budget import HostBudget
 from ptc.hostcalls.events import EventBus, EventCallback
 from ptc.hostcalls.mcp_client import MCPServerConfig, MCPServers
@@ -82,7 +83,9 @@ class ProgrammaticToolExecutor:
         "http://host:port/mcp" is streamable HTTP, or an MCPServerConfig).
         Their tools are discovered into `tools.<domain>` on first use (or on
         `async with executor`); sessions are shared by all executions and
-        closed by `aclose()` / leaving the `async with`.
+        closed by `aclose()` / leaving the `async with`. They need the `mcp`
+        extra: without it the constructor raises MissingExtraError (an
+        ImportError) saying `pip install 'ptc[mcp]'`.
     """
 
     def __init__(
@@ -125,6 +128,8 @@ class ProgrammaticToolExecutor:
             idempotency=IdempotencyCache(max_bytes=idempotency_max_bytes, max_entries=idempotency_max_entries),
         )
         self.mcp_configs = [MCPServerConfig.parse(name, spec) for name, spec in (mcp_servers or {}).items()]
+        if self.mcp_configs:
+            require_mcp("MCP servers (mcp_servers=)")  # at once, not after a connect timeout
         for config in self.mcp_configs:
             if not config.name.isidentifier() or config.name.startswith("_"):
                 raise ValueError(
