@@ -17,6 +17,7 @@ import threading
 from collections.abc import Awaitable, Coroutine, Mapping
 from typing import Any, TypeVar
 
+from ptc.errors import MissingExtraError, require_mcp
 from ptc.hostcalls.policies import BackendUnavailable
 from pydantic import BaseModel, Field
 
@@ -116,6 +117,11 @@ class _Connection:
             errlog.seek(0)
             stderr = errlog.read()[-2000:].strip()
             cause = _leaf(exc)
+            if isinstance(cause, ImportError):  # not the server's fault: say what to install
+                raise MissingExtraError(
+                    f"MCP server {self.config.name!r}: the MCP SDK could not be imported ({cause}): "
+                    "pip install 'ptc[mcp]'"
+                ) from cause
             detail = f"{type(cause).__name__}: {cause}" if str(cause) else type(cause).__name__
             raise MCPConnectionError(
                 self.config.name,
@@ -124,11 +130,11 @@ class _Connection:
             ) from None
 
     async def _hold(self, ready: asyncio.Future[Any], stop: asyncio.Event, errlog: Any) -> None:
-        from mcp import Client
-        from mcp.client.stdio import StdioServerParameters, stdio_client
-        from mcp.client.streamable_http import streamable_http_client
+        try:  # everything in here reaches the waiting caller through `ready`, an ImportError too
+            from mcp import Client
+            from mcp.client.stdio import StdioServerParameters, stdio_client
+            from mcp.client.streamable_http import streamable_http_client
 
-        try:
             async with contextlib.AsyncExitStack() as stack:
                 if self.config.url is not None:
                     from mcp.shared._httpx_utils import create_mcp_http_client
@@ -174,6 +180,7 @@ class MCPServers:
     """The sessions of a set of MCP servers, on a private event loop thread."""
 
     def __init__(self, configs: list[MCPServerConfig]) -> None:
+        require_mcp("MCP servers")
         self.configs = {c.name: c for c in configs}
         self._connections = {c.name: _Connection(c) for c in configs}
         self._loop = asyncio.new_event_loop()

@@ -4,6 +4,7 @@ from ptc.audit import AuditEvent
 from ptc.catalog import ToolCatalog, ToolDefinition, ToolParameter
 from ptc.errors import (
     CircuitOpenError,
+    MissingExtraError,
     PtcError,
     RetryableError,
     ToolError,
@@ -27,6 +28,7 @@ __all__ = [
     "ExecutionError",
     "ExecutionResult",
     "Limits",
+    "MissingExtraError",
     "Policy",
     "ProgrammaticToolExecutor",
     "PtcError",

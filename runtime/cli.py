@@ -1,18 +1,33 @@
-"""The `ptc` command line."""
+"""The `ptc` command line.
+
+Ordinary mistakes end with one line on stderr, never a traceback: a bad flag
+value is a usage error (exit 2), a missing extra or a failed guest build exit
+1, Ctrl-C exits 130, and a closed stdout (`ptc run x.py | head`) ends the
+command quietly with 141 (128 + SIGPIPE, what a shell reports for any tool
+stopped by a closed pipe).
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import importlib
+import json
+import math
 import os
 import re
+import shlex
+import shutil
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any, NoReturn
 
 from ptc.catalog import ToolCatalog
+from ptc.errors import PtcError, require_mcp
 from ptc.executor import ProgrammaticToolExecutor
+from ptc.guest.build import GuestBuildError
 from ptc.hostcalls.policies import Policy
 from ptc.limits import Limits, MiB
 from ptc.results import ExecutionResult
@@ -58,6 +73,8 @@ def _mcp_servers(specs: Sequence[str]) -> dict[str, str]:
 
 def _executor(args: argparse.Namespace) -> ProgrammaticToolExecutor:
     """The executor the flags describe: --tools catalogs, --mcp servers, limits and policy."""
+    if args.mcp:
+        require_mcp("--mcp")
     policy = Policy(
         **{
             k: v
@@ -109,11 +126,51 @@ def _limits(args: argparse.Namespace) -> Limits:
     return Limits(**update)
 
 
+def _number(kind: Callable[[str], Any], lowest: float, what: str, *, above: bool = False) -> Callable[[str], Any]:
+    """An argparse type: `kind(text)`, finite and at least (or, with `above`, more than) `lowest`."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if not math.isfinite(value) or value < lowest or (above and value == lowest):
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+        return value
+
+    return parse
+
+
+_SECONDS = _number(float, 0, "a positive number of seconds", above=True)
+
+
+def _host_port(text: str) -> tuple[str, int]:
+    """HOST:PORT (HOST may be empty for 127.0.0.1, or an [IPv6] address); PORT 0-65535 (0: any free one)."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or int(port) > 65535:
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT with a port from 0 to 65535, got {text!r}")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    return host or "127.0.0.1", int(port)
+
+
 def _add_limit_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--timeout", type=float, help="wall-clock seconds (default 30)")
-    parser.add_argument("--memory", type=float, help="sandbox memory in MiB (default 256)")
-    parser.add_argument("--fuel", type=int, help="CPU budget in fuel units; 0 turns fuel off")
-    parser.add_argument("--max-output", type=int, help="bytes of output kept (default 1 MiB)")
+    parser.add_argument("--timeout", type=_SECONDS, help="wall-clock seconds (default 30)")
+    parser.add_argument(
+        "--memory",
+        type=_number(float, 1, "a number of MiB, 1 or more"),
+        help="sandbox memory in MiB (default 256)",
+    )
+    parser.add_argument(
+        "--fuel",
+        type=_number(int, 0, "a whole number of fuel units, 0 or more"),
+        help="CPU budget in fuel units; 0 turns fuel off",
+    )
+    parser.add_argument(
+        "--max-output",
+        type=_number(int, 0, "a whole number of bytes, 0 or more"),
+        help="bytes of output kept (default 1 MiB)",
+    )
 
 
 # C0 controls but tab and newline, DEL, C1 controls (CSI, OSC, ...) and lone surrogates (unencodable).
@@ -136,16 +193,29 @@ def _escaped(match: re.Match[str]) -> str:
     return "\\x%02x" % code if code < 0x100 else "\\u%04x" % code
 
 
-def _print_result(result: ExecutionResult, as_json: bool, raw: bool = False) -> int:
-    """Print a result: its output (escaped unless `raw`), then any error on stderr; the exit code."""
+def _print_result(result: ExecutionResult, as_json: bool, raw: bool = False, value: bool = True) -> int:
+    """Print a result and return the exit code.
+
+    Its output (escaped unless `raw`), then its value, like the REPL: the
+    `repr` of the program's `result` (or last expression) when it is not None,
+    as is when it came back as a repr already (`result_is_repr`). Then any
+    error on stderr.
+    """
     shown = (lambda text: text) if raw else terminal_text
     if as_json:
-        print(result.model_dump_json(indent=2))  # JSON escapes every control character itself
+        sys.stdout.write(result.model_dump_json(indent=2) + "\n")  # JSON escapes every control character itself
     else:
         sys.stdout.write(shown(result.stdout))
+        sys.stdout.flush()
         sys.stderr.write(shown(result.stderr))
         if result.output_truncated:
             print("ptc: output truncated", file=sys.stderr)
+        sys.stderr.flush()
+        if value and result.error is None and result.result is not None:
+            text = result.result if result.result_is_repr else repr(result.result)
+            if result.stdout and not result.stdout.endswith("\n"):
+                sys.stdout.write("\n")
+            sys.stdout.write(shown(str(text)) + "\n")
     if result.error is not None:
         if not as_json:
             print(shown(f"ptc: {result.error.kind}: {result.error.type}: {result.error.message}"), file=sys.stderr)
@@ -155,13 +225,21 @@ def _print_result(result: ExecutionResult, as_json: bool, raw: bool = False) -> 
     return 0
 
 
+def _read_program(script: str) -> str:
+    if script == "-":
+        return sys.stdin.read()
+    try:
+        return Path(script).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise SystemExit(f"ptc: cannot read {script}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise SystemExit(f"ptc: cannot read {script}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+
+
 def _run(args: argparse.Namespace) -> int:
+    code = _read_program(args.script)  # before any MCP server is started
     with _connected(args) as executor:
-        try:
-            code = Path(args.script).read_text(encoding="utf-8")
-        except OSError as exc:
-            raise SystemExit(f"ptc: cannot read {args.script}: {exc.strerror}") from None
-        return _print_result(executor.execute_sync(code), args.json, raw=args.raw)
+        return _print_result(executor.execute_sync(code), args.json, raw=args.raw, value=not args.no_value)
 
 
 def _stubs(args: argparse.Namespace) -> int:
@@ -177,17 +255,83 @@ def _api(args: argparse.Namespace) -> int:
     return 0
 
 
+def _say(text: str) -> None:
+    """One line for the operator on stderr (a stdio MCP client reads only stdout)."""
+    print(terminal_text(text), file=sys.stderr, flush=True)
+
+
 def _serve(args: argparse.Namespace) -> int:
-    from ptc.serve import build_server
+    require_mcp("ptc serve")
+    if args.print_config:
+        print(json.dumps(client_config(args), indent=2))
+        return 0
+    from ptc.serve import build_server, run_http
 
     with _connected(args) as executor:
+        # The runtime first (on a fresh machine the guest build, with its progress
+        # above): no client's first call waits a minute on it without a word.
+        asyncio.run(executor.warm_up())
         server = build_server(executor)
+        domains = ", ".join(executor.catalog.domains()) or "none"
+        tools = f"{len(executor.catalog)} tools (domains: {domains})"
         if args.http:
-            host, _, port = args.http.rpartition(":")
-            server.run("streamable-http", host=host or "127.0.0.1", port=int(port))
+            host, port = args.http
+            _say(f"ptc serve: sandbox ready, {tools}")
+            run_http(server, host, port, on_listening=lambda url: _say(f"ptc serve: listening on {url}"))
         else:
+            _say(f"ptc serve: ready, {tools}; serving MCP on stdio")
             server.run()
     return 0
+
+
+def _portable_command(command: str) -> str:
+    """A stdio server's command line with its program and the files it names made absolute."""
+    argv = shlex.split(command)
+    if argv and not os.path.isabs(argv[0]):
+        found = shutil.which(argv[0])
+        if found:
+            argv[0] = os.path.abspath(found)
+    for i, arg in enumerate(argv[1:], 1):
+        if not arg.startswith("-") and not os.path.isabs(arg) and os.path.exists(arg):
+            argv[i] = os.path.abspath(arg)
+    return shlex.join(argv)
+
+
+def client_config(args: argparse.Namespace, name: str = "ptc") -> dict[str, Any]:
+    """An MCP client's `mcpServers` entry that runs this `ptc serve` from anywhere.
+
+    The command is this Python (`sys.executable -m ptc serve`), so the client
+    needs no virtual environment on its PATH; the flags are the ones given,
+    with each stdio --mcp server's program and existing files made absolute,
+    and with this directory on PYTHONPATH when --tools names a module
+    (clients start servers in a directory of their own). With --http the
+    entry is the server's URL instead (`{"type": "http", "url": ...}`): the
+    client connects to it, the operator starts it.
+    """
+    flags: list[str] = []
+    for spec in args.tools:
+        flags += ["--tools", spec]
+    for spec in args.mcp:
+        name_, _, target = spec.partition("=")
+        if not target.startswith(("http://", "https://")):
+            target = _portable_command(target)
+        flags += ["--mcp", f"{name_}={target}"]
+    for flag in (
+        "timeout", "memory", "fuel", "max_output", "tool_timeout", "max_retries", "max_concurrent", "max_queued"
+    ):  # fmt: skip
+        value = getattr(args, flag)
+        if value is not None:
+            flags += [f"--{flag.replace('_', '-')}", str(value)]
+    if args.http:  # the client does not start an HTTP server: it is reached at its URL
+        host, port = args.http
+        if port == 0:
+            raise SystemExit("ptc: --print-config with --http needs the port the server will listen on, not 0")
+        shown = f"[{host}]" if ":" in host else host
+        return {"mcpServers": {name: {"type": "http", "url": f"http://{shown}:{port}/mcp"}}}
+    entry: dict[str, Any] = {"command": sys.executable, "args": ["-m", "ptc", "serve", *flags]}
+    if args.tools:
+        entry["env"] = {"PYTHONPATH": os.getcwd()}
+    return {"mcpServers": {name: entry}}
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -196,14 +340,27 @@ def _demo(args: argparse.Namespace) -> int:
     return demo_main()
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a usage error in one line (and exit status 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="ptc", description="Run Python programs against tools in a WebAssembly sandbox."
-    )
+    parser = _Parser(prog="ptc", description="Run Python programs against tools in a WebAssembly sandbox.")
     commands = parser.add_subparsers(dest="command", required=True)
-    run = commands.add_parser("run", help="run a program")
-    run.add_argument("script", help="the program's file")
+    run = commands.add_parser(
+        "run",
+        help="run a program",
+        description=(
+            "Run a program. Prints its output, then its value like the REPL (the repr of `result`, or of the "
+            "last expression, when not None), and exits 1 with the error on stderr if it failed."
+        ),
+    )
+    run.add_argument("script", help="the program's file, or - to read it from standard input")
     run.add_argument("--json", action="store_true", help="print the whole result as JSON")
+    run.add_argument("--no-value", action="store_true", help="do not print the program's value after its output")
     run.add_argument(
         "--raw", action="store_true", help="write the program's output as is (terminal control sequences included)"
     )
@@ -223,11 +380,28 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="serve the tools to MCP clients as one code-execution tool")
     _add_tool_flags(serve)
     _add_limit_flags(serve)
-    serve.add_argument("--http", metavar="HOST:PORT", help="streamable HTTP instead of stdio")
-    serve.add_argument("--tool-timeout", type=float, help="seconds per tool call (default 30)")
-    serve.add_argument("--max-retries", type=int, help="retries of transient tool failures (default 0)")
-    serve.add_argument("--max-concurrent", type=int, help="programs running at once, all clients (default 8)")
-    serve.add_argument("--max-queued", type=int, help="programs waiting for a slot; more fail at once (default 32)")
+    serve.add_argument("--http", metavar="HOST:PORT", type=_host_port, help="streamable HTTP instead of stdio")
+    serve.add_argument("--tool-timeout", type=_SECONDS, help="seconds per tool call (default 30)")
+    serve.add_argument(
+        "--max-retries",
+        type=_number(int, 0, "a whole number, 0 or more"),
+        help="retries of transient tool failures (default 0)",
+    )
+    serve.add_argument(
+        "--max-concurrent",
+        type=_number(int, 1, "a whole number, 1 or more"),
+        help="programs running at once, all clients (default 8)",
+    )
+    serve.add_argument(
+        "--max-queued",
+        type=_number(int, 0, "a whole number, 0 or more"),
+        help="programs waiting for a slot; more fail at once (default 32)",
+    )
+    serve.add_argument(
+        "--print-config",
+        action="store_true",
+        help="print an MCP client configuration (mcpServers JSON, absolute paths) that runs this command, and exit",
+    )
     serve.set_defaults(handler=_serve)
 
     demo = commands.add_parser("demo", help="run the budget walkthrough, sequential vs asyncio.gather")
@@ -245,8 +419,34 @@ def _add_tool_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return args.handler(args)
+    """Run one command; the exit status (see the module docstring for the failures)."""
+    try:
+        args = build_parser().parse_args(argv)
+        status = args.handler(args)
+        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's shutdown
+        return status
+    except KeyboardInterrupt:
+        _quiet_line("ptc: interrupted")
+        return 130
+    except BrokenPipeError:
+        # stdout's reader went away (`| head`): say nothing, and keep Python's
+        # shutdown flush from failing on it again.
+        with contextlib.suppress(OSError, ValueError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        return 141
+    except GuestBuildError as exc:
+        _quiet_line(f"ptc: the sandbox guest could not be built: {exc}")
+        return 1
+    except PtcError as exc:  # MissingExtraError and the like: the message says what to do
+        _quiet_line(f"ptc: {exc}")
+        return 1
+
+
+def _quiet_line(text: str) -> None:
+    with contextlib.suppress(OSError, ValueError):  # stderr may be gone too
+        erase = "\r\x1b[K" if sys.stderr.isatty() else ""  # over a progress line cut short, if any
+        print(erase + terminal_text(text), file=sys.stderr, flush=True)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -15,6 +15,8 @@ from typing import Any
 
 from ptc.audit import AuditEvent, audit_event, audit_logger
 from ptc.catalog import Binding, ToolCatalog
+from ptc.engine import prepare_runtime, runtime_ready
+from ptc.errors import require_mcp
 from ptc.hostcalls.budget import HostBudget
 from ptc.hostcalls.events import EventBus, EventCallback
 from ptc.hostcalls.mcp_client import MCPServerConfig, MCPServers
@@ -82,7 +84,9 @@ class ProgrammaticToolExecutor:
         "http://host:port/mcp" is streamable HTTP, or an MCPServerConfig).
         Their tools are discovered into `tools.<domain>` on first use (or on
         `async with executor`); sessions are shared by all executions and
-        closed by `aclose()` / leaving the `async with`.
+        closed by `aclose()` / leaving the `async with`. They need the `mcp`
+        extra: without it the constructor raises MissingExtraError (an
+        ImportError) saying `pip install 'ptc[mcp]'`.
     """
 
     def __init__(
@@ -125,6 +129,8 @@ class ProgrammaticToolExecutor:
             idempotency=IdempotencyCache(max_bytes=idempotency_max_bytes, max_entries=idempotency_max_entries),
         )
         self.mcp_configs = [MCPServerConfig.parse(name, spec) for name, spec in (mcp_servers or {}).items()]
+        if self.mcp_configs:
+            require_mcp("MCP servers (mcp_servers=)")  # at once, not after a connect timeout
         for config in self.mcp_configs:
             if not config.name.isidentifier() or config.name.startswith("_"):
                 raise ValueError(
@@ -218,6 +224,22 @@ class ProgrammaticToolExecutor:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
 
+    async def warm_up(self, *, limits: Limits | None = None) -> None:
+        """Make the sandbox runtime ready now, so no execution waits for it.
+
+        The first execution in a process loads the compiled guest (a few ms),
+        and on a machine that has never run ptc builds it first (about 30-90 s
+        on 2 cores, once, cached in `$PTC_CACHE_DIR`) and compiles it for
+        wasmtime. execute() waits for this itself, before its clock starts
+        (`execution_time` never counts it); call warm_up() to pay it up front
+        (a server before it accepts requests, a benchmark before it measures).
+        Waits on a thread of its own: the event loop keeps running. `limits`
+        picks the engine (fuel on or off); the default is the executor's.
+        """
+        fuel = (limits or self.limits).fuel is not None
+        if not runtime_ready(fuel):
+            await asyncio.wrap_future(prepare_runtime(fuel))
+
     def on_event(self, callback: EventCallback) -> EventCallback:
         """Register a tool-event callback (usable as a decorator)."""
         self.events.subscribe(callback)
@@ -252,11 +274,13 @@ class ProgrammaticToolExecutor:
         Raises OverCapacityError (at once) when the tenant's quota and queue
         are full. Cancelling the awaiting task (or a caller's timeout) stops
         the program promptly: its instance is freed and its audit event says
-        "cancelled".
+        "cancelled". The first execution of a process first waits for the
+        runtime (see warm_up()); `execution_time` starts after that.
         """
         limits = limits or self.limits
         if self.mcp_configs and self._mcp is None:
             await self.connect()
+        await self.warm_up(limits=limits)  # before the slot and the clock: the build is not the program's
         gate = gate_for(self.tenant_id, None)
         await gate.acquire()
         try:

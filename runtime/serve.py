@@ -3,18 +3,29 @@
 An MCP server fronting the upstream tools (`--mcp`, `--tools`): one tool runs
 a Python program in the sandbox against them, two more let a client discover
 a large catalog progressively.
+
+Failures are MCP tool errors (`isError: true`) with their text for the
+model, and no traceback in the server's log (stdio clients show its stderr
+to their users): a program that failed returns an error result whose first
+text block is `kind: Type: message` and then its traceback and output, with
+the whole result still in `structuredContent`; an unknown tool, a full
+queue and the like raise the SDK's `ToolError`.
 """
 
-from __future__ import annotations
-
+import logging
 import re
-from typing import Any
+from collections.abc import Callable
+from typing import Annotated, Any
 
+import pydantic_core
 from ptc.catalog import ToolDefinition
+from ptc.errors import PtcError, require_mcp
 from ptc.executor import ProgrammaticToolExecutor
+from ptc.hostcalls.policies import BackendUnavailable
 from ptc.results import ExecutionResult
 from ptc.stubgen import build_stub, render_api_reference, render_stubs
 from ptc.stubgen.text import md_inline
+from pydantic import Field
 
 EXECUTE_DESCRIPTION = """Run a Python 3.14 program in a sandbox where the tools below are importable.
 
@@ -25,15 +36,28 @@ No network, files or processes inside the sandbox: only the tools.
 
 """
 
+_log = logging.getLogger("ptc.serve")
 _LARGE_CATALOG = 40  # past this many tools the description lists domains only; use search_tools
 
 
+def _jsonable(value: Any) -> Any:
+    """`value` with every bytes object in it shown as its repr (`b'\\xff'`): JSON has no bytes."""
+    if isinstance(value, bytes | bytearray):
+        return repr(bytes(value))
+    if isinstance(value, list | tuple):
+        return [_jsonable(item) for item in value]
+    if isinstance(value, dict):
+        return {(_jsonable(k) if isinstance(k, bytes) else k): _jsonable(v) for k, v in value.items()}
+    return value
+
+
 def compact(result: ExecutionResult) -> dict[str, Any]:
-    """The result as an MCP client's model should see it."""
+    """The result as an MCP client's model should see it (JSON: bytes in the value come as their repr)."""
     return {
         "output": result.output,
         "output_truncated": result.output_truncated,
-        "result": result.result,
+        "result": _jsonable(result.result),
+        **({"result_is_repr": True} if result.result_is_repr else {}),
         "error": result.error.model_dump() if result.error else None,
         "execution_time": round(result.execution_time, 4),
         "tool_calls": [
@@ -86,9 +110,50 @@ def search(executor: ProgrammaticToolExecutor, query: str, limit: int = 10) -> l
     return results
 
 
+CODE_DESCRIPTION = (
+    "The Python 3.14 program to run. Import the tools from `tools.<domain>` and `await` them (top-level await "
+    "works); print what you need, or set `result` (else the last expression is the value)."
+)
+
+
+def error_text(result: ExecutionResult) -> str:
+    """A failed program as a model reads it first: `kind: Type: message`, its traceback, then its output."""
+    error = result.error
+    assert error is not None
+    parts = [f"{error.kind}: {error.type}: {error.message}"]
+    if error.traceback:
+        parts.append(error.traceback.rstrip("\n"))
+    if result.output:
+        parts.append("output:\n" + result.output.rstrip("\n") + (" [truncated]" if result.output_truncated else ""))
+    return "\n\n".join(parts)
+
+
+def tool_result(result: ExecutionResult) -> Any:
+    """The MCP CallToolResult for one execution: an error result when the program failed.
+
+    The first text block is the error (see error_text) or, on success, the
+    JSON of `compact(result)`; structuredContent is `compact(result)` either way.
+    """
+    from mcp.types import CallToolResult, TextContent
+
+    payload = compact(result)
+    text = pydantic_core.to_json(payload, indent=2, fallback=repr, inf_nan_mode="null").decode()
+    data = TextContent(type="text", text=text)
+    if result.error is None:
+        return CallToolResult(content=[data], structured_content=payload)
+    first = TextContent(type="text", text=error_text(result))
+    return CallToolResult(content=[first, data], structured_content=payload, is_error=True)
+
+
 def build_server(executor: ProgrammaticToolExecutor, name: str = "ptc") -> Any:
-    """An MCPServer (official SDK) whose tools run programs against the executor's catalog."""
+    """An MCPServer (official SDK) whose tools run programs against the executor's catalog.
+
+    Raises MissingExtraError (an ImportError) without the `mcp` extra.
+    """
+    require_mcp("ptc serve")
     from mcp.server.mcpserver import MCPServer
+    from mcp.server.mcpserver.exceptions import ToolError
+    from mcp.types import CallToolResult
 
     if len(executor.catalog) <= _LARGE_CATALOG:
         reference = render_api_reference(executor.catalog)
@@ -102,29 +167,57 @@ def build_server(executor: ProgrammaticToolExecutor, name: str = "ptc") -> Any:
     )
 
     @server.tool(name="execute_python", description=EXECUTE_DESCRIPTION + reference)
-    async def execute_python(code: str) -> dict[str, Any]:
-        return compact(await executor.execute(code))
+    async def execute_python(
+        code: Annotated[str, Field(description=CODE_DESCRIPTION)],
+    ) -> Annotated[CallToolResult, dict[str, Any]]:
+        try:
+            result = await executor.execute(code)
+        except PtcError as exc:  # OverCapacityError and the like: the client's to know, not a crash
+            raise ToolError(str(exc)) from None
+        except BackendUnavailable as exc:  # an upstream that cannot be (re)discovered: its public sentence only
+            _log.warning("execute_python: %r", str(exc))  # the operator's detail (command line, stderr), on one line
+            raise ToolError(exc.public) from None
+        return tool_result(result)
 
     @server.tool(name="search_tools")
-    def search_tools(query: str, limit: int = 10) -> list[dict[str, Any]]:
-        """Find tools by keywords in their names, domains and descriptions; returns how to import and call each.
-
-        Args:
-            query: words to look for, e.g. "order status"
-            limit: at most this many tools
-        """
+    def search_tools(
+        query: Annotated[str, Field(description='words to look for, e.g. "order status"')],
+        limit: Annotated[int, Field(description="at most this many tools")] = 10,
+    ) -> list[dict[str, Any]]:
+        """Find tools by keywords in their names, domains and descriptions; returns how to import and call each."""
         return search(executor, query, limit)
 
     @server.tool(name="describe_tool")
-    def describe_tool(name: str) -> str:
-        """The full stub of one tool: its signature, types, docstring and an example.
-
-        Args:
-            name: the tool, as `domain.tool` (from search_tools) or its plain name
-        """
+    def describe_tool(
+        name: Annotated[str, Field(description="the tool, as `domain.tool` (from search_tools) or its plain name")],
+    ) -> str:
+        """The full stub of one tool: its signature, types, docstring and an example."""
         tool = _find(executor, name)
         if tool is None:
-            raise ValueError(f"no tool named {name!r}; use search_tools to find one")
+            raise ToolError(f"no tool named {name!r}; use search_tools to find one")
         return render_stubs(executor.catalog)[f"tools.{tool.domain}.{tool.python_name}"]
 
     return server
+
+
+def run_http(server: Any, host: str, port: int, *, on_listening: Callable[[str], None] | None = None) -> None:
+    """Serve streamable HTTP on host:port (port 0: a free one) until stopped; `on_listening(url)` once bound.
+
+    What `server.run("streamable-http")` does, but with a word once the
+    socket is listening (the URL carries the port actually bound).
+    """
+    import anyio
+    import uvicorn
+
+    app = server.streamable_http_app(host=host)
+    config = uvicorn.Config(app, host=host, port=port, log_level=server.settings.log_level.lower())
+
+    class _Server(uvicorn.Server):
+        async def startup(self, sockets: Any = None) -> None:
+            await super().startup(sockets=sockets)
+            if self.started and on_listening is not None:
+                address = self.servers[0].sockets[0].getsockname()
+                shown = f"[{address[0]}]" if ":" in address[0] else address[0]
+                on_listening(f"http://{shown}:{address[1]}/mcp")
+
+    anyio.run(_Server(config).serve)
