@@ -103,8 +103,16 @@ def _executor(args: argparse.Namespace) -> ProgrammaticToolExecutor:
     )
 
 
-def _connected(args: argparse.Namespace) -> ProgrammaticToolExecutor:
+def _connected(
+    args: argparse.Namespace, before_connect: Callable[[], object] = lambda: None
+) -> ProgrammaticToolExecutor:
+    """The executor the flags describe, connected; `before_connect` runs once the --tools catalogs loaded."""
     executor = _executor(args)
+    try:
+        before_connect()
+    except BaseException:
+        executor.close()
+        raise
     try:
         asyncio.run(executor.connect())
     except ConnectionError as exc:  # the operator's own servers: shown in full, a hostile stderr escaped
@@ -237,8 +245,9 @@ def _read_program(script: str) -> str:
 
 
 def _run(args: argparse.Namespace) -> int:
-    code = _read_program(args.script)  # before any MCP server is started
-    with _connected(args) as executor:
+    program: list[str] = []  # read after --tools is loaded (its errors first), before any MCP server starts
+    with _connected(args, lambda: program.append(_read_program(args.script))) as executor:
+        code = program[0]
         return _print_result(executor.execute_sync(code), args.json, raw=args.raw, value=not args.no_value)
 
 
