@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Build the sandbox guest (CPython 3.14 for WASI, via componentize-py) from
 # guest/ and precompile it for this machine's wasmtime. The runtime does the
-# same on first use; run this to pay the ~15 s ahead of time (CI, images).
+# same on first use; run this to pay its ~20-90 s (2 cores) ahead of time (CI, images).
 # Output: $PTC_CACHE_DIR (default ~/.cache/ptc)/guest-<key>.wasm and .cwasm.
 set -euo pipefail
 cd "$(dirname "$0")"

@@ -1,8 +1,9 @@
 """Build the guest component from `app/` and `wit/`, cached per machine.
 
-The component is built on first use (once per machine: about 30-90 s on 2
-cores, measured 26-71 s, then ~15 s more to compile it for wasmtime, see
-`ptc.engine`) into the cache folder (`$PTC_CACHE_DIR`, default
+The component is built on first use (once per machine; with the compile
+for wasmtime that follows, see `ptc.engine`, a first run takes about 20-90 s
+on 2 cores: measured 19, 26, 46 and 71 s, of which the build 12-16 s when idle)
+into the cache folder (`$PTC_CACHE_DIR`, default
 `~/.cache/ptc`) under a key of its sources and tool versions, so an edited
 guest is rebuilt and an unchanged one never is. `build_guest.sh` runs the
 same build ahead of time. The steps and their elapsed time go to stderr
@@ -60,7 +61,8 @@ def source_key() -> str:
     return digest.hexdigest()[:16]
 
 
-BUILD_TIME = "30-90 s on 2 cores"  # measured 26, 46 and 71 s on one 2-core machine
+FIRST_RUN_TIME = "about 20-90 s on 2 cores"  # build + compile: measured 19, 26, 46 and 71 s on one 2-core machine
+BUILD_TIME = "10-60 s"  # the componentize-py step alone: 12-16 s on an idle 2-core machine
 
 
 @contextlib.contextmanager
@@ -189,7 +191,15 @@ def guest_wasm(*, quiet: bool = False) -> Path:
     with _locked(directory / "build.lock", quiet=quiet):
         if wasm.exists():
             return wasm
-        step = f"building the sandbox guest (once; {BUILD_TIME})"
+        if not quiet:
+            with contextlib.suppress(OSError, ValueError):
+                print(
+                    f"ptc: first run on this machine: building the sandbox guest, then compiling it for wasmtime "
+                    f"({FIRST_RUN_TIME}, once; cached in {directory})",
+                    file=sys.stderr,
+                    flush=True,
+                )
+        step = f"building the sandbox guest ({BUILD_TIME})"
         partial = wasm.with_suffix(f".partial{os.getpid()}")
         try:
             with progress(step) if not quiet else contextlib.nullcontext():

@@ -1,6 +1,6 @@
 """The process-wide wasmtime engine, compiled guest, linker and epoch ticker.
 
-Compiling the guest with Cranelift takes 10-20 s on 2 cores; loading a serialized
+Compiling the guest with Cranelift takes 5-20 s on 2 cores; loading a serialized
 (precompiled) component takes a few ms. The precompiled artifact is cached
 next to the guest component, keyed by the wasmtime version and this engine's
 configuration, so only the first start on a machine pays compilation.
@@ -25,7 +25,7 @@ from wasmtime import Config, Engine, WasmtimeError
 from wasmtime import _ffi as ffi
 from wasmtime.component import Component, Linker
 
-COMPILE_TIME = "10-20 s on 2 cores"  # measured 12 and 17 s (epoch-only and fuel engines)
+COMPILE_TIME = "5-20 s"  # measured 7, 10, 12 and 17 s on 2 cores
 EPOCH_TICK = 0.01  # seconds per epoch; deadlines are this precise
 
 
@@ -51,7 +51,7 @@ def _load_component(engine: Engine, tag: str, wasm: Path) -> Component:
             return Component.deserialize_file(engine, str(compiled))
         except WasmtimeError:
             compiled.unlink(missing_ok=True)  # stale or corrupt: compile again
-    with progress(f"compiling the sandbox guest for wasmtime (once; {COMPILE_TIME})"):
+    with progress(f"compiling the guest for wasmtime ({COMPILE_TIME}, once)"):
         component = Component.from_file(engine, str(wasm))
     partial = compiled.with_suffix(f".partial{os.getpid()}")
     partial.write_bytes(component.serialize())

@@ -227,12 +227,13 @@ class ProgrammaticToolExecutor:
     async def warm_up(self, *, limits: Limits | None = None) -> None:
         """Make the sandbox runtime ready now, so no execution waits for it.
 
-        The first execution in a process loads the compiled guest (a few ms),
-        and on a machine that has never run ptc builds it first (about 30-90 s
-        on 2 cores, once, cached in `$PTC_CACHE_DIR`) and compiles it for
-        wasmtime. execute() waits for this itself, before its clock starts
-        (`execution_time` never counts it); call warm_up() to pay it up front
-        (a server before it accepts requests, a benchmark before it measures).
+        The first execution in a process loads the compiled guest (~10 ms),
+        and on a machine that has never run ptc builds it and compiles it for
+        wasmtime first (about 20-90 s on 2 cores, once, cached in
+        `$PTC_CACHE_DIR`). execute() waits for this itself, before its clock
+        starts (`execution_time` never counts it); call warm_up() to pay it
+        up front (a server before it accepts requests, a benchmark before it
+        measures).
         Waits on a thread of its own: the event loop keeps running. `limits`
         picks the engine (fuel on or off); the default is the executor's.
         """
