@@ -104,7 +104,10 @@ def _executor(args: argparse.Namespace) -> ProgrammaticToolExecutor:
 
 
 def _connected(args: argparse.Namespace) -> ProgrammaticToolExecutor:
-    executor = _executor(args)
+    return _connect(_executor(args))
+
+
+def _connect(executor: ProgrammaticToolExecutor) -> ProgrammaticToolExecutor:
     try:
         asyncio.run(executor.connect())
     except ConnectionError as exc:  # the operator's own servers: shown in full, a hostile stderr escaped
@@ -237,8 +240,13 @@ def _read_program(script: str) -> str:
 
 
 def _run(args: argparse.Namespace) -> int:
-    code = _read_program(args.script)  # before any MCP server is started
-    with _connected(args) as executor:
+    executor = _executor(args)  # a bad --tools or --mcp spec says so first
+    try:
+        code = _read_program(args.script)  # before any MCP server is started
+    except BaseException:
+        executor.close()
+        raise
+    with _connect(executor) as executor:
         return _print_result(executor.execute_sync(code), args.json, raw=args.raw, value=not args.no_value)
 
 
