@@ -103,16 +103,11 @@ def _executor(args: argparse.Namespace) -> ProgrammaticToolExecutor:
     )
 
 
-def _connected(
-    args: argparse.Namespace, before_connect: Callable[[], object] = lambda: None
-) -> ProgrammaticToolExecutor:
-    """The executor the flags describe, connected; `before_connect` runs once the --tools catalogs loaded."""
-    executor = _executor(args)
-    try:
-        before_connect()
-    except BaseException:
-        executor.close()
-        raise
+def _connected(args: argparse.Namespace) -> ProgrammaticToolExecutor:
+    return _connect(_executor(args))
+
+
+def _connect(executor: ProgrammaticToolExecutor) -> ProgrammaticToolExecutor:
     try:
         asyncio.run(executor.connect())
     except ConnectionError as exc:  # the operator's own servers: shown in full, a hostile stderr escaped
@@ -245,9 +240,13 @@ def _read_program(script: str) -> str:
 
 
 def _run(args: argparse.Namespace) -> int:
-    program: list[str] = []  # read after --tools is loaded (its errors first), before any MCP server starts
-    with _connected(args, lambda: program.append(_read_program(args.script))) as executor:
-        code = program[0]
+    executor = _executor(args)  # a bad --tools or --mcp spec says so first
+    try:
+        code = _read_program(args.script)  # before any MCP server is started
+    except BaseException:
+        executor.close()
+        raise
+    with _connect(executor) as executor:
         return _print_result(executor.execute_sync(code), args.json, raw=args.raw, value=not args.no_value)
 
 
