@@ -51,6 +51,39 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
+# Parameters echoed back per call: the model wrote them, and a program can make
+# them as large as its host budget, which the server would then serialize, on
+# the loop every client shares, into every reply.
+_MAX_ECHOED_PARAMETERS = 2048
+
+
+def _fits(value: Any, budget: int) -> int:
+    """What is left of `budget` after `value` (roughly its JSON size), or -1 once it is spent: stops early."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str | bytes | bytearray):
+            budget -= len(item) + 2
+        elif isinstance(item, dict):
+            budget -= 2 * len(item) + 2
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list | tuple):
+            budget -= len(item) + 2
+            stack.extend(item)
+        else:
+            budget -= 8
+        if budget < 0:
+            return -1
+    return budget
+
+
+def _echoed(parameters: Any) -> Any:
+    if _fits(parameters, _MAX_ECHOED_PARAMETERS) < 0:
+        return f"<not shown: more than {_MAX_ECHOED_PARAMETERS} bytes>"
+    return _jsonable(parameters)
+
+
 def compact(result: ExecutionResult) -> dict[str, Any]:
     """The result as an MCP client's model should see it (JSON: bytes in the value come as their repr)."""
     return {
@@ -63,7 +96,7 @@ def compact(result: ExecutionResult) -> dict[str, Any]:
         "tool_calls": [
             {
                 "tool": call.tool,
-                "parameters": call.parameters,
+                "parameters": _echoed(call.parameters),
                 "duration": round(call.duration or 0.0, 4),
                 "error": f"{call.error.type}: {call.error.message}" if call.error else None,
                 **({"cache_hit": True} if call.cache_hit else {}),

@@ -388,3 +388,24 @@ async def test_one_clients_frame_bombs_do_not_slow_another_client_of_ptc_serve(s
         finally:
             await attacking
     assert worst < 0.5, f"a trivial request took {worst:.2f} s beside the attack"
+
+
+def test_ptc_serve_echoes_only_small_parameters() -> None:
+    # A program's parameters can be as large as its host budget; ptc serve echoed them whole to every client.
+    from ptc.serve import compact
+
+    catalog = ToolCatalog()
+
+    @catalog.tool(domain="d")
+    def take(v: str, b: bytes = b"") -> int:
+        """Take a value."""
+        return len(v)
+
+    with ProgrammaticToolExecutor(catalog, limits=Limits(timeout=10)) as executor:
+        r = executor.execute_sync(
+            "from tools.d import take\nawait take(v='small', b=b'\\xff')\nawait take(v='x' * (4 << 20))\nresult = 1"
+        )
+    assert r.error is None, r.error
+    small, large = compact(r)["tool_calls"]
+    assert small["parameters"] == {"v": "small", "b": "b'\\xff'"}
+    assert isinstance(large["parameters"], str) and large["parameters"].startswith("<not shown")
