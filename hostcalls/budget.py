@@ -29,6 +29,11 @@ OVER_BUDGET_MESSAGE = (
 )
 
 
+def decoded_cost(frame_bytes: int, items: int) -> int:
+    """What the host holds for a decoded frame: its strings' bytes and a charge per element."""
+    return frame_bytes + items * ITEM_COST
+
+
 @dataclass
 class HostBudget:
     limit: int
@@ -54,6 +59,10 @@ class HostBudget:
         with self._lock:
             self.held += size
             self.peak = max(self.peak, self.held)
+
+    def items_for(self, frame_bytes: int, limit: int) -> int:
+        """How many elements a frame of `frame_bytes` may decode to: `limit`, or fewer if the room is short."""
+        return min(limit, max(0, (self.room() - frame_bytes) // ITEM_COST))
 
     def release(self, size: int) -> None:
         with self._lock:

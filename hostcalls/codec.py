@@ -34,13 +34,14 @@ MAX_DEPTH = 64
 DEFAULT_MAX_ITEMS = 1_000_000
 _DEADLINE_EVERY = 2048  # containers between deadline checks (~1 ms of decoding)
 _LEAVES = frozenset({type(None), bool, int, float, str, bytes})
-_CONTAINERS = frozenset({list, dict})
-_ALLOWED = _LEAVES | _CONTAINERS
-_is_container = _CONTAINERS.__contains__
 
 
 class FrameError(ValueError):
     """A frame from the guest is malformed, too large, too deep or not plain data."""
+
+
+class FrameTooLarge(FrameError):
+    """The frame holds more elements than it may (`max_items`): refused before the host built them all."""
 
 
 class FrameTimeout(FrameError):
@@ -73,35 +74,10 @@ class _Counter:
     def _count(self, n: int) -> None:
         self.items += n
         if self.items > self.max_items:
-            raise FrameError(f"more than {self.max_items} elements")
+            raise FrameTooLarge(f"more than {self.max_items} elements")
         self._calls += 1
         if self._calls % _DEADLINE_EVERY == 0 and time.monotonic() > self.deadline:
             raise FrameTimeout("the deadline passed while decoding")
-
-
-def _check_shape(value: Any, max_depth: int) -> None:
-    """FrameError if a timestamp came out or containers nest deeper than max_depth.
-
-    msgpack output holds only plain leaves, lists and dicts, but for one
-    thing: a timestamp (ext type -1) bypasses the ext hook.
-    """
-    if type(value) not in _ALLOWED:
-        raise FrameError(f"{type(value).__name__} is not plain data")
-    level = [value] if type(value) in _CONTAINERS else []
-    for depth in range(max_depth + 1):
-        deeper: list[Any] = []
-        extend = deeper.extend
-        for item in level:
-            values = item.values() if type(item) is dict else item
-            kinds = list(map(type, values))
-            if not _ALLOWED.issuperset(kinds):
-                raise FrameError(f"{next(k for k in kinds if k not in _ALLOWED).__name__} is not plain data")
-            extend(filter(None, compress(values, map(_is_container, kinds))))
-        if not deeper:
-            return
-        if depth >= max_depth - 1:
-            raise FrameError(f"nested deeper than {max_depth} levels")
-        level = deeper
 
 
 def decode_counted(
@@ -126,11 +102,11 @@ def decode_counted(
         raise
     except ValueError as exc:
         if "exceeds max_" in str(exc):  # one container's header asks for more than the budget
-            raise FrameError(f"more than {max_items} elements") from None
+            raise FrameTooLarge(f"more than {max_items} elements") from None
         raise FrameError(f"malformed frame ({type(exc).__name__})") from None
     except Exception as exc:  # msgpack raises a zoo of types for garbage input
         raise FrameError(f"malformed frame ({type(exc).__name__})") from None
-    _check_shape(value, MAX_DEPTH)
+    check_plain(value)  # msgpack gives plain leaves, lists and dicts, but a timestamp slips past the ext hook
     return value, counter.items
 
 
@@ -142,9 +118,10 @@ def decode(frame: str, max_bytes: int, *, max_items: int = DEFAULT_MAX_ITEMS, de
 def check_plain(value: Any, max_depth: int = MAX_DEPTH, *, tuples: bool = False) -> None:
     """Raise FrameError unless value is plain data nested at most max_depth deep.
 
-    For values the host made (a tool's result), not decoded frames. Map keys
-    must be scalars (the guest builds dicts from them); `tuples` accepts
-    tuples as lists. Walked level by level with C-level scans per container.
+    For a decoded frame and for a tool's result. Map keys must be scalars
+    (the guest builds dicts from them); `tuples` accepts tuples as lists (a
+    result, not a frame). Walked level by level, with C-level scans per
+    container; an empty container is not visited (nothing in it to check).
     """
     sequences = frozenset({list, tuple}) if tuples else frozenset({list})
     containers = sequences | {dict}
@@ -166,17 +143,15 @@ def check_plain(value: Any, max_depth: int = MAX_DEPTH, *, tuples: bool = False)
                 continue
             else:
                 raise FrameError(f"{kind.__name__} is not plain data")
-            kinds = set(map(type, values))
+            kinds = list(map(type, values))
             if not allowed.issuperset(kinds):
-                raise FrameError(f"{next(iter(kinds - allowed)).__name__} is not plain data")
-            if not kinds.isdisjoint(containers):
-                deeper.extend(compress(values, map(is_container, map(type, values))))
+                raise FrameError(f"{next(k for k in kinds if k not in allowed).__name__} is not plain data")
+            deeper.extend(filter(None, compress(values, map(is_container, kinds))))
         if not deeper:
             return
         if depth >= max_depth - 1:
             raise FrameError(f"nested deeper than {max_depth} levels")
         level = deeper
-    raise FrameError(f"nested deeper than {max_depth} levels")  # pragma: no cover
 
 
 def encode(value: Any) -> str:

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ptc.hostcalls import codec
-from ptc.hostcalls.budget import ITEM_COST, RECORD_COST, HostBudget, Oversize
+from ptc.hostcalls.budget import RECORD_COST, HostBudget, Oversize, decoded_cost
 
 # dispatch(request or the reason it was rejected, reply) -> the reply frame if the
 # call finished at once (on this thread), else a cancel. `reply` is called once,
@@ -148,19 +148,18 @@ class ExecutionState:
         self.budget.force(RECORD_COST)
         if isinstance(frame, Oversize):
             return codec.FrameError(self._too_large(frame.size))
-        by_budget = max(0, (self.budget.room() - len(frame)) // ITEM_COST)
-        max_items = min(self.max_frame_items, by_budget)
+        max_items = self.budget.items_for(len(frame), self.max_frame_items)
         try:
             request, items = codec.decode_counted(
                 frame, self.max_frame_bytes, max_items=max_items, deadline=self.deadline
             )
         except codec.FrameTimeout:
             raise self.timed_out() from None
+        except codec.FrameTooLarge as exc:
+            return codec.FrameError(self._over_budget()) if max_items < self.max_frame_items else exc
         except codec.FrameError as exc:
-            if max_items < self.max_frame_items and str(exc).startswith("more than"):
-                return codec.FrameError(self._over_budget())
             return exc
-        if not self.budget.charge(len(frame) + items * ITEM_COST):
+        if not self.budget.charge(decoded_cost(len(frame), items)):
             return codec.FrameError(self._over_budget())
         if not isinstance(request, dict) or not isinstance(request.get("tool"), str):
             return codec.FrameError("a call frame must be a map with a string 'tool'")

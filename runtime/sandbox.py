@@ -12,7 +12,7 @@ from typing import Any
 
 from ptc.engine import get_runtime
 from ptc.hostcalls import codec
-from ptc.hostcalls.budget import ITEM_COST
+from ptc.hostcalls.budget import decoded_cost
 from ptc.hostcalls.state import ExecutionState
 from ptc.limits import Limits
 from ptc.results import ExecutionError
@@ -99,7 +99,7 @@ def _report(state: ExecutionState, limits: Limits) -> Outcome:
         return Outcome(error=_error("runtime_error", "SandboxError", "the program ended without a result"))
     budget = state.budget
     budget.release(len(frame))
-    max_items = min(limits.max_frame_items, max(0, (budget.room() - len(frame)) // ITEM_COST))
+    max_items = budget.items_for(len(frame), limits.max_frame_items)
     try:
         report, items = codec.decode_counted(frame, limits.max_frame_bytes, max_items=max_items)
         error = report.get("error")
@@ -109,15 +109,15 @@ def _report(state: ExecutionState, limits: Limits) -> Outcome:
             error=ExecutionError(**error) if error else None,
             memory_used=_memory_used(report.get("memory"), limits),
         )
-    except codec.FrameError as exc:
-        if str(exc).startswith("more than"):
-            message = f"the program's result has more elements than the sandbox may return ({exc})"
-            return Outcome(error=_error("runtime_error", "ResultTooLargeError", message))
+    except codec.FrameTooLarge as exc:
+        message = f"the program's result has more elements than the sandbox may return ({exc})"
+        return Outcome(error=_error("runtime_error", "ResultTooLargeError", message))
+    except codec.FrameError:
         return Outcome(error=_error("runtime_error", "SandboxError", "the program's result could not be read"))
     except (TypeError, ValueError, AttributeError):
         # Only a program that tampered with the runtime gets here.
         return Outcome(error=_error("runtime_error", "SandboxError", "the program's result could not be read"))
-    budget.force(len(frame) + items * ITEM_COST)  # the caller's result holds it now
+    budget.force(decoded_cost(len(frame), items))  # the caller's result holds it now
     error = outcome.error
     if error is not None and error.kind == "memory_limit" and not error.message:
         # CPython's MemoryError from a failed allocation has no text: say which limit it met.
