@@ -65,7 +65,7 @@ from ptc.hostcalls.validation import ParameterError, Validator
 from pydantic import BaseModel
 
 # The longest failure message a program gets; a tool's error text can be as long as it likes.
-MAX_ERROR_MESSAGE = 4096
+MAX_ERROR_MESSAGE = 4000
 _OFF_LOOP_BYTES = 256 * 1024  # results at least this long are encoded off the event loop
 _CANCELLED_REPLY = codec.encode({"error": {"type": "ToolError", "message": "the call was cancelled"}})
 _INTERNAL_REPLY = codec.encode({"error": {"type": "ToolError", "message": "the tool call failed inside ptc"}})
@@ -80,9 +80,6 @@ def _inline_loop() -> asyncio.AbstractEventLoop:
     if loop is None:
         loop = _thread.loop = asyncio.new_event_loop()
     return loop
-
-
-_MAX_MESSAGE_CHARS = 4000  # a deliberate ToolError's text (an MCP isError reply) reaches the program up to this
 
 
 class _Failure(Exception):
@@ -108,7 +105,8 @@ def _text(exc: BaseException) -> str:
 
 
 def _clipped(text: str, limit: int = MAX_ERROR_MESSAGE) -> str:
-    return text if len(text) <= limit else f"{text[:limit]} [{len(text) - limit} characters cut]"
+    """Every failure message on its way to the program (and the record) is cut here, once."""
+    return text if len(text) <= limit else text[:limit] + "... (truncated)"
 
 
 @dataclass(frozen=True)
@@ -124,10 +122,6 @@ def _type_name(exc: BaseException) -> str:
     """The exception's class name, if it is an ordinary one (a class name made of data is not shown)."""
     name = type(exc).__name__
     return name if name.isidentifier() and name.isascii() and len(name) <= 64 else "Exception"
-
-
-def _capped(text: str) -> str:
-    return text if len(text) <= _MAX_MESSAGE_CHARS else text[:_MAX_MESSAGE_CHARS] + "... (truncated)"
 
 
 def _tool_failure(tool: str, exc: BaseException) -> _Failure:
@@ -146,7 +140,7 @@ def _tool_failure(tool: str, exc: BaseException) -> _Failure:
     """
     detail = f"{type(exc).__name__}: {_text(exc)}"
     if isinstance(exc, ToolError):
-        return _Failure(_type_name(exc), _capped(_text(exc)), detail)
+        return _Failure(_type_name(exc), _text(exc), detail)  # cut to MAX_ERROR_MESSAGE when answered
     if isinstance(exc, BackendUnavailable):
         return _Failure("ToolError", exc.public, detail)
     return _Failure("ToolError", f"{tool} failed ({_type_name(exc)})", detail)
