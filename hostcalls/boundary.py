@@ -73,7 +73,7 @@ def define(root: LinkerInstance, monotonic_clock: str) -> None:
         add(host, "call", _barrier(ExecutionState.call), ("frame",), "string")
         add(host, "sleep", _barrier(ExecutionState.sleep), ("u64",))
         add(host, "write", _barrier(ExecutionState.write), ("u8", "output"), "bool")
-        add(host, "report", _barrier(ExecutionState.set_report), ("frame",), "bool")
+        add(host, "report", _barrier(ExecutionState.set_report), ("report",), "bool")
         add(host, "started", _barrier(ExecutionState.mark_started))
         add(host, "load-module", _barrier(_load_module), ("string",), "option-string")
     # wasmtime's own subscribe-duration/instant block inside the host where

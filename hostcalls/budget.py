@@ -22,6 +22,10 @@ from dataclasses import dataclass, field
 ITEM_COST = 72
 # A tool-call record, its caller and timings, without its parameters.
 RECORD_COST = 1024
+# Room every execution keeps for its report (value, error, memory): a program
+# that filled its budget with calls or output still ends with a readable result.
+# The only overdraft of the budget, with the fixed error replies; a constant.
+REPORT_RESERVE = 64 * 1024
 # What a program is told instead of a reply that would take the host past its budget.
 OVER_BUDGET_MESSAGE = (
     "the reply did not fit in this execution's host memory budget (Limits.max_host_bytes): "
@@ -60,9 +64,10 @@ class HostBudget:
             self.held += size
             self.peak = max(self.peak, self.held)
 
-    def items_for(self, frame_bytes: int, limit: int) -> int:
-        """How many elements a frame of `frame_bytes` may decode to: `limit`, or fewer if the room is short."""
-        return min(limit, max(0, (self.room() - frame_bytes) // ITEM_COST))
+    def items_for(self, frame_bytes: int, limit: int, reserve: int = 0) -> int:
+        """How many elements a frame of `frame_bytes` may decode to: `limit`, or fewer if the room
+        (plus `reserve`, for the report) is short."""
+        return min(limit, max(0, (self.room() + reserve - frame_bytes) // ITEM_COST))
 
     def release(self, size: int) -> None:
         with self._lock:

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ptc.hostcalls import codec
-from ptc.hostcalls.budget import RECORD_COST, HostBudget, Oversize, decoded_cost
+from ptc.hostcalls.budget import RECORD_COST, REPORT_RESERVE, HostBudget, Oversize, decoded_cost
 
 # dispatch(request or the reason it was rejected, reply) -> the reply frame if the
 # call finished at once (on this thread), else a cancel. `reply` is called once,
@@ -126,6 +126,10 @@ class ExecutionState:
     def frame_cap(self) -> int:
         """The longest frame the host will copy out of the guest now."""
         return min(self.max_frame_bytes, self.budget.room())
+
+    def report_cap(self) -> int:
+        """The longest report the host will take now: it always has REPORT_RESERVE of room."""
+        return min(self.max_frame_bytes, max(self.budget.room(), REPORT_RESERVE))
 
     def submit(self, frame: str | Oversize) -> int | str:
         """The call's id, or its reply frame if it finished at once (the WIT `submitted`
@@ -280,9 +284,10 @@ class ExecutionState:
         if self.report is not None:
             self.budget.release(len(self.report))
             self.report = None
-        if isinstance(frame, Oversize) or not self.budget.charge(len(frame)):
+        if isinstance(frame, Oversize) or len(frame) > self.report_cap():
             self.report_refused = frame.size if isinstance(frame, Oversize) else len(frame)
             return False
+        self.budget.force(len(frame))  # within the room, or within the reserve
         self.report = frame
         self.report_refused = 0
         return True

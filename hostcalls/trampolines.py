@@ -61,6 +61,10 @@ def _lift_frame(val: Any, state: Any) -> str | Oversize:
     return _lift_capped(val, state.frame_cap() if state is not None else 0)
 
 
+def _lift_report(val: Any, state: Any) -> str | Oversize:
+    return _lift_capped(val, state.report_cap() if state is not None else 0)
+
+
 def _lift_output(val: Any, state: Any) -> str | Oversize:
     # Four bytes past the room: a clipped text is still longer than the room, so write() marks the truncation.
     return _lift_capped(val, state.output_room() + 4 if state is not None else 0, clip=True)
@@ -134,7 +138,8 @@ def _set_option_string(val: Any, value: str | None) -> None:
 
 LIFT: dict[str, Lift] = {
     "string": _lift_string,  # a name: at most 1 KiB
-    "frame": _lift_frame,  # a call or report frame: at most what the execution may still hold
+    "frame": _lift_frame,  # a call frame: at most what the execution may still hold
+    "report": _lift_report,  # the report: that, or the reserve kept for it
     "output": _lift_output,  # program output: at most what the output cap still takes
     "u64": _lift_u64,
     "s64": _lift_s64,

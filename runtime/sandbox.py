@@ -12,7 +12,7 @@ from typing import Any
 
 from ptc.engine import get_runtime
 from ptc.hostcalls import codec
-from ptc.hostcalls.budget import decoded_cost
+from ptc.hostcalls.budget import REPORT_RESERVE, decoded_cost
 from ptc.hostcalls.state import ExecutionState
 from ptc.limits import Limits
 from ptc.results import ExecutionError
@@ -99,7 +99,7 @@ def _report(state: ExecutionState, limits: Limits) -> Outcome:
         return Outcome(error=_error("runtime_error", "SandboxError", "the program ended without a result"))
     budget = state.budget
     budget.release(len(frame))
-    max_items = budget.items_for(len(frame), limits.max_frame_items)
+    max_items = budget.items_for(len(frame), limits.max_frame_items, reserve=REPORT_RESERVE)
     try:
         report, items = codec.decode_counted(frame, limits.max_frame_bytes, max_items=max_items)
         error = report.get("error")
@@ -154,7 +154,7 @@ def run_program(code: str, state: ExecutionState, limits: Limits) -> Outcome:
     state.start()
     store.set_epoch_deadline(1)
     try:
-        instance.run(store, code, state.frame_cap())
+        instance.run(store, code, state.report_cap())
         outcome = _report(state, limits)
     except ExitTrap as trap:  # os._exit(): no report, but 0 is a success
         outcome = Outcome(error=None if trap.code == 0 and state.abort is None else _classify_trap(trap, state, limits))

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 from ptc import ExecutionResult, Limits, Policy, ProgrammaticToolExecutor, ToolCatalog, ToolError
+from ptc.hostcalls.budget import REPORT_RESERVE
 
 from .conftest import LIMITS, MiB, RunCase, assert_healthy
 from .support import caught, fails, ok
@@ -409,3 +410,13 @@ def test_ptc_serve_echoes_only_small_parameters() -> None:
     small, large = compact(r)["tool_calls"]
     assert small["parameters"] == {"v": "small", "b": "b'\\xff'"}
     assert isinstance(large["parameters"], str) and large["parameters"].startswith("<not shown")
+
+
+async def test_output_counts_against_the_host_budget(executor: ProgrammaticToolExecutor) -> None:
+    # The output cap alone would keep 1 MiB; the host budget is smaller, so it decides.
+    limits = LIMITS.model_copy(update={"max_output_bytes": 1 * MiB, "max_host_bytes": 200_000})
+    r = await executor.execute("print('x' * 500_000)", limits=limits)
+    assert r.error is None, r.error
+    assert r.output_truncated and 0 < len(r.stdout) <= 200_000
+    # The full budget still ends with a result: the report has a fixed reserve of its own.
+    assert 200_000 < r.host_memory_peak <= 200_000 + REPORT_RESERVE
