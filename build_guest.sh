@@ -6,4 +6,4 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 python3 -c "import ptc" 2>/dev/null || python3 -m pip install -q -e .
-python3 -m ptc.guest.build --precompile
+python3 -m ptc.engine

@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from _common import FIB_BODY, FIB_N, FIB_VALUE, LOOP_BODY, LOOP_N, LOOP_VALUE, Row, check, info, log
+
 from ptc import Limits, ProgrammaticToolExecutor
 
 MODULES = (

@@ -65,6 +65,7 @@ from typing import Any
 
 import msgpack
 from _common import MiB, log, machine, percentile, read_rss, rss_bytes
+
 from ptc import (
     AuditEvent,
     ExecutionResult,

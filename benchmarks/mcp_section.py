@@ -16,6 +16,7 @@ from typing import Any
 from _common import Row, info
 from mcp import Client
 from mcp.client.stdio import StdioServerParameters
+
 from ptc import Limits, ProgrammaticToolExecutor
 
 SERVER = Path(__file__).with_name("mcp_echo_server.py")

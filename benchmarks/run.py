@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from _common import Row, check, loadavg, log, machine
+
 from ptc import Limits, ProgrammaticToolExecutor
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from _common import Row, check, info, log, read_rss, rss_bytes, summarize_ms
+
 from ptc import ExecutionResult, Limits, ProgrammaticToolExecutor, Quota
 
 TRIVIAL = "x = 1"

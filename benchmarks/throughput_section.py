@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from _common import Row, check, info, log
+
 from ptc import Limits, ProgrammaticToolExecutor
 
 LIMITS = Limits(timeout=60)

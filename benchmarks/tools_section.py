@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from _common import Row, check, info, log, summarize_ms
+
 from ptc import ExecutionResult, Limits, Policy, ProgrammaticToolExecutor, ToolCatalog
 from ptc.examples import budget
 

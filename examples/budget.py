@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import asyncio
 
-from ptc import ToolCatalog, ToolDefinition, ToolParameter
 from typing_extensions import TypedDict  # pydantic needs this one before Python 3.12
+
+from ptc import ToolCatalog, ToolDefinition, ToolParameter
 
 LATENCY = 0.25  # seconds per call, like a real backend
 

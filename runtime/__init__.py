@@ -12,11 +12,11 @@ from ptc.errors import (
     ToolTimeoutError,
     ToolValidationError,
 )
+from ptc.events import ToolEvent
 from ptc.executor import ProgrammaticToolExecutor
-from ptc.hostcalls.events import ToolEvent
-from ptc.hostcalls.policies import Policy
-from ptc.hostcalls.records import ToolCallRecord
 from ptc.limits import Limits
+from ptc.policy import Policy
+from ptc.records import ToolCallRecord
 from ptc.results import ExecutionError, ExecutionResult
 from ptc.tenancy import OverCapacityError, Quota
 

@@ -6,9 +6,10 @@ import hashlib
 import logging
 from typing import Any
 
+from pydantic import BaseModel, Field
+
 from ptc.limits import Limits
 from ptc.results import ExecutionResult
-from pydantic import BaseModel, Field
 
 audit_logger = logging.getLogger("ptc.audit")
 audit_logger.addHandler(logging.NullHandler())

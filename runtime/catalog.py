@@ -18,9 +18,10 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from ptc.hostcalls.policies import Policy
-from ptc.schemas import resolve_refs
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
+
+from ptc.policy import Policy
+from ptc.schemas import resolve_refs
 
 ToolType = Literal["function", "mcp", "worker", "a2a"]
 # Names a stub's function body uses: a parameter or tool of that name would shadow them.

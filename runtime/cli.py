@@ -25,11 +25,10 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from ptc.catalog import ToolCatalog
-from ptc.errors import PtcError, require_mcp
+from ptc.errors import GuestBuildError, PtcError, require_mcp
 from ptc.executor import ProgrammaticToolExecutor
-from ptc.guest.build import GuestBuildError
-from ptc.hostcalls.policies import Policy
 from ptc.limits import Limits, MiB
+from ptc.policy import Policy
 from ptc.results import ExecutionResult
 from ptc.stubgen import render_api_reference, write_stubs
 from ptc.tenancy import Quota

@@ -1,18 +1,40 @@
-"""Host-side exceptions.
+"""Every exception ptc raises, under one root.
 
-The ToolError family mirrors the classes a program sees (`from tools import
-ToolError, ...`): a handler may raise one on purpose and the program gets
-that class with that message. Everything else a handler raises reaches the
-program as a plain ToolError carrying the exception's type and message.
+    PtcError
+    ├── MissingExtraError        (also ImportError) an optional feature's packages are not installed
+    ├── GuestBuildError          (also RuntimeError) componentize-py could not build the guest
+    ├── ExecutorClosedError      the executor was closed; make a new one
+    ├── OverCapacityError        the tenant's quota and queue are full
+    ├── StubError                (also ValueError) a rendered stub is not what its template intends
+    ├── RetryableError           raised by a tool: a transient failure the router may retry
+    ├── BackendUnavailable       (also ConnectionError) a tool's backend could not be reached
+    │   └── MCPConnectionError   an MCP server could not be started or reached
+    └── ToolError                a tool call failed (the program-facing family, below)
+        ├── ToolValidationError  the parameters did not match the tool's definition
+        ├── ToolTimeoutError     the tool did not answer within its timeout
+        ├── CircuitOpenError     the backend failed repeatedly; calls fail fast for a while
+        └── ToolNotFoundError    no tool of that name in the catalog
+
+Internal ones, which never reach a caller of the public API, derive from
+PtcError too, so an `except PtcError` around ptc catches whatever leaks:
+`FrameError` (`FrameTooLarge`, `FrameTimeout`; ptc.hostcalls.wasm.codec),
+`Abort` (ptc.hostcalls.wasm.state), `ParameterError`
+(ptc.hostcalls.calls.validation), `CallFailed`, `CallAbandoned` and
+`DeadlinePassed` (ptc.hostcalls.calls).
+
+The ToolError family is also what a program sees (`from tools import
+ToolError, ...`): `program_errors_source()` renders it, from the classes
+below, into the guest's runtime and the stubs written for outside use, so
+the family is defined once. A handler may raise one on purpose and the
+program gets that class with that message; anything else a handler raises
+reaches the program as a plain ToolError with a fixed message.
 """
 
 from __future__ import annotations
 
-from ptc.hostcalls.policies import RetryableError
-
 
 class PtcError(Exception):
-    """Base of the errors ptc raises to its caller (not to the program)."""
+    """Base of every exception ptc raises."""
 
 
 class MissingExtraError(PtcError, ImportError):
@@ -20,6 +42,103 @@ class MissingExtraError(PtcError, ImportError):
 
     An ImportError too, so `except ImportError` around optional features keeps working.
     """
+
+
+class GuestBuildError(PtcError, RuntimeError):
+    """componentize-py could not build the guest; the message carries its output."""
+
+
+class ExecutorClosedError(PtcError):
+    """The executor was closed (`aclose()`); it runs nothing more. Make a new one."""
+
+
+class OverCapacityError(PtcError):
+    """The tenant's concurrent executions and queue are full; try again later."""
+
+
+class StubError(PtcError, ValueError):
+    """A rendered module is not what its template intends; it must not be served."""
+
+
+class RetryableError(PtcError):
+    """Raise from a tool to mark a failure as transient: the router may retry it.
+
+    Its message is for the operator (events, logs); a program whose call
+    finally fails sees "<tool> failed (RetryableError)". Raise ToolError for a
+    message the program should read.
+    """
+
+
+class BackendUnavailable(PtcError, ConnectionError):
+    """A tool's backend could not be reached (transient, retried).
+
+    `str()` is the operator's detail (it may name a command line, a URL or a
+    server's stderr); `public` is all a program sees: a fixed sentence naming
+    the backend.
+    """
+
+    def __init__(self, detail: str, *, backend: str, public: str | None = None) -> None:
+        super().__init__(detail)
+        self.backend = backend
+        self.public = public or f"{backend} is unavailable"
+
+
+class MCPConnectionError(BackendUnavailable):
+    """An MCP server could not be started or reached.
+
+    The message names it and carries its command line or URL and its stderr:
+    for the operator (`connect()`, `ptc run --mcp` at startup, events, logs).
+    A program's call sees only `public`: "MCP server 'crm' is unavailable".
+    """
+
+    def __init__(self, server: str, detail: str, *, public: str | None = None) -> None:
+        super().__init__(detail, backend=f"MCP server {server!r}", public=public)
+        self.server = server
+
+
+class ToolError(PtcError):
+    """A tool call failed."""
+
+
+class ToolValidationError(ToolError):
+    """The parameters did not match the tool's definition."""
+
+
+class ToolTimeoutError(ToolError):
+    """The tool did not answer within its timeout."""
+
+
+class CircuitOpenError(ToolError):
+    """The tool's backend failed repeatedly; calls fail fast until it cools down."""
+
+    @classmethod
+    def after(cls, backend: str, retry_in: float) -> CircuitOpenError:
+        return cls(f"circuit for {backend!r} is open after repeated failures; retry in {retry_in:.1f} s")
+
+
+class ToolNotFoundError(ToolError):
+    """No tool of that name in the catalog."""
+
+
+# The program-facing family, root first: what `from tools import ...` offers inside the sandbox.
+PROGRAM_ERRORS: tuple[type[ToolError], ...] = (
+    ToolError,
+    ToolValidationError,
+    ToolTimeoutError,
+    CircuitOpenError,
+    ToolNotFoundError,
+)
+PROGRAM_ERROR_NAMES: frozenset[str] = frozenset(cls.__name__ for cls in PROGRAM_ERRORS)
+
+
+def program_errors_source() -> str:
+    """The ToolError family as Python source for the program's side (a plain `Exception` at its root)."""
+    blocks = []
+    for cls in PROGRAM_ERRORS:
+        base = "Exception" if cls is ToolError else cls.__mro__[1].__name__
+        doc = (cls.__doc__ or "").strip().replace('"""', "'''")
+        blocks.append(f'class {cls.__name__}({base}):\n    """{doc}"""\n')
+    return "\n\n".join(blocks)
 
 
 def _mcp_requirement() -> str:
@@ -48,33 +167,21 @@ def require_mcp(feature: str) -> None:
         ) from exc
 
 
-class ToolError(PtcError):
-    """A tool call failed."""
-
-
-class ToolValidationError(ToolError):
-    """The parameters did not match the tool's definition."""
-
-
-class ToolTimeoutError(ToolError):
-    """The tool did not answer within its timeout."""
-
-
-class CircuitOpenError(ToolError):
-    """The tool's backend failed repeatedly; calls fail fast until it cools down."""
-
-
-class ToolNotFoundError(ToolError):
-    """No tool of that name in the catalog."""
-
-
 __all__ = [
+    "BackendUnavailable",
     "CircuitOpenError",
+    "ExecutorClosedError",
+    "GuestBuildError",
+    "MCPConnectionError",
     "MissingExtraError",
+    "OverCapacityError",
+    "PROGRAM_ERRORS",
     "PtcError",
     "RetryableError",
+    "StubError",
     "ToolError",
     "ToolNotFoundError",
     "ToolTimeoutError",
     "ToolValidationError",
+    "program_errors_source",
 ]

@@ -16,14 +16,15 @@ from typing import Any
 from ptc.audit import AuditEvent, audit_event, audit_logger
 from ptc.catalog import Binding, ToolCatalog
 from ptc.engine import prepare_runtime, runtime_ready
-from ptc.errors import require_mcp
-from ptc.hostcalls.budget import HostBudget
-from ptc.hostcalls.events import EventBus, EventCallback
-from ptc.hostcalls.mcp_client import MCPServerConfig, MCPServers
-from ptc.hostcalls.policies import DEFAULT_CACHE_BYTES, DEFAULT_CACHE_ENTRIES, IdempotencyCache, Policy
-from ptc.hostcalls.router import CallSession, Router
-from ptc.hostcalls.state import ExecutionState
+from ptc.errors import PtcError, require_mcp
+from ptc.events import EventBus, EventCallback
+from ptc.hostcalls.backends.mcp.client import MCPServerConfig, MCPServers
+from ptc.hostcalls.calls.idempotency import DEFAULT_CACHE_BYTES, DEFAULT_CACHE_ENTRIES, IdempotencyCache
+from ptc.hostcalls.calls.router import CallSession, Router
+from ptc.hostcalls.wasm.budget import HostBudget
+from ptc.hostcalls.wasm.state import ExecutionState
 from ptc.limits import Limits
+from ptc.policy import Policy
 from ptc.results import ExecutionResult
 from ptc.sandbox import Outcome, run_program
 from ptc.stubgen import StubCache, render_api_reference, write_stubs
@@ -49,7 +50,7 @@ def _threads() -> ThreadPoolExecutor:
     return _pool
 
 
-class _ConnectAbandoned(Exception):
+class _ConnectAbandoned(PtcError):
     """The caller running the MCP discovery was cancelled: a waiting caller runs it anew."""
 
 
@@ -173,7 +174,7 @@ class ProgrammaticToolExecutor:
             return
 
     async def _discover(self, flight: concurrent.futures.Future[None]) -> None:
-        from ptc.hostcalls.mcp_tools import add_mcp_tools
+        from ptc.hostcalls.backends.mcp.tools import add_mcp_tools
 
         servers = MCPServers(self.mcp_configs)
         try:

@@ -17,7 +17,7 @@ class Limits(BaseModel):
 
     What the program makes the host hold is bounded too, by its own size:
     max_host_bytes defaults to memory_bytes, so an execution can cost the
-    host at most about twice its sandbox (see ptc.hostcalls.budget), and
+    host at most about twice its sandbox (see ptc.hostcalls.wasm.budget), and
     max_frame_items bounds the work of decoding one frame (~1 µs each).
     """
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from ptc.hostcalls.records import ToolCallRecord
 from pydantic import BaseModel, Field
+
+from ptc.records import ToolCallRecord
 
 ErrorKind = Literal[
     "syntax_error",

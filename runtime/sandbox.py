@@ -10,14 +10,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from wasmtime import ExitTrap, WasmtimeError
+
 from ptc.engine import get_runtime
-from ptc.hostcalls import codec
-from ptc.hostcalls.budget import REPORT_RESERVE, decoded_cost
-from ptc.hostcalls.state import ExecutionState
+from ptc.hostcalls.wasm import codec
+from ptc.hostcalls.wasm.budget import REPORT_RESERVE, decoded_cost
+from ptc.hostcalls.wasm.state import ExecutionState
 from ptc.limits import Limits
 from ptc.results import ExecutionError
 from ptc.spares import new_instance
-from wasmtime import ExitTrap, WasmtimeError
 
 
 @dataclass

@@ -18,14 +18,14 @@ from collections.abc import Callable
 from typing import Annotated, Any
 
 import pydantic_core
+from pydantic import Field
+
 from ptc.catalog import ToolDefinition
-from ptc.errors import PtcError, require_mcp
+from ptc.errors import BackendUnavailable, PtcError, require_mcp
 from ptc.executor import ProgrammaticToolExecutor
-from ptc.hostcalls.policies import BackendUnavailable
 from ptc.results import ExecutionResult
 from ptc.stubgen import build_stub, render_api_reference, render_stubs
 from ptc.stubgen.text import md_inline
-from pydantic import Field
 
 EXECUTE_DESCRIPTION = """Run a Python 3.14 program in a sandbox where the tools below are importable.
 

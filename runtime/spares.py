@@ -20,10 +20,11 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
-from ptc.hostcalls.state import ExecutionState, StoreData
+from wasmtime import Store, WasiConfig, WasmtimeError
+
+from ptc.hostcalls.wasm.state import ExecutionState, StoreData
 from ptc.interrupts import watch
 from ptc.wasm_threads import start_thread
-from wasmtime import Store, WasiConfig, WasmtimeError
 
 WARM_UP = "pass"
 _INSTANTIATE_FUEL = 10**10

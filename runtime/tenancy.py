@@ -22,12 +22,9 @@ import asyncio
 import threading
 from collections import OrderedDict, deque
 
-from ptc.errors import PtcError
 from pydantic import BaseModel, ConfigDict, Field
 
-
-class OverCapacityError(PtcError):
-    """The tenant's concurrent executions and queue are full; try again later."""
+from ptc.errors import OverCapacityError
 
 
 class Quota(BaseModel):

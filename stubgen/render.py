@@ -15,13 +15,16 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import jinja2
+
 from ptc.catalog import ToolCatalog, ToolDefinition, ToolParameter
-from ptc.stubgen.text import clean_lines, comment_text, doc_text, literal, md_code, md_inline, md_text
+from ptc.errors import PROGRAM_ERRORS, program_errors_source
+from ptc.stubgen.stub import ToolStub
+from ptc.stubgen.text import clean_lines, comment_text, doc_text, literal, md_code, md_inline
 from ptc.stubgen.types import TypedDictDef, TypeRenderer, class_name
 from ptc.stubgen.verify import StubError, verify_domain_module, verify_tool_module
 
@@ -35,6 +38,9 @@ _ENV = jinja2.Environment(
     lstrip_blocks=True,
 )
 _ENV.filters["pyrepr"] = repr
+# The program-facing ToolError family, defined once in ptc.errors
+_ENV.globals["errors"] = [cls.__name__ for cls in PROGRAM_ERRORS]
+_ENV.globals["errors_source"] = program_errors_source()
 _ENV.filters["md_inline"] = md_inline
 
 _EXAMPLE_VALUES = {"string": '"..."', "integer": "1", "number": "1.0", "boolean": "True", "array": "[]", "object": "{}"}
@@ -57,47 +63,6 @@ def _render_class(cls: TypedDictDef) -> str:
         return "\n".join(lines)
     items = ", ".join(f"{key!r}: {annotation(required, type_)}" for key, type_, required, _ in cls.fields)
     return f"{cls.name} = TypedDict({cls.name!r}, {{{items}}}, total=False)"
-
-
-@dataclass
-class ToolStub:
-    """Everything the templates need about one tool.
-
-    `docstring` is escaped source for between the function's triple quotes;
-    `doc` is the text it reads as. `summary` is the description's first line
-    as written (plain data); `api_lines` are markdown-safe.
-    """
-
-    tool: ToolDefinition
-    function: str
-    signature: str
-    returns: str
-    args: str
-    omit: tuple[str, ...]
-    classes: list[str]
-    docstring: str
-    summary: str
-    api_lines: list[str] = field(default_factory=list)
-    names: dict[str, str] = field(default_factory=dict)
-    doc: str = ""
-    class_defs: list[TypedDictDef] = field(default_factory=list)
-    fallback: bool = False
-
-    @property
-    def tool_name(self) -> str:
-        return self.tool.name
-
-    @property
-    def module(self) -> str:
-        return f"tools.{self.tool.domain}.{self.function}"
-
-    @property
-    def exports(self) -> list[str]:
-        return [self.function, *(c.name for c in self.class_defs)]
-
-    @property
-    def api_summary(self) -> str:
-        return md_text(self.summary)
 
 
 def _ordered(parameters: list[ToolParameter]) -> list[ToolParameter]:

@@ -15,20 +15,16 @@ from __future__ import annotations
 
 import ast
 import re
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:  # render imports this module: the stub's type is for annotations only
-    from ptc.stubgen.render import ToolStub
+from ptc.errors import StubError
+from ptc.stubgen.stub import ToolStub
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _TYPING = ("Any", "Literal", "NotRequired", "Required", "TypedDict")
 _ANNOTATION_NAMES = frozenset(
     {"Any", "Literal", "NotRequired", "Required", "str", "int", "float", "bool", "list", "dict"}
 )
-
-
-class StubError(ValueError):
-    """A rendered module is not what its template intends; it must not be served."""
 
 
 def _require(condition: bool, what: str) -> None:

@@ -1,4 +1,5 @@
 import pytest
+
 from ptc import Limits, ProgrammaticToolExecutor
 
 

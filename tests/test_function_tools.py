@@ -4,9 +4,10 @@ import enum
 from typing import Literal
 
 import pytest
+from typing_extensions import TypedDict
+
 from ptc import ProgrammaticToolExecutor, ToolCatalog
 from ptc.stubgen import render_stubs
-from typing_extensions import TypedDict
 
 
 class Color(enum.Enum):

@@ -4,6 +4,7 @@ import asyncio
 import threading
 
 import pytest
+
 from ptc import Policy, ProgrammaticToolExecutor, RetryableError, ToolCatalog
 
 INLINE = Policy(inline=True)

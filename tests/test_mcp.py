@@ -9,8 +9,9 @@ import time
 from pathlib import Path
 
 import pytest
+
 from ptc import Policy, ProgrammaticToolExecutor
-from ptc.hostcalls.mcp_client import MCPConnectionError
+from ptc.hostcalls.backends.mcp.client import MCPConnectionError
 from ptc.stubgen import render_stubs
 
 SHOP = Path(__file__).parent / "mcp_servers" / "shop.py"

@@ -5,6 +5,7 @@ import hashlib
 import time
 
 import pytest
+
 from ptc import AuditEvent, Limits, OverCapacityError, ProgrammaticToolExecutor, Quota, ToolCatalog, ToolEvent
 
 

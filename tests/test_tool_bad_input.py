@@ -3,6 +3,7 @@
 import asyncio
 
 import pytest
+
 from ptc import Limits, ProgrammaticToolExecutor, ToolCatalog, ToolDefinition, ToolParameter
 
 catalog = ToolCatalog()

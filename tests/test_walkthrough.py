@@ -4,6 +4,7 @@ import asyncio
 import time
 
 import pytest
+
 from ptc import ProgrammaticToolExecutor, ToolCatalog, ToolDefinition, ToolParameter
 
 BUDGETS = {"eng-team-1": 1000, "sales-team-2": 500}

@@ -17,35 +17,13 @@ from importlib.machinery import ModuleSpec
 from typing import Any
 
 import _ptc_codec
+from _ptc_generated import ERRORS as _ERRORS
+from _ptc_generated import WARM_UP_MODULES as _WARM_UP_MODULES
 from _ptc_loop import HostEventLoop
 from wit_world.imports import host
 
-
-class ToolError(Exception):
-    """A tool call failed; the message is the tool's, its host traceback is not shown."""
-
-
-class ToolValidationError(ToolError):
-    """The parameters did not match the tool's definition."""
-
-
-class ToolTimeoutError(ToolError):
-    """The tool did not answer within its timeout."""
-
-
-class CircuitOpenError(ToolError):
-    """The tool's backend failed repeatedly; calls fail fast until it cools down."""
-
-
-class ToolNotFoundError(ToolError):
-    """No tool of that name in this program's catalog."""
-
-
-_ERRORS: dict[str, type[ToolError]] = {
-    cls.__name__: cls for cls in (ToolError, ToolValidationError, ToolTimeoutError, CircuitOpenError, ToolNotFoundError)
-}
-for _cls in _ERRORS.values():
-    _cls.__module__ = "tools"
+ToolError = _ERRORS["ToolError"]
+ToolValidationError = _ERRORS["ToolValidationError"]
 
 
 def _encode(tool: str, args: dict[str, Any], key: str | None) -> str:
@@ -180,53 +158,6 @@ def _filename(fullname: str, is_pkg: bool) -> str:
 
 def install() -> None:
     sys.meta_path.insert(0, ToolsFinder())
-
-
-# Modules shaped like stubgen's templates (package, domain, tool), imported at build time.
-_WARM_UP_MODULES = {
-    "tools": """
-try:
-    from _ptc_tools import CircuitOpenError, ToolError, ToolNotFoundError, ToolTimeoutError, ToolValidationError
-    from _ptc_tools import call as _call, lazy_domain as _lazy_domain, stub as _tool
-except ImportError:
-    raise
-
-DOMAINS = ['warm']
-__all__ = ["CircuitOpenError", "ToolError", "ToolNotFoundError", "ToolTimeoutError", "ToolValidationError", "DOMAINS"]
-""",
-    "tools.warm": """
-from tools import _lazy_domain
-
-__all__ = ['warm', 'other']
-__getattr__, __dir__ = _lazy_domain(__name__, __all__)
-""",
-    "tools.warm.warm": """
-from __future__ import annotations
-
-from typing import Any, Literal, NotRequired, Required, TypedDict  # noqa: F401
-
-from tools import _call, _tool
-
-__all__ = ['warm', 'WarmInput']
-
-
-class WarmInput(TypedDict, total=False):
-    \"\"\"Parameters of warm.\"\"\"
-    x: Required[int]
-    mode: NotRequired[Literal["a", "b"]]
-
-
-class WarmOutput(TypedDict, total=False):
-    value: int
-    tags: list[str]
-
-
-@_tool('warm', {'x': 'x', 'mode': 'mode'})
-async def warm(x: int, mode: Literal["a", "b"] | None = None, *, idempotency_key: str | None = None) -> WarmOutput:
-    \"\"\"Docstring.\"\"\"
-    return await _call('warm', {'x': x, 'mode': mode}, idempotency_key, omit=('mode',))
-""",
-}
 
 
 class _WarmUpFinder(ToolsFinder):

@@ -20,8 +20,9 @@ from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import ptc
 import pytest
+
+import ptc
 from ptc import ExecutionResult, Limits, Policy, ProgrammaticToolExecutor, ToolCatalog
 
 from .support import Expect, check_outcome, describe, texts

@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import pytest
+
 from ptc import ExecutionResult
 
 # Every error kind an execution may legitimately end with; `internal_error` is ptc's own fault.

@@ -13,6 +13,7 @@ import asyncio
 from collections.abc import Callable
 
 import pytest
+
 from ptc import ExecutionResult, ProgrammaticToolExecutor
 
 from .conftest import SECRET_A, MiB, RunCase, TenantA, assert_healthy
@@ -266,7 +267,7 @@ for name in names:
         id="write-lone-surrogate",
     ),
     pytest.param(
-        "from wit_world.imports import host\nresult = [host.load_module(n) for n in ('os', 'sys', 'ptc', 'ptc.hostcalls.router', 'hostcalls', '/etc/passwd', '../etc/passwd', 'tools/../../etc/passwd', 'tools..', 'tools.shop/../../x', '')]",
+        "from wit_world.imports import host\nresult = [host.load_module(n) for n in ('os', 'sys', 'ptc', 'ptc.hostcalls.calls.router', 'hostcalls', '/etc/passwd', '../etc/passwd', 'tools/../../etc/passwd', 'tools..', 'tools.shop/../../x', '')]",
         ok([None] * 11),
         id="load-module-outside-tools",
     ),

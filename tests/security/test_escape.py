@@ -19,6 +19,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+
 from ptc import ExecutionResult, ProgrammaticToolExecutor
 
 from .conftest import REPO_DIR, Listener, RunCase
@@ -346,7 +347,7 @@ while f is not None:
 runtime = sys._getframe(1).f_globals
 host = runtime['host']
 attempt('load ptc', lambda: host.load_module('ptc'))
-attempt('load router', lambda: host.load_module('ptc.hostcalls.router'))
+attempt('load router', lambda: host.load_module('ptc.hostcalls.calls.router'))
 attempt('load traversal', lambda: host.load_module('tools/../../../etc/passwd'))
 attempt('runtime builtins open', lambda: g['__builtins__']['open']('/etc/passwd').read() if isinstance(g['__builtins__'], dict) else g['__builtins__'].open('/etc/passwd').read())
 result = {'frames': frames, 'attempts': out}

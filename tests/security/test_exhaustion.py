@@ -11,6 +11,7 @@ import asyncio
 import time
 
 import pytest
+
 from ptc import ExecutionResult, ProgrammaticToolExecutor
 
 from .conftest import LIMITS, RunCase, TenantB

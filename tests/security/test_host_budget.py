@@ -22,8 +22,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+
 from ptc import ExecutionResult, Limits, Policy, ProgrammaticToolExecutor, ToolCatalog, ToolError
-from ptc.hostcalls.budget import REPORT_RESERVE
+from ptc.hostcalls.wasm.budget import REPORT_RESERVE
 
 from .conftest import LIMITS, MiB, RunCase, assert_healthy
 from .support import caught, fails, ok

@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 
 import pytest
+
 from ptc import ExecutionResult, ProgrammaticToolExecutor
 
 from .conftest import RunCase, TenantB, assert_healthy

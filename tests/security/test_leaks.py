@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+
 from ptc import ProgrammaticToolExecutor
 
 from .conftest import RunCase

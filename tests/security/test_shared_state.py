@@ -17,10 +17,12 @@ import sys
 import time
 from pathlib import Path
 
-import ptc.tenancy
 import pytest
+
+import ptc.tenancy
 from ptc import Limits, OverCapacityError, Policy, ProgrammaticToolExecutor, Quota, ToolCatalog, ToolError, ToolEvent
-from ptc.hostcalls.policies import CircuitBreaker, CircuitOpen
+from ptc.errors import CircuitOpenError
+from ptc.hostcalls.calls.breaker import CircuitBreaker
 
 SHOP = Path(__file__).resolve().parents[1] / "mcp_servers" / "shop.py"
 STDIO = f"{sys.executable} {SHOP}"
@@ -126,7 +128,7 @@ def test_a_trial_that_never_reports_is_a_lease_that_expires():
     breaker.record(False, policy)
     time.sleep(0.06)
     breaker.before_call(policy)  # the trial: it never records anything
-    with pytest.raises(CircuitOpen):
+    with pytest.raises(CircuitOpenError):
         breaker.before_call(policy)  # while it runs, no other call
     time.sleep(0.12)
     breaker.before_call(policy)  # the lease lapsed: a new trial may go

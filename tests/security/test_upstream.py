@@ -28,12 +28,13 @@ from typing import Any
 
 import mcp_types
 import pytest
+from pydantic import BaseModel
+
 from ptc import Limits, Policy, ProgrammaticToolExecutor, ToolCatalog, ToolDefinition, ToolError, ToolParameter
-from ptc.hostcalls.mcp_tools import definitions_from_mcp
-from ptc.hostcalls.validation import Validator
+from ptc.hostcalls.backends.mcp.tools import definitions_from_mcp
+from ptc.hostcalls.calls.validation import Validator
 from ptc.serve import compact
 from ptc.stubgen import build_stub, render_api_reference, render_stubs, write_stubs
-from pydantic import BaseModel
 
 SERVERS = Path(__file__).resolve().parents[1] / "mcp_servers"
 _spec = importlib.util.spec_from_file_location("hostile_server", SERVERS / "hostile.py")

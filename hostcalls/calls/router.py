@@ -15,7 +15,7 @@ text (`_tool_failure`); what the tool actually raised goes to events and the
 
 What a call's size decides happens on the sandbox thread, under the
 execution's deadline and budget, never on the event loop (which `ptc serve`
-shares with every client): the frame is decoded there (ptc.hostcalls.state)
+shares with every client): the frame is decoded there (ptc.hostcalls.wasm.state)
 and validated there (`Router.prepare`); the loop runs only the handler and
 encodes its reply, whose size the tool decides, not the program.
 
@@ -42,27 +42,20 @@ from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
-from ptc.catalog import Binding, ToolCatalog, ToolDefinition
-from ptc.errors import ToolError, ToolTimeoutError
-from ptc.hostcalls import codec
-from ptc.hostcalls.budget import OVER_BUDGET_MESSAGE, HostBudget
-from ptc.hostcalls.events import EventBus, ToolEvent
-from ptc.hostcalls.policies import (
-    BackendUnavailable,
-    CallAbandoned,
-    CircuitBreaker,
-    CircuitOpen,
-    CircuitState,
-    IdempotencyCache,
-    Policy,
-    RetryableError,
-    call_digest,
-)
-from ptc.hostcalls.records import Caller, CallError, ToolCallRecord
-from ptc.hostcalls.state import Cancel, Reply
-from ptc.hostcalls.sync_threads import SyncLane, SyncThreads
-from ptc.hostcalls.validation import ParameterError, Validator
 from pydantic import BaseModel
+
+from ptc.catalog import Binding, ToolCatalog, ToolDefinition
+from ptc.errors import BackendUnavailable, CircuitOpenError, PtcError, RetryableError, ToolError, ToolTimeoutError
+from ptc.events import EventBus, ToolEvent
+from ptc.hostcalls.calls.breaker import CircuitBreaker, CircuitState
+from ptc.hostcalls.calls.idempotency import CallAbandoned, IdempotencyCache, call_digest
+from ptc.hostcalls.calls.sync_threads import SyncLane, SyncThreads
+from ptc.hostcalls.calls.validation import ParameterError, Validator
+from ptc.hostcalls.wasm import codec
+from ptc.hostcalls.wasm.budget import OVER_BUDGET_MESSAGE, HostBudget
+from ptc.hostcalls.wasm.state import Cancel, Reply
+from ptc.policy import Policy
+from ptc.records import Caller, CallError, ToolCallRecord
 
 # The longest failure message a program gets; a tool's error text can be as long as it likes.
 MAX_ERROR_MESSAGE = 4000
@@ -82,7 +75,7 @@ def _inline_loop() -> asyncio.AbstractEventLoop:
     return loop
 
 
-class _Failure(Exception):
+class _Failure(PtcError):
     """A failed call, as the program will see it: a ToolError subclass name and a message.
 
     `detail` is what the operator sees (events, the `ptc` logger): for a
@@ -174,7 +167,7 @@ def _counts(exc: BaseException) -> bool:
     return isinstance(exc, Exception) and not isinstance(exc, ToolError)
 
 
-class _DeadlinePassed(Exception):
+class _DeadlinePassed(PtcError):
     """The execution's deadline passed while an inline call was still running."""
 
 
@@ -418,7 +411,7 @@ class Router:
             attempt += 1
             try:
                 trial = breaker.before_call(policy)
-            except CircuitOpen as exc:
+            except CircuitOpenError as exc:
                 raise _Failure("CircuitOpenError", str(exc)) from None
             record.attempts = attempt
             self._emit("start", record, session)

@@ -1,7 +1,7 @@
 """The host functions the guest imports, wired onto a component linker.
 
 Each function finds its ExecutionState in the store and delegates to it. The
-frequent ones go through ptc.hostcalls.trampolines (typed for the WIT, ~7×
+frequent ones go through ptc.hostcalls.wasm.trampolines (typed for the WIT, ~7×
 cheaper per call than wasmtime-py's generic path); the clock's rarer functions
 keep wasmtime-py's own conversions. A
 Python exception must never leave a host function: wasmtime-py keeps it in a
@@ -16,11 +16,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from ptc.hostcalls import trampolines
-from ptc.hostcalls.budget import Oversize
-from ptc.hostcalls.state import Abort, ExecutionState, StoreData
 from wasmtime import Store, WasmtimeError
 from wasmtime.component import LinkerInstance
+
+from ptc.hostcalls.wasm import trampolines
+from ptc.hostcalls.wasm.budget import Oversize
+from ptc.hostcalls.wasm.state import Abort, ExecutionState, StoreData
 
 HOST_INTERFACE = "ptc:sandbox/host@0.1.0"
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from ptc.catalog import Binding, ToolCatalog, ToolDefinition, ToolParameter, parse_docstring, python_name
 from ptc.errors import ToolError
-from ptc.hostcalls.mcp_client import MCPServers
+from ptc.hostcalls.backends.mcp.client import MCPServers
 from ptc.schemas import resolve_refs
 
 

@@ -6,7 +6,7 @@ called on the execution's worker thread; tool replies arrive from other
 threads through a queue.
 
 Everything the host keeps for the execution is charged to its HostBudget
-first (see ptc.hostcalls.budget): a decoded call (its record keeps the
+first (see ptc.hostcalls.wasm.budget): a decoded call (its record keeps the
 parameters to the end), a reply from when it is queued until the guest has
 it, the output, the report. Host work done for the guest (decoding a frame)
 happens here, on the execution's own thread, under its deadline.
@@ -24,8 +24,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ptc.hostcalls import codec
-from ptc.hostcalls.budget import RECORD_COST, REPORT_RESERVE, HostBudget, Oversize, decoded_cost
+from ptc.errors import PtcError
+from ptc.hostcalls.wasm import codec
+from ptc.hostcalls.wasm.budget import RECORD_COST, REPORT_RESERVE, HostBudget, Oversize, decoded_cost
 
 # dispatch(request or the reason it was rejected, reply) -> the reply frame if the
 # call finished at once (on this thread), else a cancel. `reply` is called once,
@@ -39,7 +40,7 @@ Dispatch = Callable[[dict[str, Any] | codec.FrameError, Reply], Cancel | str]
 ModuleSource = Callable[[str], str | None]
 
 
-class Abort(Exception):
+class Abort(PtcError):
     """Ends the execution: raised inside a host function, it becomes a trap."""
 
     def __init__(self, kind: str, type_: str, message: str) -> None:

@@ -22,11 +22,12 @@ import ctypes
 from collections.abc import Callable
 from typing import Any
 
-from ptc.hostcalls.budget import Oversize
 from wasmtime import WasmtimeError
 from wasmtime import _ffi as ffi
 from wasmtime import _value as slab
 from wasmtime.component import LinkerInstance
+
+from ptc.hostcalls.wasm.budget import Oversize
 
 Lift = Callable[[Any, Any], Any]  # (the C value, the execution's state or None) -> the Python value
 Lower = Callable[[Any, Any], None]

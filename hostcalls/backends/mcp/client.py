@@ -17,24 +17,11 @@ import threading
 from collections.abc import Awaitable, Coroutine, Mapping
 from typing import Any, TypeVar
 
-from ptc.errors import MissingExtraError, require_mcp
-from ptc.hostcalls.policies import BackendUnavailable
 from pydantic import BaseModel, Field
 
+from ptc.errors import MCPConnectionError, MissingExtraError, require_mcp
+
 _T = TypeVar("_T")
-
-
-class MCPConnectionError(BackendUnavailable):
-    """An MCP server could not be started or reached.
-
-    The message names it and carries its command line or URL and its stderr:
-    for the operator (`connect()`, `ptc run --mcp` at startup, events, logs).
-    A program's call sees only `public`: "MCP server 'crm' is unavailable".
-    """
-
-    def __init__(self, server: str, detail: str, *, public: str | None = None) -> None:
-        super().__init__(detail, backend=f"MCP server {server!r}", public=public)
-        self.server = server
 
 
 class MCPServerConfig(BaseModel):

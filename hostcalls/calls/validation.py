@@ -14,13 +14,15 @@ import re
 import typing
 from typing import Any, Literal, Union
 
-from ptc.catalog import Binding, ToolDefinition
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
+
+from ptc.catalog import Binding, ToolDefinition
+from ptc.errors import PtcError
 
 _SCALARS: dict[str, Any] = {"string": str, "integer": int, "number": float, "boolean": bool, "null": type(None)}
 
 
-class ParameterError(ValueError):
+class ParameterError(PtcError, ValueError):
     """Parameters do not match the definition; the message names them."""
 
 

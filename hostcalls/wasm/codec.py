@@ -30,13 +30,15 @@ from typing import Any
 
 import msgpack
 
+from ptc.errors import PtcError
+
 MAX_DEPTH = 64
 DEFAULT_MAX_ITEMS = 1_000_000
 _DEADLINE_EVERY = 2048  # containers between deadline checks (~1 ms of decoding)
 _LEAVES = frozenset({type(None), bool, int, float, str, bytes})
 
 
-class FrameError(ValueError):
+class FrameError(PtcError, ValueError):
     """A frame from the guest is malformed, too large, too deep or not plain data."""
 
 

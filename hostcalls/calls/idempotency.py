@@ -1,0 +1,166 @@
+"""The idempotency cache: one run per key and exact parameters, its result shared by concurrent callers.
+
+State lives in process memory, per executor, keyed by tenant so a future
+shared store can hold many. It is bounded, and an idempotency key names one
+exact call, so no program can claim a key another execution needs.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import hashlib
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+from pydantic import BaseModel
+
+from ptc.errors import PtcError
+
+
+class CallAbandoned(PtcError):
+    """The caller running an idempotent call stopped before it finished: a joiner claims the key again."""
+
+
+IdempotencyKey = tuple[str, str, str]  # (tenant, tool, digest of the user's key and the canonical parameters)
+
+
+def _canonical(value: Any) -> Any:
+    """Parameters as plain msgpack data in one order: equal calls encode equally, different ones never do."""
+    if isinstance(value, BaseModel):
+        value = value.model_dump(mode="python")
+    if isinstance(value, dict):
+        pairs = [[_canonical(k), _canonical(v)] for k, v in value.items()]
+        return {"map": sorted(pairs, key=lambda pair: msgpack.packb(pair[0], default=_opaque))}
+    if isinstance(value, (list, tuple)):
+        return [_canonical(v) for v in value]
+    return value
+
+
+def _opaque(value: Any) -> Any:
+    return ["repr", type(value).__qualname__, repr(value)]
+
+
+def call_digest(key: str, parameters: Any) -> str:
+    """SHA-256 of the user's key and the call's canonical (validated, defaults filled) parameters."""
+    packed = msgpack.packb([key, _canonical(parameters)], default=_opaque, use_bin_type=True)
+    return hashlib.sha256(packed).hexdigest()
+
+
+@dataclass(eq=False)
+class _Entry:
+    future: concurrent.futures.Future[str]  # the result as an encoded reply payload, once the call succeeded
+    expires: float
+    size: int = 0  # bytes held (the encoded result), 0 while in flight
+
+
+DEFAULT_CACHE_BYTES = 64 * 1024 * 1024
+DEFAULT_CACHE_ENTRIES = 4096
+
+
+class IdempotencyCache:
+    """(tenant, tool, key + parameters) -> the call's result, shared by concurrent callers.
+
+    A key names one exact call: the cache key is a digest of the user's key
+    and the call's canonical parameters. Calls repeating a key with the same
+    parameters get the first call's result (also when the first is still in
+    flight); the same key with other parameters is another call and just
+    runs, so no execution can claim a predictable key and make every other
+    execution's use of it fail. (The router still rejects reusing a key with
+    other parameters inside one execution: that is the program's own bug.)
+
+    A failed call is not cached, so it can be tried again; callers that had
+    joined it get its failure. When the caller running the call is cancelled
+    or walks away, the joiners get `CallAbandoned` and claim the key again:
+    one of them runs the call, the others join it.
+
+    Memory is bounded by `max_bytes` of encoded results (the reply payload
+    the program receives) and `max_entries` keys, least recently used out
+    first; a result bigger than `max_bytes // 4` is not cached at all (its
+    call still succeeds). Nothing of the parameters is kept but the digest.
+    """
+
+    def __init__(self, max_bytes: int = DEFAULT_CACHE_BYTES, max_entries: int = DEFAULT_CACHE_ENTRIES) -> None:
+        if max_bytes < 0 or max_entries < 1:
+            raise ValueError("the idempotency cache needs max_bytes >= 0 and max_entries >= 1")
+        self.max_bytes = max_bytes
+        self.max_entries = max_entries
+        self.max_entry_bytes = max_bytes // 4
+        self.bytes = 0
+        self._entries: OrderedDict[IdempotencyKey, _Entry] = OrderedDict()  # least recently used first
+        self._lock = threading.Lock()
+        self._next_sweep = 0.0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def claim(self, key: IdempotencyKey, ttl: float) -> tuple[bool, concurrent.futures.Future[str]]:
+        """(True, future to settle) for the caller that runs the call, (False, future to await) for the others."""
+        now = time.monotonic()
+        with self._lock:
+            if now >= self._next_sweep:
+                self._sweep(now)
+            entry = self._entries.get(key)
+            if entry is not None and entry.expires > now:
+                self._entries.move_to_end(key)
+                return False, entry.future
+            if entry is not None:
+                self._drop(key)
+            future: concurrent.futures.Future[str] = concurrent.futures.Future()
+            future.set_running_or_notify_cancel()  # no caller awaiting it can cancel it for the others
+            self._entries[key] = _Entry(future, now + ttl)
+            self._evict()
+            return True, future
+
+    def complete(self, key: IdempotencyKey, future: concurrent.futures.Future[str], payload: str) -> None:
+        """The call succeeded with `payload` (its encoded result): wake the joiners, keep it if it fits."""
+        size = len(payload)
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is not None and entry.future is future:
+                if size > self.max_entry_bytes:
+                    del self._entries[key]
+                else:
+                    entry.size = size
+                    self.bytes += size
+                    self._entries.move_to_end(key)
+                    self._evict()
+        future.set_result(payload)
+
+    def fail(self, key: IdempotencyKey, future: concurrent.futures.Future[str], exc: BaseException) -> None:
+        """The call failed (not cached): the joiners get `exc`, the next caller runs the call again."""
+        self._forget(key, future)
+        future.set_exception(exc)
+
+    def abandon(self, key: IdempotencyKey, future: concurrent.futures.Future[str]) -> None:
+        """The running caller stopped (cancelled, gone): the joiners claim the key again."""
+        self._forget(key, future)
+        future.set_exception(CallAbandoned())
+
+    def _forget(self, key: IdempotencyKey, future: concurrent.futures.Future[str]) -> None:
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is not None and entry.future is future:
+                self._drop(key)
+
+    def _drop(self, key: IdempotencyKey) -> None:
+        self.bytes -= self._entries.pop(key).size
+
+    def _evict(self) -> None:
+        """Least recently used results out until within bounds (calls in flight hold no bytes and stay)."""
+        if self.bytes <= self.max_bytes and len(self._entries) <= self.max_entries:
+            return
+        for key, entry in list(self._entries.items()):
+            if self.bytes <= self.max_bytes and len(self._entries) <= self.max_entries:
+                break
+            if entry.future.done():
+                self._drop(key)
+
+    def _sweep(self, now: float) -> None:
+        """Expired results out (at most once a minute: the bounds hold without it, this frees memory sooner)."""
+        self._next_sweep = now + 60.0
+        for key in [k for k, e in self._entries.items() if e.expires <= now and e.future.done()]:
+            self._drop(key)
