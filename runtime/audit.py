@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from pydantic import BaseModel, Field
@@ -64,3 +65,32 @@ def audit_event(
             for call in result.tool_calls
         ],
     )
+
+
+AuditCallback = Callable[[AuditEvent], None]
+
+
+class Auditor:
+    """Where an executor's audit events go: the `ptc.audit` logger and its callbacks.
+
+    A callback that raises is logged and skipped: auditing never fails an execution.
+    """
+
+    def __init__(self, tenant_id: str, callbacks: list[AuditCallback] | None = None) -> None:
+        self.tenant_id = tenant_id
+        self.callbacks = list(callbacks or [])
+
+    def add(self, callback: AuditCallback) -> AuditCallback:
+        self.callbacks.append(callback)
+        return callback
+
+    def record(self, code: str, started_at: float, limits: Limits, result: ExecutionResult) -> None:
+        if not self.callbacks and not audit_logger.isEnabledFor(logging.INFO):
+            return
+        event = audit_event(self.tenant_id, code, started_at, limits, result)
+        audit_logger.info("%s", event.model_dump_json())
+        for callback in list(self.callbacks):
+            try:
+                callback(event)
+            except Exception:
+                audit_logger.exception("ptc audit callback %r failed", callback)

@@ -91,31 +91,67 @@ class _Gate:
         else:
             waiter.set_result(None)
 
+    def widen(self) -> None:
+        """One more slot (the quota grew): a waiter gets it, else it stays free."""
+        with self._lock:
+            self.active += 1
+        self.release()
 
-_gates: dict[str, _Gate] = {}
-_gates_lock = threading.Lock()
 
+class Tenants:
+    """The process's tenants and their quotas: every executor of a tenant shares its gate.
 
-def gate_for(tenant_id: str, quota: Quota | None) -> _Gate:
-    """The tenant's gate, made on first use with `quota` or the default Quota().
-
-    The first quota given for a tenant holds for every executor of the
-    tenant; giving the same one again is fine, a different one raises
-    ValueError. `None` means "the tenant's quota, whatever it is".
+    A quota changes only when said so (`set_quota`): an executor giving a
+    quota for a tenant that already has a different one is a ValueError, never
+    a silent replacement of the limits of executors elsewhere in the process.
     """
-    with _gates_lock:
-        gate = _gates.get(tenant_id)
-        if gate is None:
-            gate = _gates[tenant_id] = _Gate(tenant_id, quota or Quota(), given=quota is not None)
-        elif quota is not None:
-            if not gate.given:
-                gate.quota, gate.given = quota, True
-            elif gate.quota != quota:
-                raise ValueError(
-                    f"tenant {tenant_id!r} already has quota {gate.quota!r}; every executor of a tenant shares "
-                    f"one quota, so give {quota!r} to a tenant of its own, or the same quota (or none) here"
-                )
-        return gate
+
+    def __init__(self) -> None:
+        self._gates: dict[str, _Gate] = {}
+        self._lock = threading.Lock()
+
+    def gate(self, tenant_id: str, quota: Quota | None = None) -> _Gate:
+        """The tenant's gate, made on first use with `quota` or the default Quota().
+
+        The first quota given for a tenant holds for every executor of the
+        tenant; giving the same one again is fine, a different one raises
+        ValueError. `None` means "the tenant's quota, whatever it is".
+        """
+        with self._lock:
+            gate = self._gates.get(tenant_id)
+            if gate is None:
+                gate = self._gates[tenant_id] = _Gate(tenant_id, quota or Quota(), given=quota is not None)
+            elif quota is not None:
+                if not gate.given:
+                    gate.quota, gate.given = quota, True
+                elif gate.quota != quota:
+                    raise ValueError(
+                        f"tenant {tenant_id!r} already has quota {gate.quota!r}; every executor of a tenant shares "
+                        f"one quota, so give {quota!r} to a tenant of its own, the same quota (or none) here, "
+                        "or change it for all with ptc.tenancy.tenants.set_quota()"
+                    )
+            return gate
+
+    def quota(self, tenant_id: str) -> Quota:
+        return self.gate(tenant_id).quota
+
+    def set_quota(self, tenant_id: str, quota: Quota) -> Quota:
+        """Change the tenant's quota for every executor of it; returns the old one.
+
+        Running executions keep their slots; the new limits apply to what is
+        admitted from now on (a lower `max_concurrent` takes effect as slots free up).
+        """
+        gate = self.gate(tenant_id)
+        with self._lock:
+            old, gate.quota, gate.given = gate.quota, quota, True
+        if quota.max_concurrent > old.max_concurrent:
+            for _ in range(quota.max_concurrent - old.max_concurrent):
+                gate.widen()
+        return old
+
+
+tenants = Tenants()
+gate_for = tenants.gate
 
 
 EXECUTION_THREADS = 256  # the process's threads for running programs (each running program holds one)

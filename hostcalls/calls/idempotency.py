@@ -7,11 +7,13 @@ exact call, so no program can claim a key another execution needs.
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import hashlib
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +21,7 @@ import msgpack
 from pydantic import BaseModel
 
 from ptc.errors import PtcError
+from ptc.hostcalls.calls.failures import CallFailed
 
 
 class CallAbandoned(PtcError):
@@ -52,9 +55,9 @@ def call_digest(key: str, parameters: Any) -> str:
 
 @dataclass(eq=False)
 class _Entry:
-    future: concurrent.futures.Future[str]  # the result as an encoded reply payload, once the call succeeded
+    future: concurrent.futures.Future[str]  # the call's reply frame, once it succeeded
     expires: float
-    size: int = 0  # bytes held (the encoded result), 0 while in flight
+    size: int = 0  # bytes held (the reply frame), 0 while in flight
 
 
 DEFAULT_CACHE_BYTES = 64 * 1024 * 1024
@@ -77,7 +80,7 @@ class IdempotencyCache:
     or walks away, the joiners get `CallAbandoned` and claim the key again:
     one of them runs the call, the others join it.
 
-    Memory is bounded by `max_bytes` of encoded results (the reply payload
+    Memory is bounded by `max_bytes` of encoded results (the reply frame
     the program receives) and `max_entries` keys, least recently used out
     first; a result bigger than `max_bytes // 4` is not cached at all (its
     call still succeeds). Nothing of the parameters is kept but the digest.
@@ -115,9 +118,9 @@ class IdempotencyCache:
             self._evict()
             return True, future
 
-    def complete(self, key: IdempotencyKey, future: concurrent.futures.Future[str], payload: str) -> None:
-        """The call succeeded with `payload` (its encoded result): wake the joiners, keep it if it fits."""
-        size = len(payload)
+    def complete(self, key: IdempotencyKey, future: concurrent.futures.Future[str], reply: str) -> None:
+        """The call succeeded with `reply` (its reply frame): wake the joiners, keep it if it fits."""
+        size = len(reply)
         with self._lock:
             entry = self._entries.get(key)
             if entry is not None and entry.future is future:
@@ -128,7 +131,7 @@ class IdempotencyCache:
                     self.bytes += size
                     self._entries.move_to_end(key)
                     self._evict()
-        future.set_result(payload)
+        future.set_result(reply)
 
     def fail(self, key: IdempotencyKey, future: concurrent.futures.Future[str], exc: BaseException) -> None:
         """The call failed (not cached): the joiners get `exc`, the next caller runs the call again."""
@@ -164,3 +167,54 @@ class IdempotencyCache:
         self._next_sweep = now + 60.0
         for key in [k for k, e in self._entries.items() if e.expires <= now and e.future.done()]:
             self._drop(key)
+
+
+async def once(
+    cache: IdempotencyCache,
+    key: IdempotencyKey,
+    ttl: float,
+    *,
+    attempt: Callable[[], Awaitable[Any]],
+    encode: Callable[[Any], Awaitable[str]],
+    join: Callable[[str], str],
+    joined: Callable[[bool], None],
+) -> str:
+    """The reply frame of the call `key` names: run here by the first caller, joined by the others.
+
+    The runner `attempt`s the call and `encode`s its result (charged to its
+    own execution) into the frame the cache keeps; a joiner gets that frame
+    through `join` (charged to its execution), never a second encoding. A
+    failure of the tool is shared with the joiners; a failure to encode or
+    hold the result is the runner's alone (its budget, its frame limit), so
+    the joiners claim the key again, as when the runner goes away.
+    `joined(True)` says this caller joined another's call, `joined(False)`
+    that it claims the key again.
+    """
+    while True:
+        first, shared = cache.claim(key, ttl)
+        if first:
+            break
+        joined(True)
+        try:
+            reply = await asyncio.wrap_future(shared)
+        except CallAbandoned:  # its runner was cancelled or went away: claim the key again
+            joined(False)
+            continue
+        except CallFailed as failure:
+            raise CallFailed(failure.type, failure.message) from None
+        return join(reply)
+    try:
+        value = await attempt()
+    except CallFailed as failure:
+        cache.fail(key, shared, failure)
+        raise
+    except BaseException:
+        cache.abandon(key, shared)
+        raise
+    try:
+        reply = await encode(value)
+    except BaseException:
+        cache.abandon(key, shared)
+        raise
+    cache.complete(key, shared, reply)
+    return reply

@@ -156,6 +156,11 @@ def check_plain(value: Any, max_depth: int = MAX_DEPTH, *, tuples: bool = False)
         level = deeper
 
 
+def error_frame(type_: str, message: str) -> str:
+    """The reply frame of a failed call: `{"error": {"type", "message"}}` (the guest raises that class)."""
+    return encode({"error": {"type": type_, "message": message}})
+
+
 def encode(value: Any) -> str:
     """Encode a host value for the guest; raises TypeError/ValueError if it is not plain data."""
     return msgpack.packb(value, use_bin_type=True).decode("latin-1")

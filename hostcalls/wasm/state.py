@@ -34,9 +34,10 @@ from ptc.hostcalls.wasm.budget import RECORD_COST, REPORT_RESERVE, HostBudget, O
 # charged to the execution's budget (the host holds it from when it is made);
 # it is released when the guest takes it or its call is dropped. `cancel` may
 # be called from the sandbox thread when the program stops waiting.
+Request = dict[str, Any] | codec.FrameError  # a decoded call frame, or why it was refused
 Reply = Callable[[str], None]
 Cancel = Callable[[], None]
-Dispatch = Callable[[dict[str, Any] | codec.FrameError, Reply], Cancel | str]
+Dispatch = Callable[[Request, Reply], Cancel | str]
 ModuleSource = Callable[[str], str | None]
 
 
@@ -54,14 +55,10 @@ def _cancelled() -> Abort:
     return Abort("cancelled", "CancelledError", "the execution was cancelled")
 
 
-def _error_reply(type_: str, message: str) -> str:
-    return codec.encode({"error": {"type": type_, "message": message}})
-
-
-def _no_tools(request: dict[str, Any] | codec.FrameError, reply: Reply) -> Cancel | str:
+def _no_tools(request: Request, reply: Reply) -> Cancel | str:
     if isinstance(request, codec.FrameError):
-        return _error_reply("ToolError", f"rejected frame: {request}")
-    return _error_reply("ToolNotFoundError", f"no tool named {str(request.get('tool'))[:100]!r}")
+        return codec.error_frame("ToolError", f"rejected frame: {request}")
+    return codec.error_frame("ToolNotFoundError", f"no tool named {str(request.get('tool'))[:100]!r}")
 
 
 @dataclass
@@ -148,7 +145,7 @@ class ExecutionState:
         self._inflight[call_id] = dispatched
         return call_id
 
-    def _request(self, frame: str | Oversize) -> dict[str, Any] | codec.FrameError:
+    def _request(self, frame: str | Oversize) -> Request:
         """The decoded call, charged to the budget (its record keeps it), or why it was refused."""
         self.budget.force(RECORD_COST)
         if isinstance(frame, Oversize):

@@ -1,0 +1,70 @@
+"""A call's result as its reply frame, held against the execution's budget until the guest takes it.
+
+What cannot fit is refused before it is encoded (an encoding is two more
+copies): the result's length is a lower bound of its encoded size, and is
+held from the start, so concurrent replies cannot all pass the check before
+any is charged. A large result is encoded on a worker thread: on the
+caller's loop, a burst of 8 MiB replies held it for ~10 ms each.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from asyncio import _get_running_loop as running_loop  # TODO(merge): ptc.private.asyncio
+from typing import Any
+
+from pydantic import BaseModel
+
+from ptc.hostcalls.calls.failures import CallFailed
+from ptc.hostcalls.calls.invoke import CallContext
+from ptc.hostcalls.wasm import codec
+from ptc.hostcalls.wasm.budget import OVER_BUDGET_MESSAGE
+
+OFF_LOOP_BYTES = 256 * 1024  # results at least this long are encoded off the event loop
+
+
+def _encode_result(value: Any) -> str:
+    codec.check_plain(value, tuples=True)
+    return codec.encode({"ok": value})
+
+
+def _too_large(tool: str, size: int, limit: int, *, least: bool = False) -> CallFailed:
+    return CallFailed(
+        "ToolError", f"{tool} returned {'at least ' if least else ''}{size} bytes, more than the {limit}-byte limit"
+    )
+
+
+async def encode_reply(tool: str, value: Any, context: CallContext) -> str:
+    """The reply frame of a result, charged to the execution's budget, or CallFailed."""
+    if isinstance(value, BaseModel):
+        value = value.model_dump(mode="json")
+    least = len(value) if isinstance(value, (str, bytes, list, dict, tuple)) else 0  # >= 1 byte each
+    if least > context.max_frame_bytes:
+        raise _too_large(tool, least, context.max_frame_bytes, least=True)
+    if not context.budget.charge(least):
+        raise CallFailed("ToolError", OVER_BUDGET_MESSAGE)
+    try:
+        try:
+            if least >= OFF_LOOP_BYTES and running_loop() is context.loop:
+                reply = await asyncio.to_thread(_encode_result, value)
+            else:
+                reply = _encode_result(value)
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise CallFailed("ToolError", f"{tool} returned a value that is not plain data ({exc})") from None
+        if len(reply) > context.max_frame_bytes:
+            raise _too_large(tool, len(reply), context.max_frame_bytes)
+        if not context.budget.charge(len(reply) - least):  # held from here until the guest has it
+            raise CallFailed("ToolError", OVER_BUDGET_MESSAGE)
+    except BaseException:
+        context.budget.release(least)
+        raise
+    return reply
+
+
+def shared_reply(tool: str, reply: str, context: CallContext) -> str:
+    """Another call's reply frame (an idempotent call's), charged to this execution's budget, or CallFailed."""
+    if len(reply) > context.max_frame_bytes:
+        raise _too_large(tool, len(reply), context.max_frame_bytes)
+    if not context.budget.charge(len(reply)):
+        raise CallFailed("ToolError", OVER_BUDGET_MESSAGE)
+    return reply

@@ -1,0 +1,114 @@
+"""The first step of a call: find the tool once, authorize it, validate its parameters.
+
+Authorization is by the executor's own catalog, never by anything the frame
+says. What a tool needs for every call (its definition, handler, merged
+policy and validator) is looked up once per catalog revision and handed on
+as one `Tool`, so no later step looks anything up again.
+
+Validation grows with the frame, so `prepare` runs on the execution's own
+thread (under its deadline and budget), never on the event loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from ptc.catalog import Binding, ToolCatalog, ToolDefinition
+from ptc.hostcalls.calls.failures import CallFailed, clipped, text_of
+from ptc.hostcalls.calls.validation import ParameterError, Validator
+from ptc.hostcalls.wasm import codec
+from ptc.policy import Policy
+
+
+@dataclass
+class Tool:
+    """One tool as this executor runs it (for one catalog revision)."""
+
+    definition: ToolDefinition
+    binding: Binding | None
+    policy: Policy
+    _validator: Validator | None = None
+
+    @property
+    def name(self) -> str:
+        return self.definition.name
+
+    def validator(self) -> Validator:
+        """Built on first use: a schema pydantic cannot build a model from fails only this tool, plainly."""
+        if self._validator is None:
+            assert self.binding is not None
+            try:
+                self._validator = Validator(self.definition, self.binding)
+            except Exception as exc:
+                message = f"{self.name} cannot be called: ptc could not build a validator from its schema"
+                raise CallFailed("ToolError", message, f"{message} ({type(exc).__name__}: {text_of(exc)})") from None
+        return self._validator
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A call that passed authorization and validation (on the sandbox thread)."""
+
+    tool: Tool
+    params: dict[str, Any]
+    key: str | None  # the idempotency key, if the program gave one
+
+
+class ToolTable:
+    """The executor's tools: its catalog, the handlers bound to them, the policies that apply."""
+
+    def __init__(
+        self,
+        catalog: ToolCatalog,
+        *,
+        handlers: Mapping[str, Binding] | None = None,
+        policy: Policy | None = None,
+        policies: Mapping[str, Policy] | None = None,
+    ) -> None:
+        self.catalog = catalog
+        self.handlers = dict(handlers or {})
+        self.policy = policy or Policy()
+        self.policies = dict(policies or {})
+        self._tools: dict[str, Tool] = {}
+        self._revision = -1
+
+    def bind(self, handlers: Mapping[str, Binding]) -> None:
+        self.handlers.update(handlers)
+        self._tools.clear()
+
+    def get(self, name: object) -> Tool | None:
+        """The tool of that name in this catalog, or None (authorization: nothing else is callable)."""
+        if self._revision != self.catalog.revision:
+            self._tools.clear()
+            self._revision = self.catalog.revision
+        if not isinstance(name, str):
+            return None
+        tool = self._tools.get(name)
+        if tool is None:
+            definition = self.catalog.get(name)
+            if definition is None:
+                return None
+            policy = self.policy.merged(definition.policy).merged(self.policies.get(name))
+            binding = self.handlers.get(name) or self.catalog.binding(name)
+            tool = self._tools[name] = Tool(definition, binding, policy)
+        return tool
+
+    def prepare(self, name: str, request: dict[str, Any] | codec.FrameError) -> Prepared:
+        """Authorize and validate a call, or raise CallFailed."""
+        if isinstance(request, codec.FrameError):
+            raise CallFailed("ToolError", f"rejected call: {request}")
+        tool = self.get(name)
+        if tool is None:
+            raise CallFailed("ToolNotFoundError", f"no tool named {clipped(name, 100)!r} in this catalog")
+        if tool.binding is None:
+            raise CallFailed("ToolError", f"tool {tool.name!r} has no handler bound")
+        key = request.get("key")
+        if key is not None and not isinstance(key, str):
+            raise CallFailed("ToolValidationError", "idempotency_key must be a string")
+        try:
+            params = tool.validator()(request.get("args", {}))
+        except ParameterError as exc:
+            raise CallFailed("ToolValidationError", str(exc)) from None
+        return Prepared(tool, params, key)
