@@ -4,6 +4,9 @@ from ptc.audit import AuditEvent
 from ptc.catalog import ToolCatalog, ToolDefinition, ToolParameter
 from ptc.errors import (
     CircuitOpenError,
+    ExecutorClosedError,
+    GuestBuildError,
+    MCPConnectionError,
     MissingExtraError,
     PtcError,
     RetryableError,
@@ -16,8 +19,8 @@ from ptc.events import ToolEvent
 from ptc.executor import ProgrammaticToolExecutor
 from ptc.limits import Limits
 from ptc.policy import Policy
-from ptc.records import ToolCallRecord
-from ptc.results import ExecutionError, ExecutionResult
+from ptc.records import CallErrorInfo, ToolCallRecord
+from ptc.results import ExecutionError, ExecutionErrorInfo, ExecutionResult
 from ptc.tenancy import OverCapacityError, Quota
 
 __all__ = [
@@ -25,7 +28,12 @@ __all__ = [
     "OverCapacityError",
     "Quota",
     "CircuitOpenError",
+    "CallErrorInfo",
     "ExecutionError",
+    "ExecutionErrorInfo",
+    "ExecutorClosedError",
+    "GuestBuildError",
+    "MCPConnectionError",
     "ExecutionResult",
     "Limits",
     "MissingExtraError",

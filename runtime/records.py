@@ -20,7 +20,9 @@ class _Subscriptable(BaseModel):
         return getattr(self, name, default)
 
 
-class CallError(_Subscriptable):
+class CallErrorInfo(_Subscriptable):
+    """How a tool call failed (`record.error`), as the program saw it: data, not an exception."""
+
     type: str
     message: str
 
@@ -41,7 +43,10 @@ class ToolCallRecord(_Subscriptable):
     completed_at: float | None = None
     duration: float | None = Field(None, description="seconds from call to reply")
     result_size: int | None = Field(None, description="bytes of the reply sent to the program")
-    error: CallError | None = None
+    error: CallErrorInfo | None = None
     attempts: int = 0
     cache_hit: bool = False
     caller: Caller
+
+
+CallError = CallErrorInfo  # the name before 0.2: data about an error, not an exception

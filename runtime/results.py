@@ -20,7 +20,9 @@ ErrorKind = Literal[
 ]
 
 
-class ExecutionError(BaseModel):
+class ExecutionErrorInfo(BaseModel):
+    """How a program failed (`result.error`): data for the caller, not an exception ptc raises."""
+
     kind: ErrorKind
     type: str = Field(description="the exception class name, e.g. ZeroDivisionError")
     message: str
@@ -41,7 +43,7 @@ class ExecutionResult(BaseModel):
     result_is_repr: bool = Field(
         False, description="the value was not plain data, so `result` holds its repr (a string) instead"
     )
-    error: ExecutionError | None = None
+    error: ExecutionErrorInfo | None = None
     execution_time: float = Field(0.0, description="seconds, end to end")
     fuel_used: int | None = None
     memory_used: int | None = Field(
@@ -60,3 +62,6 @@ class ExecutionResult(BaseModel):
     @property
     def ok(self) -> bool:
         return self.error is None
+
+
+ExecutionError = ExecutionErrorInfo  # the name before 0.2: data about an error, not an exception

@@ -17,7 +17,7 @@ from ptc.hostcalls.wasm import codec
 from ptc.hostcalls.wasm.budget import REPORT_RESERVE, decoded_cost
 from ptc.hostcalls.wasm.state import ExecutionState
 from ptc.limits import Limits
-from ptc.results import ExecutionError
+from ptc.results import ExecutionErrorInfo
 from ptc.spares import new_instance
 
 
@@ -25,13 +25,13 @@ from ptc.spares import new_instance
 class Outcome:
     value: Any = None
     value_is_repr: bool = False
-    error: ExecutionError | None = None
+    error: ExecutionErrorInfo | None = None
     fuel_used: int | None = None
     memory_used: int | None = None
 
 
-def _error(kind: str, type_: str, message: str, traceback: str = "") -> ExecutionError:
-    return ExecutionError(kind=kind, type=type_, message=message, traceback=traceback)  # type: ignore[arg-type]
+def _error(kind: str, type_: str, message: str, traceback: str = "") -> ExecutionErrorInfo:
+    return ExecutionErrorInfo(kind=kind, type=type_, message=message, traceback=traceback)  # type: ignore[arg-type]
 
 
 # CPython's parser, AST optimizer and compiler recurse on the program's nesting:
@@ -39,7 +39,7 @@ def _error(kind: str, type_: str, message: str, traceback: str = "") -> Executio
 _COMPILER_FRAMES = ("astfold_", "_PyPegen", "_PyParser", "compiler_", "codegen_", "_PyAST_", "symtable_")
 
 
-def _classify_trap(trap: WasmtimeError, state: ExecutionState, limits: Limits) -> ExecutionError:
+def _classify_trap(trap: WasmtimeError, state: ExecutionState, limits: Limits) -> ExecutionErrorInfo:
     if state.abort is not None:
         return _error(state.abort.kind, state.abort.type, state.abort.message)
     if isinstance(trap, ExitTrap):
@@ -107,7 +107,7 @@ def _report(state: ExecutionState, limits: Limits) -> Outcome:
         outcome = Outcome(
             value=report.get("value"),
             value_is_repr=report.get("repr") is True,
-            error=ExecutionError(**error) if error else None,
+            error=ExecutionErrorInfo(**error) if error else None,
             memory_used=_memory_used(report.get("memory"), limits),
         )
     except codec.FrameTooLarge as exc:

@@ -37,7 +37,7 @@ from ptc.hostcalls.calls.sync_threads import SyncThreads
 from ptc.hostcalls.calls.tools import Prepared, ToolTable
 from ptc.hostcalls.wasm import codec
 from ptc.policy import Policy
-from ptc.records import CallError, ToolCallRecord
+from ptc.records import CallErrorInfo, ToolCallRecord
 
 
 class Router:
@@ -78,7 +78,7 @@ class Router:
             reply = self.failed(record, failure, context)
             context.budget.force(len(reply))
         except asyncio.CancelledError:
-            record.error = CallError(type="CancelledError", message="the program stopped waiting for this call")
+            record.error = CallErrorInfo(type="CancelledError", message="the program stopped waiting for this call")
             raise
         finally:
             record.completed_at = time.time()
@@ -89,7 +89,7 @@ class Router:
     def failed(self, record: ToolCallRecord, failure: CallFailed, context: CallContext) -> str:
         """The reply frame of a failure, with the record and the event saying what happened."""
         message = clipped(failure.message)
-        record.error = CallError(type=failure.type, message=message)
+        record.error = CallErrorInfo(type=failure.type, message=message)
         self.emit("failure", record, context, error=f"{failure.type}: {failure.detail}")
         return codec.error_frame(failure.type, message)
 

@@ -24,7 +24,7 @@ from ptc.hostcalls.calls.tools import Prepared, Tool
 from ptc.hostcalls.wasm import codec
 from ptc.hostcalls.wasm.budget import HostBudget
 from ptc.hostcalls.wasm.state import Cancel, Reply, Request
-from ptc.records import Caller, CallError, ToolCallRecord
+from ptc.records import Caller, CallErrorInfo, ToolCallRecord
 
 
 class CallSession:
@@ -110,7 +110,7 @@ class CallSession:
             try:
                 reply: str = inline_loop().run_until_complete(by_deadline(serving, self.context.deadline()))
             except DeadlinePassed as exc:  # serve() was cancelled (nothing charged): the record says so, and why
-                record.error = CallError(type="ToolTimeoutError", message=str(exc))
+                record.error = CallErrorInfo(type="ToolTimeoutError", message=str(exc))
                 reply = codec.error_frame("ToolTimeoutError", str(exc))
                 record.result_size = len(reply)
                 return reply

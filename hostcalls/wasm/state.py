@@ -291,11 +291,11 @@ class ExecutionState:
         return True
 
     def abort_error(self) -> Any:
-        """The ExecutionError of how this execution was stopped (cancelled unless told otherwise)."""
-        from ptc.results import ExecutionError
+        """The ExecutionErrorInfo of how this execution was stopped (cancelled unless told otherwise)."""
+        from ptc.results import ExecutionErrorInfo
 
         abort = self.abort or _cancelled()
-        return ExecutionError(kind=abort.kind, type=abort.type, message=abort.message)  # type: ignore[arg-type]
+        return ExecutionErrorInfo(kind=abort.kind, type=abort.type, message=abort.message)  # type: ignore[arg-type]
 
     def joined_output(self) -> tuple[str, str, str]:
         """(interleaved, stdout, stderr)."""

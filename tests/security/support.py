@@ -61,7 +61,7 @@ def ok(result: Any = _ANY, check: Callable[[ExecutionResult], bool] | None = Non
 
 def fails(
     kind: str | frozenset[str],
-    type: str | frozenset[str] | None = None,  # noqa: A002 - mirrors ExecutionError.type
+    type: str | frozenset[str] | None = None,  # noqa: A002 - mirrors ExecutionErrorInfo.type
     check: Callable[[ExecutionResult], bool] | None = None,
     max_seconds: float | None = None,
 ) -> Expect:
