@@ -58,21 +58,12 @@ def generated_source() -> str:
     from ptc.stubgen import render_stubs
 
     catalog = ToolCatalog(source="warm-up", version="1")
-    catalog.add_tool(
-        ToolDefinition(
-            name="warm",
-            domain="warm",
-            description="Docstring.",
-            parameters=[
-                ToolParameter(name="x", type="integer", required=True),
-                ToolParameter(name="mode", type="string", required=False, enum=["a", "b"]),
-            ],
-            output_schema={
-                "type": "object",
-                "properties": {"value": {"type": "integer"}, "tags": {"type": "array", "items": {"type": "string"}}},
-            },
-        )
+    x, mode = (
+        ToolParameter(name="x", type="integer"),
+        ToolParameter(name="mode", type="string", required=False, enum=["a", "b"]),
     )
+    output = {"type": "object", "properties": {"value": {"type": "integer"}, "tags": {"type": "array"}}}
+    catalog.add_tool(ToolDefinition(name="warm", domain="warm", parameters=[x, mode], output_schema=output))
     catalog.add_tool(ToolDefinition(name="other", domain="warm", description="Another."))
     modules = {name: text for name, text in render_stubs(catalog).items() if name != "tools._outside"}
     names = ", ".join(cls.__name__ for cls in PROGRAM_ERRORS)

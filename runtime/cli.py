@@ -156,22 +156,31 @@ def _host_port(text: str) -> tuple[str, int]:
     return host or "127.0.0.1", int(port)
 
 
+def _add_number_flags(parser: argparse.ArgumentParser, flags: list[tuple[str, Callable[[str], Any], str]]) -> None:
+    for flag, kind, help_text in flags:
+        parser.add_argument(flag, type=kind, help=help_text)
+
+
+_WHOLE = _number(int, 0, "a whole number, 0 or more")
+
+
 def _add_limit_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--timeout", type=_SECONDS, help="wall-clock seconds (default 30)")
-    parser.add_argument(
-        "--memory",
-        type=_number(float, 1, "a number of MiB, 1 or more"),
-        help="sandbox memory in MiB (default 256)",
-    )
-    parser.add_argument(
-        "--fuel",
-        type=_number(int, 0, "a whole number of fuel units, 0 or more"),
-        help="CPU budget in fuel units; 0 turns fuel off",
-    )
-    parser.add_argument(
-        "--max-output",
-        type=_number(int, 0, "a whole number of bytes, 0 or more"),
-        help="bytes of output kept (default 1 MiB)",
+    _add_number_flags(
+        parser,
+        [
+            ("--timeout", _SECONDS, "wall-clock seconds (default 30)"),
+            ("--memory", _number(float, 1, "a number of MiB, 1 or more"), "sandbox memory in MiB (default 256)"),
+            (
+                "--fuel",
+                _number(int, 0, "a whole number of fuel units, 0 or more"),
+                "CPU budget in fuel units; 0 turns fuel off",
+            ),
+            (
+                "--max-output",
+                _number(int, 0, "a whole number of bytes, 0 or more"),
+                "bytes of output kept (default 1 MiB)",
+            ),
+        ],
     )
 
 
@@ -388,21 +397,18 @@ def build_parser() -> argparse.ArgumentParser:
     _add_tool_flags(serve)
     _add_limit_flags(serve)
     serve.add_argument("--http", metavar="HOST:PORT", type=_host_port, help="streamable HTTP instead of stdio")
-    serve.add_argument("--tool-timeout", type=_SECONDS, help="seconds per tool call (default 30)")
-    serve.add_argument(
-        "--max-retries",
-        type=_number(int, 0, "a whole number, 0 or more"),
-        help="retries of transient tool failures (default 0)",
-    )
-    serve.add_argument(
-        "--max-concurrent",
-        type=_number(int, 1, "a whole number, 1 or more"),
-        help="programs running at once, all clients (default 8)",
-    )
-    serve.add_argument(
-        "--max-queued",
-        type=_number(int, 0, "a whole number, 0 or more"),
-        help="programs waiting for a slot; more fail at once (default 32)",
+    _add_number_flags(
+        serve,
+        [
+            ("--tool-timeout", _SECONDS, "seconds per tool call (default 30)"),
+            ("--max-retries", _WHOLE, "retries of transient tool failures (default 0)"),
+            (
+                "--max-concurrent",
+                _number(int, 1, "a whole number, 1 or more"),
+                "programs running at once, all clients (default 8)",
+            ),
+            ("--max-queued", _WHOLE, "programs waiting for a slot; more fail at once (default 32)"),
+        ],
     )
     serve.add_argument(
         "--print-config",

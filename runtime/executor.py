@@ -28,6 +28,7 @@ from ptc.execution import Runner
 from ptc.hostcalls.backends.mcp.client import MCPServerConfig
 from ptc.hostcalls.calls.idempotency import DEFAULT_CACHE_BYTES, DEFAULT_CACHE_ENTRIES, IdempotencyCache
 from ptc.hostcalls.calls.router import Router
+from ptc.hostcalls.calls.tools import ToolTable
 from ptc.limits import Limits
 from ptc.policy import Policy
 from ptc.results import ExecutionResult
@@ -104,11 +105,9 @@ class ProgrammaticToolExecutor:
         self.events = EventBus()
         if on_event is not None:
             self.events.subscribe(on_event)
+        workers = {name: Binding(fn, kwargs=False) for name, fn in (handlers or {}).items()}
         self.router = Router(
-            self.catalog,
-            handlers={name: Binding(fn, kwargs=False) for name, fn in (handlers or {}).items()},
-            policy=policy,
-            policies=policies,
+            ToolTable(self.catalog, handlers=workers, policy=policy, policies=policies),
             events=self.events,
             tenant_id=tenant_id,
             idempotency=IdempotencyCache(max_bytes=idempotency_max_bytes, max_entries=idempotency_max_entries),

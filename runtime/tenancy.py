@@ -18,13 +18,12 @@ add up to more than the process has cannot keep another tenant waiting.
 
 from __future__ import annotations
 
-import asyncio
 import threading
-from collections import OrderedDict, deque
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from ptc.errors import OverCapacityError
+from ptc.handoff import WaitQueues
 
 
 class Quota(BaseModel):
@@ -42,15 +41,14 @@ class _Gate:
         self.quota = quota
         self.given = given  # an executor gave this quota (else it is the default, until one does)
         self.active = 0
-        self._waiters: deque[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = deque()
         self._lock = threading.Lock()
+        self._waiters: WaitQueues[None, None] = WaitQueues(self._lock, lambda _: self.release())
 
     @property
     def queued(self) -> int:
         return len(self._waiters)
 
     async def acquire(self) -> None:
-        loop = asyncio.get_running_loop()
         with self._lock:
             if self.active < self.quota.max_concurrent:
                 self.active += 1
@@ -60,36 +58,15 @@ class _Gate:
                     f"tenant {self.tenant_id!r} is over capacity: {self.active} executions running "
                     f"and {len(self._waiters)} queued (quota {self.quota.max_concurrent} + {self.quota.max_queued})"
                 )
-            waiter: asyncio.Future[None] = loop.create_future()
-            self._waiters.append((loop, waiter))
-        try:
-            await waiter  # resolved by release(): the slot is handed over, `active` unchanged
-        except asyncio.CancelledError:
-            with self._lock:
-                if (loop, waiter) in self._waiters:
-                    self._waiters.remove((loop, waiter))
-                    raise
-            if waiter.done() and not waiter.cancelled():
-                self.release()  # the slot arrived just as we were cancelled
-            raise
+            waiter = self._waiters.push(None)
+        await self._waiters.wait(None, waiter)  # granted by release(): the slot is handed over, `active` unchanged
 
     def release(self) -> None:
         with self._lock:
             while self._waiters:
-                loop, waiter = self._waiters.popleft()
-                if not waiter.done():
-                    try:
-                        loop.call_soon_threadsafe(self._hand_over, waiter)
-                    except RuntimeError:  # that waiter's loop is closed: nobody waits there any more
-                        continue
+                if self._waiters.grant(None, None):
                     return
             self.active -= 1
-
-    def _hand_over(self, waiter: asyncio.Future[None]) -> None:
-        if waiter.done():  # cancelled meanwhile: pass the slot on
-            self.release()
-        else:
-            waiter.set_result(None)
 
     def widen(self) -> None:
         """One more slot (the quota grew): a waiter gets it, else it stays free."""
@@ -156,8 +133,6 @@ gate_for = tenants.gate
 
 EXECUTION_THREADS = 256  # the process's threads for running programs (each running program holds one)
 
-_Waiter = tuple[asyncio.AbstractEventLoop, "asyncio.Future[None]"]
-
 
 class FairShare:
     """The process's execution threads, shared between tenants.
@@ -173,8 +148,8 @@ class FairShare:
         self.capacity = capacity
         self._held: dict[str, int] = {}
         self._total = 0
-        self._waiting: OrderedDict[str, deque[_Waiter]] = OrderedDict()  # tenants in turn order
         self._lock = threading.Lock()
+        self._waiting: WaitQueues[str, str] = WaitQueues(self._lock, self.release)  # tenants in turn order
 
     def held(self, tenant_id: str) -> int:
         """Threads the tenant's executions hold now."""
@@ -191,32 +166,16 @@ class FairShare:
 
     def queued(self, tenant_id: str | None = None) -> int:
         with self._lock:
-            if tenant_id is not None:
-                return len(self._waiting.get(tenant_id, ()))
-            return sum(len(q) for q in self._waiting.values())
+            return self._waiting.count(tenant_id) if tenant_id is not None else len(self._waiting)
 
     async def acquire(self, tenant_id: str) -> None:
-        loop = asyncio.get_running_loop()
         with self._lock:
             if not self._waiting and self._total < self.capacity and self.held(tenant_id) < self.ceiling:
                 self._take(tenant_id)
                 return
-            waiter: asyncio.Future[None] = loop.create_future()
-            self._waiting.setdefault(tenant_id, deque()).append((loop, waiter))
+            waiter = self._waiting.push(tenant_id)
             self._dispatch()  # a free thread may be this tenant's turn now
-        try:
-            await waiter  # resolved by _dispatch: the thread is handed over, already counted
-        except asyncio.CancelledError:
-            with self._lock:
-                queue = self._waiting.get(tenant_id)
-                if queue is not None and (loop, waiter) in queue:
-                    queue.remove((loop, waiter))
-                    if not queue:
-                        del self._waiting[tenant_id]
-                    raise
-            if waiter.done() and not waiter.cancelled():
-                self.release(tenant_id)  # the thread arrived just as we were cancelled
-            raise
+        await self._waiting.wait(tenant_id, waiter)  # granted by _dispatch: the thread is handed over, already counted
 
     def release(self, tenant_id: str) -> None:
         with self._lock:
@@ -238,26 +197,12 @@ class FairShare:
             if not eligible:
                 return
             tenant_id = min(eligible, key=self.held)  # the first of the fewest: turn order breaks ties
-            queue = self._waiting[tenant_id]
-            loop, waiter = queue.popleft()
-            if queue:
-                self._waiting.move_to_end(tenant_id)
-            else:
-                del self._waiting[tenant_id]
             self._take(tenant_id)
-            try:
-                loop.call_soon_threadsafe(self._hand_over, tenant_id, waiter)
-            except RuntimeError:  # that loop is closed: nobody waits any more
+            if not self._waiting.grant(tenant_id, tenant_id):  # its loop is closed: the thread is not taken
                 self._held[tenant_id] -= 1
                 self._total -= 1
                 if not self._held[tenant_id]:
                     del self._held[tenant_id]
-
-    def _hand_over(self, tenant_id: str, waiter: asyncio.Future[None]) -> None:
-        if waiter.done():  # cancelled meanwhile: pass the thread on
-            self.release(tenant_id)
-        else:
-            waiter.set_result(None)
 
 
 admission = FairShare(EXECUTION_THREADS)

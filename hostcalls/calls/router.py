@@ -23,10 +23,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping
 from typing import Any
 
-from ptc.catalog import Binding, ToolCatalog
 from ptc.events import EventBus, EventKind, ToolEvent
 from ptc.hostcalls.calls.attempts import Breakers, attempts
 from ptc.hostcalls.calls.failures import CallFailed, clipped
@@ -43,16 +41,13 @@ from ptc.records import CallErrorInfo, ToolCallRecord
 class Router:
     def __init__(
         self,
-        catalog: ToolCatalog,
+        tools: ToolTable,
         *,
-        handlers: Mapping[str, Binding] | None = None,
-        policy: Policy | None = None,
-        policies: Mapping[str, Policy] | None = None,
         events: EventBus | None = None,
         tenant_id: str = "default",
         idempotency: IdempotencyCache | None = None,
     ) -> None:
-        self.tools = ToolTable(catalog, handlers=handlers, policy=policy, policies=policies)
+        self.tools = tools
         self.events = events or EventBus()
         self.tenant_id = tenant_id
         self.breakers = Breakers(tenant_id, self.events)

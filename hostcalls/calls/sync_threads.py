@@ -25,12 +25,12 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections import OrderedDict, deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal
 
 from ptc.errors import ToolError
+from ptc.handoff import WaitQueues
 
 SYNC_THREADS = 32
 
@@ -52,9 +52,6 @@ class _Slot:
         self.kind: Literal["live", "orphan", "overflow"] = "live"
 
 
-_Waiter = tuple[asyncio.AbstractEventLoop, "asyncio.Future[_Slot]"]
-
-
 class SyncThreads:
     def __init__(self, threads: int = SYNC_THREADS, per_execution: int | None = None, max_orphans: int | None = None):
         self.threads = threads
@@ -66,12 +63,12 @@ class SyncThreads:
         self._orphans = 0  # orphans within their budget (not counted against the pool)
         self._overflow = 0  # orphans past it
         self._slots: dict[SyncLane, set[_Slot]] = {}
-        self._waiting: OrderedDict[SyncLane, deque[_Waiter]] = OrderedDict()  # lanes in turn order
+        self._waiting: WaitQueues[SyncLane, _Slot] = WaitQueues(self._lock, self._release)  # lanes in turn order
 
     def counts(self) -> dict[str, int]:
         """Threads in use: `live` (counted against the pool), `orphans` (within budget), `overflow`, `waiting` calls."""
         with self._lock:
-            waiting = sum(len(q) for q in self._waiting.values())
+            waiting = len(self._waiting)
             return {"live": self._live, "orphans": self._orphans, "overflow": self._overflow, "waiting": waiting}
 
     async def run(self, lane: SyncLane, call: Callable[[], Any]) -> asyncio.Future[Any]:
@@ -93,7 +90,7 @@ class SyncThreads:
         """The lane's execution ended: its calls still running become orphans (see the module docstring)."""
         with self._lock:
             lane.retired = True
-            self._waiting.pop(lane, None)  # their callers are being cancelled with the execution
+            self._waiting.drop(lane)  # their callers are being cancelled with the execution
             for slot in self._slots.pop(lane, ()):
                 if self._orphans < self.max_orphans:
                     slot.kind = "orphan"
@@ -118,7 +115,6 @@ class SyncThreads:
         return slot
 
     async def _acquire(self, lane: SyncLane) -> _Slot:
-        loop = asyncio.get_running_loop()
         with self._lock:
             if lane.retired:
                 raise ToolError("the execution has ended")
@@ -129,21 +125,8 @@ class SyncThreads:
                     f"all {self.threads} threads for sync tools are held by calls of executions that already ended; "
                     "try again later"
                 )
-            waiter: asyncio.Future[_Slot] = loop.create_future()
-            self._waiting.setdefault(lane, deque()).append((loop, waiter))
-        try:
-            return await waiter
-        except asyncio.CancelledError:
-            with self._lock:
-                queue = self._waiting.get(lane)
-                if queue is not None and (loop, waiter) in queue:
-                    queue.remove((loop, waiter))
-                    if not queue:
-                        del self._waiting[lane]
-                    raise
-            if waiter.done() and not waiter.cancelled():
-                self._release(waiter.result())  # the thread arrived just as we were cancelled
-            raise
+            waiter = self._waiting.push(lane)
+        return await self._waiting.wait(lane, waiter)
 
     def _release(self, slot: _Slot) -> None:
         with self._lock:
@@ -170,20 +153,6 @@ class SyncThreads:
             lane = next((w for w in self._waiting if len(self._slots.get(w, ())) < self.per_execution), None)
             if lane is None:
                 return  # every waiting lane is at its share
-            queue = self._waiting[lane]
-            loop, waiter = queue.popleft()
-            if queue:
-                self._waiting.move_to_end(lane)
-            else:
-                del self._waiting[lane]
             slot = self._grant(lane)
-            try:
-                loop.call_soon_threadsafe(self._hand_over, waiter, slot)
-            except RuntimeError:  # that loop is closed: nobody waits any more
+            if not self._waiting.grant(lane, slot):  # its loop is closed: the thread is not taken
                 self._ungrant(slot)
-
-    def _hand_over(self, waiter: asyncio.Future[_Slot], slot: _Slot) -> None:
-        if waiter.done():  # cancelled meanwhile: pass the thread on
-            self._release(slot)
-        else:
-            waiter.set_result(slot)
