@@ -5,6 +5,7 @@ from ptc.catalog import ToolCatalog, ToolDefinition, ToolParameter
 from ptc.errors import (
     CircuitOpenError,
     MissingExtraError,
+    OverCapacityError,
     PtcError,
     RetryableError,
     ToolError,
@@ -18,7 +19,7 @@ from ptc.limits import Limits
 from ptc.policy import Policy
 from ptc.records import ToolCallRecord
 from ptc.results import ExecutionError, ExecutionResult
-from ptc.tenancy import OverCapacityError, Quota
+from ptc.tenancy import Quota
 
 __all__ = [
     "AuditEvent",
