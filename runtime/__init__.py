@@ -8,6 +8,7 @@ from ptc.errors import (
     GuestBuildError,
     MCPConnectionError,
     MissingExtraError,
+    OverCapacityError,
     PtcError,
     RetryableError,
     ToolError,
@@ -21,7 +22,7 @@ from ptc.limits import Limits
 from ptc.policy import Policy
 from ptc.records import CallErrorInfo, ToolCallRecord
 from ptc.results import ExecutionError, ExecutionErrorInfo, ExecutionResult
-from ptc.tenancy import OverCapacityError, Quota
+from ptc.tenancy import Quota
 
 __all__ = [
     "AuditEvent",

@@ -116,7 +116,7 @@ def _connect(executor: ProgrammaticToolExecutor) -> ProgrammaticToolExecutor:
 
 
 def _limits(args: argparse.Namespace) -> Limits:
-    update: dict[str, object] = {}
+    update: dict[str, Any] = {}
     if args.timeout is not None:
         update["timeout"] = args.timeout
     if args.memory is not None:
@@ -435,7 +435,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; the exit status (see the module docstring for the failures)."""
     try:
         args = build_parser().parse_args(argv)
-        status = args.handler(args)
+        status: int = args.handler(args)
         sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's shutdown
         return status
     except KeyboardInterrupt:

@@ -18,11 +18,11 @@ from importlib import metadata
 from pathlib import Path
 
 from wasmtime import Config, Engine, WasmtimeError
-from wasmtime import _ffi as ffi
 from wasmtime.component import Component, Linker
 
 from ptc.guest.build import guest_wasm, progress
 from ptc.hostcalls.wasm import boundary
+from ptc.private.wasmtime import set_async_stack_size
 from ptc.spares import SparePool, pool_size
 from ptc.wasm_threads import MAX_WASM_STACK
 
@@ -35,8 +35,9 @@ def _config(fuel: bool) -> tuple[Config, str]:
     config.consume_fuel = fuel
     config.epoch_interruption = True
     # Native (not linear-memory) stack for wasm frames, on threads made for it
-    # (ptc.wasm_threads); wasmtime wants its async stack at least as large.
-    ffi.wasmtime_config_async_stack_size_set(config.ptr(), MAX_WASM_STACK + 1024 * 1024)
+    # (ptc.wasm_threads); wasmtime wants its async stack at least as large
+    # (a smaller one aborts the process in Engine(), see ptc.private.wasmtime).
+    set_async_stack_size(config, MAX_WASM_STACK + 1024 * 1024)
     config.max_wasm_stack = MAX_WASM_STACK
     config.cranelift_opt_level = "speed"
     config.parallel_compilation = True

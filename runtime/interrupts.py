@@ -8,56 +8,38 @@ was cancelled or its deadline passed. One Python call per tick per running
 store (~10 µs every 10 ms) buys a stop within one tick.
 
 wasmtime-py does not wrap the callback (`wasmtime_store_epoch_deadline_callback`
-in the C API), so this module calls its ctypes binding directly.
+in the C API): ptc.private.wasmtime binds it, behind the trap barrier that
+keeps an exception here from unwinding into wasmtime.
 """
 
 from __future__ import annotations
 
-import ctypes
 import time
 from typing import Any
 
-from wasmtime import Store, StoreContext
-from wasmtime import _ffi as ffi
+from wasmtime import Store, WasmtimeError
 
-_CONTINUE = 0  # WASMTIME_UPDATE_DEADLINE_CONTINUE
-
-
-def _trap(message: str) -> int:
-    return ctypes.cast(ffi.wasmtime_error_new(message.encode()), ctypes.c_void_p).value or 0
+from ptc.private.wasmtime import epoch_deadline_callback, set_epoch_deadline_callback
 
 
-@ctypes.CFUNCTYPE(
-    ctypes.c_size_t,
-    ctypes.POINTER(ffi.wasmtime_context_t),
-    ctypes.c_void_p,
-    ctypes.POINTER(ctypes.c_uint64),
-    ctypes.POINTER(ffi.wasmtime_update_deadline_kind_t),
-)
-def _on_tick(context: Any, data: Any, delta: Any, kind: Any) -> int:
-    try:
-        state = Store.data(StoreContext(context)).state  # type: ignore[arg-type, union-attr]
-        if state is None:
-            delta[0] = 1
-            kind[0] = _CONTINUE
-            return 0
-        if state.stop.is_set():
-            return _trap("ptc: cancelled")
-        if time.monotonic() >= state.deadline:
-            if state.abort is None:
-                state.abort = state.timed_out()
-            return _trap("ptc: timeout")
-        delta[0] = 1
-        kind[0] = _CONTINUE
-        return 0
-    except BaseException:  # noqa: BLE001 - an exception must not unwind through wasmtime
-        return _trap("ptc: interrupt check failed")
+def _ticks(data: Any) -> int:
+    """One more tick, or a trap when the execution was cancelled or its deadline passed."""
+    state = data.state
+    if state is None:
+        return 1
+    if state.stop.is_set():
+        raise WasmtimeError("ptc: cancelled")
+    if time.monotonic() >= state.deadline:
+        if state.abort is None:
+            state.abort = state.timed_out()
+        raise WasmtimeError("ptc: timeout")
+    return 1
 
 
-_NO_FINALIZER = ctypes.cast(0, ctypes.CFUNCTYPE(None, ctypes.c_void_p))
+_on_tick = epoch_deadline_callback(_ticks, "ptc: interrupt check failed")
 
 
 def watch(store: Store) -> None:
     """Check the store's execution (its StoreData) at every epoch tick, from the next tick on."""
-    ffi.wasmtime_store_epoch_deadline_callback(store.ptr(), _on_tick, None, _NO_FINALIZER)
+    set_epoch_deadline_callback(store, _on_tick)
     store.set_epoch_deadline(1)

@@ -37,4 +37,4 @@ class Policy(BaseModel):
 
     def delay(self, attempt: int) -> float:
         """Backoff before retry number `attempt` (1-based), with jitter."""
-        return self.backoff * (2 ** (attempt - 1)) * random.uniform(0.5, 1.5)
+        return self.backoff * (2.0 ** (attempt - 1)) * random.uniform(0.5, 1.5)

@@ -15,9 +15,9 @@ from wasmtime import ExitTrap, WasmtimeError
 from ptc.engine import get_runtime
 from ptc.hostcalls.wasm import codec
 from ptc.hostcalls.wasm.budget import REPORT_RESERVE, decoded_cost
-from ptc.hostcalls.wasm.state import ExecutionState
+from ptc.hostcalls.wasm.state import Abort, ExecutionState
 from ptc.limits import Limits
-from ptc.results import ExecutionErrorInfo
+from ptc.results import ErrorKind, ExecutionErrorInfo
 from ptc.spares import new_instance
 
 
@@ -30,8 +30,12 @@ class Outcome:
     memory_used: int | None = None
 
 
-def _error(kind: str, type_: str, message: str, traceback: str = "") -> ExecutionErrorInfo:
-    return ExecutionErrorInfo(kind=kind, type=type_, message=message, traceback=traceback)  # type: ignore[arg-type]
+def _error(kind: ErrorKind, type_: str, message: str, traceback: str = "") -> ExecutionErrorInfo:
+    return ExecutionErrorInfo(kind=kind, type=type_, message=message, traceback=traceback)
+
+
+def _aborted(abort: Abort) -> ExecutionErrorInfo:
+    return _error(abort.kind, abort.type, abort.message)
 
 
 # CPython's parser, AST optimizer and compiler recurse on the program's nesting:
@@ -41,15 +45,14 @@ _COMPILER_FRAMES = ("astfold_", "_PyPegen", "_PyParser", "compiler_", "codegen_"
 
 def _classify_trap(trap: WasmtimeError, state: ExecutionState, limits: Limits) -> ExecutionErrorInfo:
     if state.abort is not None:
-        return _error(state.abort.kind, state.abort.type, state.abort.message)
+        return _aborted(state.abort)
     if isinstance(trap, ExitTrap):
         return _error("runtime_error", "SystemExit", f"the program exited with status {trap.code}")
     text = str(trap)
     if "all fuel consumed" in text:
         return _error("out_of_fuel", "OutOfFuel", f"the program used its whole fuel budget ({limits.fuel})")
     if "interrupt" in text:
-        timeout = state.timed_out()
-        return _error(timeout.kind, timeout.type, timeout.message)
+        return _aborted(state.timed_out())
     if "call stack exhausted" in text or "stack overflow" in text:
         if not state.started and any(f"libpython3.14.so!{fn}" in text for fn in _COMPILER_FRAMES):
             return _error("syntax_error", "SyntaxError", "the program is nested too deeply to compile")

@@ -15,7 +15,7 @@ queue and the like raise the SDK's `ToolError`.
 import logging
 import re
 from collections.abc import Callable
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import pydantic_core
 from pydantic import Field
@@ -26,6 +26,9 @@ from ptc.executor import ProgrammaticToolExecutor
 from ptc.results import ExecutionResult
 from ptc.stubgen import build_stub, render_api_reference, render_stubs
 from ptc.stubgen.text import md_inline
+
+if TYPE_CHECKING:
+    from mcp.types import CallToolResult
 
 EXECUTE_DESCRIPTION = """Run a Python 3.14 program in a sandbox where the tools below are importable.
 
@@ -161,7 +164,7 @@ def error_text(result: ExecutionResult) -> str:
     return "\n\n".join(parts)
 
 
-def tool_result(result: ExecutionResult) -> Any:
+def tool_result(result: ExecutionResult) -> "CallToolResult":
     """The MCP CallToolResult for one execution: an error result when the program failed.
 
     The first text block is the error (see error_text) or, on success, the

@@ -22,8 +22,9 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
+
+from ptc.private.futures import ThreadPool
 
 MAX_WASM_STACK = 8 * 1024 * 1024
 STACK_BYTES = MAX_WASM_STACK + 8 * 1024 * 1024
@@ -48,8 +49,8 @@ def start_thread(target: Callable[[], Any], name: str) -> threading.Thread:
     return thread
 
 
-class WasmThreadPool(ThreadPoolExecutor):
+class WasmThreadPool(ThreadPool):
     """A ThreadPoolExecutor whose threads may run wasm (it starts them lazily, in submit)."""
 
-    def _adjust_thread_count(self) -> None:
-        _with_stack(super()._adjust_thread_count)  # type: ignore[misc]
+    def start_threads(self, start: Callable[[], None]) -> None:
+        _with_stack(start)

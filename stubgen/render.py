@@ -22,11 +22,11 @@ from typing import Any
 import jinja2
 
 from ptc.catalog import ToolCatalog, ToolDefinition, ToolParameter
-from ptc.errors import PROGRAM_ERRORS, program_errors_source
+from ptc.errors import PROGRAM_ERRORS, StubError, program_errors_source
 from ptc.stubgen.stub import ToolStub
 from ptc.stubgen.text import clean_lines, comment_text, doc_text, literal, md_code, md_inline
 from ptc.stubgen.types import TypedDictDef, TypeRenderer, class_name
-from ptc.stubgen.verify import StubError, verify_domain_module, verify_tool_module
+from ptc.stubgen.verify import verify_domain_module, verify_tool_module
 
 logger = logging.getLogger("ptc")
 

@@ -115,14 +115,14 @@ def _typeddict(node: ast.stmt, name: str, keys: list[str], doc: str | None, clas
             return
         _require(len(body) == len(keys), f"class {name}: other statements than its fields")
         for stmt, key in zip(body, keys, strict=True):
-            _require(
+            if not (
                 isinstance(stmt, ast.AnnAssign)
                 and isinstance(stmt.target, ast.Name)
                 and stmt.target.id == key
                 and stmt.value is None
-                and stmt.simple == 1,
-                f"class {name}: field {key!r} is not a plain annotation",
-            )
+                and stmt.simple == 1
+            ):
+                raise StubError(f"class {name}: field {key!r} is not a plain annotation")
             _annotation(stmt.annotation, classes)
         return
     _require(
@@ -218,7 +218,8 @@ def _arguments(args: ast.arguments, stub: ToolStub, classes: frozenset[str]) -> 
     _require(all(_literal(d) for d in args.defaults), "a default that is not a literal")
     _require(
         [a.arg for a in args.kwonlyargs] == ["idempotency_key"]
-        and ast.unparse(args.kwonlyargs[0].annotation) == "str | None"  # type: ignore[arg-type]
+        and args.kwonlyargs[0].annotation is not None
+        and ast.unparse(args.kwonlyargs[0].annotation) == "str | None"
         and len(args.kw_defaults) == 1
         and _constant(args.kw_defaults[0], None),
         "idempotency_key is not the one keyword-only parameter",

@@ -46,7 +46,7 @@ class CircuitBreaker:
     opened_at: float = 0.0
     trial: int = 0  # the id of the half-open trial holding the lease, 0 when none
     trial_expires: float = 0.0
-    _trials: itertools.count = field(default_factory=lambda: itertools.count(1))
+    _trials: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property

@@ -20,7 +20,6 @@ import inspect
 import math
 import threading
 import time
-from asyncio import _get_running_loop as running_loop  # TODO(merge): ptc.private.asyncio
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,6 +30,7 @@ from ptc.hostcalls.calls.failures import DEADLINE_MESSAGE, DeadlinePassed
 from ptc.hostcalls.calls.sync_threads import SyncLane, SyncThreads
 from ptc.hostcalls.wasm.budget import HostBudget
 from ptc.policy import Policy
+from ptc.private.asyncio import running_loop
 
 _thread = threading.local()
 

@@ -10,7 +10,6 @@ caller's loop, a burst of 8 MiB replies held it for ~10 ms each.
 from __future__ import annotations
 
 import asyncio
-from asyncio import _get_running_loop as running_loop  # TODO(merge): ptc.private.asyncio
 from typing import Any
 
 from pydantic import BaseModel
@@ -19,6 +18,7 @@ from ptc.hostcalls.calls.failures import CallFailed
 from ptc.hostcalls.calls.invoke import CallContext
 from ptc.hostcalls.wasm import codec
 from ptc.hostcalls.wasm.budget import OVER_BUDGET_MESSAGE
+from ptc.private.asyncio import running_loop
 
 OFF_LOOP_BYTES = 256 * 1024  # results at least this long are encoded off the event loop
 

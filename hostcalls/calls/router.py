@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable
 from typing import Any
 
 from ptc.events import EventBus, EventKind, ToolEvent
@@ -93,7 +94,7 @@ class Router:
         assert tool.binding is not None  # prepare() refused a tool without one
         binding, policy = tool.binding, tool.policy
 
-        def attempt_once() -> Any:
+        def attempt_once() -> Awaitable[Any]:
             return invoke(binding, call.params, policy, context, self.sync_threads)
 
         def on_attempt(attempt: int) -> None:
@@ -103,11 +104,11 @@ class Router:
         def on_retry(failure: CallFailed) -> None:
             self.emit("retry", record, context, error=f"{failure.type}: {failure.detail}")
 
-        def attempt() -> Any:
+        def attempt() -> Awaitable[Any]:
             breaker = self.breakers[tool.definition.backend_key]
             return attempts(tool.name, breaker, policy, attempt_once, on_attempt, on_retry)
 
-        def encode(value: Any) -> Any:
+        def encode(value: Any) -> Awaitable[str]:
             return encode_reply(tool.name, value, context)
 
         if call.key is None:

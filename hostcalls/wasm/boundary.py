@@ -8,7 +8,9 @@ Python exception must never leave a host function: wasmtime-py keeps it in a
 process-wide slot that another thread's call could pick up. So every function
 runs behind a barrier that turns Abort (a limit, the deadline, cancellation)
 and anything unexpected into a WasmtimeError trap, after noting the reason on
-the execution.
+the execution. That is the execution's half; the C half, which hands the
+WasmtimeError to wasmtime as its trap, is ptc.private.wasmtime.barrier for
+the trampolines and wasmtime-py's own for the clock's generic functions.
 """
 
 from __future__ import annotations
@@ -16,12 +18,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from wasmtime import Store, WasmtimeError
+from wasmtime import WasmtimeError
 from wasmtime.component import LinkerInstance
 
 from ptc.hostcalls.wasm import trampolines
 from ptc.hostcalls.wasm.budget import Oversize
 from ptc.hostcalls.wasm.state import Abort, ExecutionState, StoreData
+from ptc.private.wasmtime import context_data
 
 HOST_INTERFACE = "ptc:sandbox/host@0.1.0"
 
@@ -61,7 +64,7 @@ def _load_module(state: ExecutionState, name: str | Oversize) -> str | None:
 def _generic(method: Callable[..., Any]) -> Callable[..., Any]:
     """For wasmtime-py's own trampoline, which passes a StoreContext."""
     function = _barrier(method)
-    return lambda store, *args: function(Store.data(store), *args)  # type: ignore[arg-type]
+    return lambda store, *args: function(context_data(store), *args)
 
 
 def define(root: LinkerInstance, monotonic_clock: str) -> None:

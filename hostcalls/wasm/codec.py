@@ -163,4 +163,5 @@ def error_frame(type_: str, message: str) -> str:
 
 def encode(value: Any) -> str:
     """Encode a host value for the guest; raises TypeError/ValueError if it is not plain data."""
-    return msgpack.packb(value, use_bin_type=True).decode("latin-1")
+    packed: bytes = msgpack.packb(value, use_bin_type=True)
+    return packed.decode("latin-1")

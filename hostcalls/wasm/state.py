@@ -27,6 +27,7 @@ from typing import Any
 from ptc.errors import PtcError
 from ptc.hostcalls.wasm import codec
 from ptc.hostcalls.wasm.budget import RECORD_COST, REPORT_RESERVE, HostBudget, Oversize, decoded_cost
+from ptc.results import ErrorKind, ExecutionErrorInfo
 
 # dispatch(request or the reason it was rejected, reply) -> the reply frame if the
 # call finished at once (on this thread), else a cancel. `reply` is called once,
@@ -44,9 +45,9 @@ ModuleSource = Callable[[str], str | None]
 class Abort(PtcError):
     """Ends the execution: raised inside a host function, it becomes a trap."""
 
-    def __init__(self, kind: str, type_: str, message: str) -> None:
+    def __init__(self, kind: ErrorKind, type_: str, message: str) -> None:
         super().__init__(message)
-        self.kind = kind
+        self.kind: ErrorKind = kind
         self.type = type_
         self.message = message
 
@@ -84,7 +85,7 @@ class ExecutionState:
     report_refused: int = 0  # the size of a report the host would not take
     closed: bool = False  # the execution is over: late replies are dropped
     stop: threading.Event = field(default_factory=threading.Event)
-    _ids: itertools.count = field(default_factory=lambda: itertools.count(1))
+    _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     _inflight: dict[int, Cancel] = field(default_factory=dict)
     _replies: queue.SimpleQueue[tuple[int, str] | None] = field(default_factory=queue.SimpleQueue)
     _early: list[tuple[int, str]] = field(default_factory=list)
@@ -292,10 +293,9 @@ class ExecutionState:
 
     def abort_error(self) -> Any:
         """The ExecutionErrorInfo of how this execution was stopped (cancelled unless told otherwise)."""
-        from ptc.results import ExecutionErrorInfo
 
         abort = self.abort or _cancelled()
-        return ExecutionErrorInfo(kind=abort.kind, type=abort.type, message=abort.message)  # type: ignore[arg-type]
+        return ExecutionErrorInfo(kind=abort.kind, type=abort.type, message=abort.message)
 
     def joined_output(self) -> tuple[str, str, str]:
         """(interleaved, stdout, stderr)."""

@@ -12,8 +12,9 @@ argument is read out of the guest only up to what the execution may hold
 (`frame`, `output`, names): the size is known before the copy.
 
 A function here must raise only WasmtimeError (boundary._barrier makes sure):
-the trap message goes back to wasmtime as a wasmtime_error_t, never through
-wasmtime-py's process-wide exception slot.
+the trap message goes back to wasmtime as a wasmtime_error_t (through
+ptc.private.wasmtime.barrier), never through wasmtime-py's process-wide
+exception slot.
 """
 
 from __future__ import annotations
@@ -23,17 +24,13 @@ from collections.abc import Callable
 from typing import Any
 
 from wasmtime import WasmtimeError
-from wasmtime import _ffi as ffi
-from wasmtime import _value as slab
 from wasmtime.component import LinkerInstance
 
 from ptc.hostcalls.wasm.budget import Oversize
+from ptc.private.wasmtime import define_func, ffi, store_data
 
 Lift = Callable[[Any, Any], Any]  # (the C value, the execution's state or None) -> the Python value
 Lower = Callable[[Any, Any], None]
-
-# wasmtime keeps the callbacks' C pointers: they must live as long as the linker.
-_alive: list[Any] = []
 _MAX_NAME_BYTES = 1024
 
 
@@ -156,11 +153,6 @@ LOWER: dict[str, Lower] = {
 }
 
 
-def store_data(context: Any) -> Any:
-    """The Store's data object (what `Store(engine, data=...)` was given)."""
-    return slab._unintern(ffi.wasmtime_context_get_data(context))
-
-
 def add_func(
     instance: LinkerInstance,
     name: str,
@@ -173,29 +165,12 @@ def add_func(
     lower = LOWER[result] if result is not None else None
     count = len(lifts)
 
-    def trampoline(env: Any, context: Any, ty: Any, args: Any, nargs: int, results: Any, nresults: int) -> int:
-        try:
-            if nargs != count or nresults != (lower is not None):
-                raise WasmtimeError(f"ptc: {name} called with the wrong arity")
-            data = store_data(context)
-            value = func(data, *[lift(args[i], data.state) for i, lift in enumerate(lifts)])
-            if lower is not None:
-                lower(results.contents, value)
-            return 0
-        except WasmtimeError as error:
-            return ctypes.cast(error._consume(), ctypes.c_void_p).value or 0
-        except BaseException as exc:  # noqa: BLE001 - nothing may unwind into wasmtime
-            error = WasmtimeError(f"ptc: host function {name} failed: {type(exc).__name__}")
-            return ctypes.cast(error._consume(), ctypes.c_void_p).value or 0
+    def trampoline(env: Any, context: Any, ty: Any, args: Any, nargs: int, results: Any, nresults: int) -> None:
+        if nargs != count or nresults != (lower is not None):
+            raise WasmtimeError(f"ptc: {name} called with the wrong arity")
+        data = store_data(context)
+        value = func(data, *[lift(args[i], data.state) for i, lift in enumerate(lifts)])
+        if lower is not None:
+            lower(results.contents, value)
 
-    callback = ffi.wasmtime_component_func_callback_t(trampoline)
-    _alive.append(callback)
-    encoded = name.encode("utf-8")
-    error = ffi.wasmtime_component_linker_instance_add_func(
-        instance.ptr(), ctypes.create_string_buffer(encoded), len(encoded), callback, None, _NO_FINALIZER
-    )
-    if error:
-        raise WasmtimeError._from_ptr(error)
-
-
-_NO_FINALIZER = ctypes.CFUNCTYPE(None, ctypes.c_void_p)(lambda data: None)
+    define_func(instance, name, trampoline, lambda exc: f"ptc: host function {name} failed: {type(exc).__name__}")

@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, Field
 
 from ptc.errors import MCPConnectionError, MissingExtraError, require_mcp
+from ptc.private.mcp import http_client
 
 _T = TypeVar("_T")
 
@@ -124,9 +125,7 @@ class _Connection:
 
             async with contextlib.AsyncExitStack() as stack:
                 if self.config.url is not None:
-                    from mcp.shared._httpx_utils import create_mcp_http_client
-
-                    http = await stack.enter_async_context(create_mcp_http_client(headers=self.config.headers))
+                    http = await stack.enter_async_context(http_client(self.config.headers))
                     transport: Any = streamable_http_client(self.config.url, http_client=http)
                 else:
                     command = self.config.command or []
