@@ -112,14 +112,14 @@ class Runner:
     def _result(
         self, execution_id: str, state: ExecutionState, session: CallSession, outcome: Outcome, started: float
     ) -> ExecutionResult:
-        both, out, err = state.joined_output()
+        both, out, err = state.output.joined()
         return ExecutionResult(
             execution_id=execution_id,
             tenant_id=self.tenant_id,
             output=both,
             stdout=out,
             stderr=err,
-            output_truncated=state.output_truncated,
+            output_truncated=state.output.truncated,
             result=outcome.value,
             result_is_repr=outcome.value_is_repr,
             error=outcome.error,

@@ -57,6 +57,10 @@ def _deny_blocking(state: ExecutionState, *args: Any) -> Any:
     )
 
 
+def _write(state: ExecutionState, fd: int, text: str | Oversize) -> bool:
+    return state.output.write(fd, text)
+
+
 def _load_module(state: ExecutionState, name: str | Oversize) -> str | None:
     return state.module_source(name) if isinstance(name, str) else None
 
@@ -76,7 +80,7 @@ def define(root: LinkerInstance, monotonic_clock: str) -> None:
         add(host, "cancel", _barrier(ExecutionState.cancel_call), ("u64",))
         add(host, "call", _barrier(ExecutionState.call), ("frame",), "string")
         add(host, "sleep", _barrier(ExecutionState.sleep), ("u64",))
-        add(host, "write", _barrier(ExecutionState.write), ("u8", "output"), "bool")
+        add(host, "write", _barrier(_write), ("u8", "output"), "bool")
         add(host, "report", _barrier(ExecutionState.set_report), ("report",), "bool")
         add(host, "started", _barrier(ExecutionState.mark_started))
         add(host, "load-module", _barrier(_load_module), ("string",), "option-string")

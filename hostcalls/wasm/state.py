@@ -27,6 +27,7 @@ from typing import Any
 from ptc.errors import PtcError
 from ptc.hostcalls.wasm import codec
 from ptc.hostcalls.wasm.budget import RECORD_COST, REPORT_RESERVE, HostBudget, Oversize, decoded_cost
+from ptc.hostcalls.wasm.output import Output
 from ptc.results import ErrorKind, ExecutionErrorInfo
 
 # dispatch(request or the reason it was rejected, reply) -> the reply frame if the
@@ -74,9 +75,6 @@ class ExecutionState:
     dispatch: Dispatch = _no_tools
     module_source: ModuleSource = lambda name: None  # noqa: E731
     deadline: float = float("inf")
-    output: list[tuple[int, str]] = field(default_factory=list)
-    output_bytes: int = 0
-    output_truncated: bool = False
     tool_calls: int = 0
     clock_offset: int = 0
     started: bool = False  # the program compiled and its code is running
@@ -89,6 +87,10 @@ class ExecutionState:
     _inflight: dict[int, Cancel] = field(default_factory=dict)
     _replies: queue.SimpleQueue[tuple[int, str] | None] = field(default_factory=queue.SimpleQueue)
     _early: list[tuple[int, str]] = field(default_factory=list)
+    output: Output = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.output = Output(self.max_output_bytes, self.budget)
 
     def start(self) -> None:
         self.deadline = time.monotonic() + self.timeout
@@ -251,32 +253,12 @@ class ExecutionState:
             if call_id not in self._inflight:
                 return reply
 
-    # -- time and output --------------------------------------------------
+    # -- time and the report ------------------------------------------------
     def sleep(self, ns: int) -> None:
         seconds = ns / 1e9
         remaining = self._remaining()
         if self.stop.wait(min(seconds, remaining)) or seconds >= remaining:
             self._remaining()
-
-    def output_room(self) -> int:
-        return max(0, min(self.max_output_bytes - self.output_bytes, self.budget.room()))
-
-    def write(self, fd: int, text: str | Oversize) -> bool:
-        if self.output_truncated or isinstance(text, Oversize):
-            self.output_truncated = True
-            return False
-        fd = 1 if fd == 1 else 2  # anything not stdout is stderr
-        data = text.encode("utf-8", "surrogatepass")
-        room = self.output_room()
-        if len(data) > room:
-            text = data[:room].decode("utf-8", "ignore")
-            self.output_truncated = True
-        if text:
-            kept = min(len(data), room)
-            self.budget.force(kept)
-            self.output.append((fd, text))
-            self.output_bytes += kept
-        return not self.output_truncated
 
     def set_report(self, frame: str | Oversize) -> bool:
         """The guest's report (its last one wins); False if the host will not hold it."""
@@ -291,18 +273,10 @@ class ExecutionState:
         self.report_refused = 0
         return True
 
-    def abort_error(self) -> Any:
-        """The ExecutionErrorInfo of how this execution was stopped (cancelled unless told otherwise)."""
-
+    def abort_error(self) -> ExecutionErrorInfo:
+        """How this execution was stopped (cancelled unless told otherwise)."""
         abort = self.abort or _cancelled()
         return ExecutionErrorInfo(kind=abort.kind, type=abort.type, message=abort.message)
-
-    def joined_output(self) -> tuple[str, str, str]:
-        """(interleaved, stdout, stderr)."""
-        both = "".join(text for _, text in self.output)
-        out = "".join(text for fd, text in self.output if fd == 1)
-        err = "".join(text for fd, text in self.output if fd == 2)
-        return both, out, err
 
 
 @dataclass

@@ -65,7 +65,7 @@ def _lift_report(val: Any, state: Any) -> str | Oversize:
 
 def _lift_output(val: Any, state: Any) -> str | Oversize:
     # Four bytes past the room: a clipped text is still longer than the room, so write() marks the truncation.
-    return _lift_capped(val, state.output_room() + 4 if state is not None else 0, clip=True)
+    return _lift_capped(val, state.output.room() + 4 if state is not None else 0, clip=True)
 
 
 def _lift_u64(val: Any, state: Any) -> int:
