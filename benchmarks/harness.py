@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 MiB = 1 << 20
 HERE = Path(__file__).resolve().parent
@@ -139,13 +139,9 @@ class Row:
     met: bool | None = None
 
 
-def target_row(metric: str, value: str, figure: float, bound: float | None, unit: str, at_least: bool = False) -> Row:
-    """A row whose figure must stay at or below `bound` (at or above, with at_least); no bound: no target."""
-    if bound is None:
-        return Row(metric, value)
-    return Row(
-        metric, value, f"{'≥' if at_least else '≤'} {bound:g}{unit}", figure >= bound if at_least else figure <= bound
-    )
+def target_row(metric: str, value: str, figure: float, bound: float | None, unit: str) -> Row:
+    """A row whose figure must stay at or below `bound` (None: a row without a target)."""
+    return Row(metric, value) if bound is None else Row(metric, value, f"≤ {bound:g}{unit}", figure <= bound)
 
 
 def targets_table(rows: Sequence[Row]) -> str:
@@ -260,7 +256,7 @@ class Ticker:
             self.tick()
             await asyncio.sleep(self.every_s)
 
-    def __enter__(self) -> Ticker:
+    def __enter__(self) -> Self:
         self._task = asyncio.get_running_loop().create_task(self._loop())
         return self
 

@@ -329,16 +329,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     for round_ in range(settings.rounds):
         order: list[Peer | None] = [None, *peers]  # None: ptc
         shift = round_ % len(order)
-        for peer in order[shift:] + order[:shift]:
-            log(f"round {round_ + 1}/{settings.rounds}: {peer.title if peer else 'ptc'}")
-            if peer is None:
+        for entry in order[shift:] + order[:shift]:
+            log(f"round {round_ + 1}/{settings.rounds}: {entry.title if entry else 'ptc'}")
+            if entry is None:
                 ptc_rounds.append(asyncio.run(ptc_kind(settings).measure()))
-            elif peer.status == "ok":
-                measure_round(peer, settings, round_)
+            elif entry.status == "ok":
+                measure_round(entry, settings, round_)
 
     ptc = merge(ptc_rounds)
     table, rows = build_table(ptc, peers)
-    note_lines = notes(ptc, ptc_kind.how, peers)
+    ptc_how = ptc_kind(settings).how
+    note_lines = notes(ptc, ptc_how, peers)
     report.update(
         {
             "settings": settings,
@@ -352,7 +353,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             },
             "table": rows,
             "notes": note_lines,
-            "ptc": {"how": ptc_kind.how, **column(ptc)},
+            "ptc": {"how": ptc_how, **column(ptc)},
             "peers": {
                 peer.kind.key: {
                     "title": peer.title,

@@ -8,6 +8,7 @@ object (`new_host`) and a fresh OS process (`process_argv`). What a peer cannot 
 
 from __future__ import annotations
 
+import functools
 import inspect
 import subprocess
 from collections.abc import Awaitable, Callable, Sequence
@@ -37,6 +38,11 @@ TOOL_KEYS = (CALLS_0, CALLS_1, CALLS_N, GATHER)
 def expect(what: str, got: object, wanted: object) -> None:
     if got != wanted:
         raise RuntimeError(f"{what}: got {got!r}, expected {wanted!r}")
+
+
+def expect_printed(stdout: str, expected: object) -> None:
+    """For a peer that only gives back stdout: it printed `expected` (nothing, for None)."""
+    expect("stdout", stdout.strip(), "" if expected is None else str(expected))
 
 
 def sum_below(calls: int) -> int:
@@ -83,20 +89,25 @@ class Recorder:
 class Sandbox:
     key: ClassVar[str]  # for --only and the JSON
     title: ClassVar[str]  # the column's header
-    how: str  # what each figure is, for the notes
     requirement: ClassVar[str | None] = None  # what to pip-install, pinned to the version this was written against
     venv: ClassVar[bool] = True  # in a virtual environment of its own (else `pip install --target`, for this python)
     in_process: ClassVar[bool] = False  # measured in the comparing process, not by a driver in the peer's python
     not_applicable: ClassVar[dict[str, str]] = {}
     gather_mode: ClassVar[str] = "asyncio.gather"
+    prints: ClassVar[bool] = False  # gives back only stdout (else the program's last expression)
 
     def __init__(self, settings: Any) -> None:
         self.settings = settings  # peers.py's Settings, as a dict with attribute access
         self.rec = Recorder(not_applicable=dict(self.not_applicable))
 
+    @property
+    def how(self) -> str:
+        """What each figure is, for the notes: the adapter's docstring."""
+        return " ".join((type(self).__doc__ or "").split())
+
     def program(self, body: str) -> str:
         """A CPU body (it sets `total`) as a program whose value or output is `total`."""
-        return body + "total\n"
+        return body + ("print(total)\n" if self.prints else "total\n")
 
     async def start(self) -> None:
         """Load the peer; put its versions and first-run times into self.rec.info."""
@@ -134,7 +145,7 @@ class Sandbox:
     async def measure_cpu(self, suffix: str = "", **options: Any) -> None:
         """`cpu_loop` and `cpu_fib` (+ suffix), each run as `run(program(body), value, **options)`."""
         for name, (body, value) in CPU_WORKLOADS.items():
-            once = lambda b=body, v=value: self.run(self.program(b), v, **options)  # noqa: E731
+            once = functools.partial(self.run, self.program(body), value, **options)
             await self.rec.time(f"cpu_{name}{suffix}", self.settings.cpu_runs, once)
 
     async def measure(self) -> Recorder:
@@ -152,7 +163,7 @@ class Sandbox:
         log(f"{self.key}: tool calls, CPU")
         for key, n, runs in ((CALLS_0, 0, s.call_program_samples), (CALLS_1, 1, s.call_program_samples)):
             if self.applies(key):
-                await rec.time(key, runs, lambda n=n: self.calls(n))
+                await rec.time(key, runs, functools.partial(self.calls, n))
         if self.applies(CALLS_N):
             await rec.time(CALLS_N, s.call_runs, lambda: self.calls(CALLS))
         if self.applies(GATHER):

@@ -26,15 +26,14 @@ async def nap(x: int) -> int:
 
 
 class Adapter(Sandbox):
+    """`AsyncMonty` pool of `monty` worker processes. Cold start: a new `checkout()` session (fresh state) per run
+    on a warm pool; reused: `feed_run` again on one session; new host: a new `AsyncMonty()` pool (spawns a worker)
+    per run; fresh process: the `monty -c` binary. Tools: `async def` externals through `external_lookup`; CPU:
+    `feed_run` on a fresh session."""
+
     key, title = "monty", "pydantic-monty"
     requirement = "pydantic-monty==1.4.0"
     gather_mode = "asyncio.gather (AsyncMonty awaits coroutine externals concurrently)"
-    how = (
-        "`AsyncMonty` pool of `monty` worker processes. Cold start: a new `checkout()` session (fresh "
-        "state) per run on a warm pool; reused: `feed_run` again on one session; new host: a new "
-        "`AsyncMonty()` pool (spawns a worker) per run; fresh process: the `monty -c` binary. Tools: "
-        "`async def` externals through `external_lookup`; CPU: `feed_run` on a fresh session."
-    )
 
     async def start(self) -> None:
         self.pm: Any = importlib.import_module("pydantic_monty")

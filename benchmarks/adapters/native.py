@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import subprocess
 import sys
 from pathlib import Path
@@ -22,6 +23,9 @@ HARNESS = (
 
 
 class Adapter(Sandbox):
+    """`{python} -c pass` as a subprocess for both cold-start rows (the only fresh state natively); CPU: the same
+    code `exec`'d at module level in a fresh subprocess, timed inside it (interpreter start excluded)."""
+
     key, title = "native", "native CPython"
     in_process = True
     not_applicable = {
@@ -32,28 +36,28 @@ class Adapter(Sandbox):
 
     def __init__(self, settings: Any) -> None:
         super().__init__(settings)
-        self.python = python = settings.get("native", sys.executable)
-        self.how = (
-            f"`{python} -c pass` as a subprocess for both cold-start rows (the only fresh state "
-            "natively); CPU: the same code `exec`'d at module level in a fresh subprocess, timed inside "
-            "it (interpreter start excluded)."
-        )
+        self.python: str = settings.get("native", sys.executable)
 
-    def cpu_seconds(self, code: str, expected: object) -> float:
-        done = subprocess.run([self.python, "-c", HARNESS, code], capture_output=True, text=True, timeout=300)
-        if done.returncode != 0:
-            raise RuntimeError(f"exit {done.returncode}: {done.stderr.strip()[-200:]}")
-        seconds, total = done.stdout.split()
-        expect("total", int(total), expected)
-        return float(seconds)
+    @property
+    def how(self) -> str:
+        return super().how.format(python=self.python)
+
+    def cpu_samples(self, code: str, expected: object) -> list[float]:
+        """Seconds of `code` timed inside fresh processes, cpu_runs of them."""
+        samples = []
+        for _ in range(self.settings.cpu_runs):
+            done = subprocess.run([self.python, "-c", HARNESS, code], capture_output=True, text=True, timeout=300)
+            if done.returncode != 0:
+                raise RuntimeError(f"exit {done.returncode}: {done.stderr.strip()[-200:]}")
+            seconds, total = done.stdout.split()
+            expect("total", int(total), expected)
+            samples.append(float(seconds))
+        return samples
 
     async def measure_cpu(self, suffix: str = "", **options: Any) -> None:
         log("native: CPU")
         for name, (body, value) in CPU_WORKLOADS.items():
-            runs = self.settings.cpu_runs
-            await self.rec.record(
-                f"cpu_{name}", lambda b=body, v=value, n=runs: [self.cpu_seconds(b, v) for _ in range(n)]
-            )
+            await self.rec.record(f"cpu_{name}", functools.partial(self.cpu_samples, body, value))
 
     async def measure(self) -> Recorder:
         s, rec = self.settings, self.rec

@@ -37,14 +37,13 @@ def catalog() -> ToolCatalog:
 
 
 class Adapter(Sandbox):
+    """`await executor.execute(code)` in one running loop (default `Limits` but a 60 s timeout; tools:
+    `max_tool_calls=20_000`), every execution a fresh instance of the snapshot. New host: a new
+    `ProgrammaticToolExecutor` per run; fresh process: `python -c` importing ptc and calling `execute_sync`."""
+
     key = title = "ptc"
     in_process = True
     not_applicable = {REUSE: "every execution gets a fresh instance of the snapshot; nothing is kept"}
-    how = (
-        "`await executor.execute(code)` in one running loop (default `Limits` but a 60 s timeout; tools: "
-        "`max_tool_calls=20_000`), every execution a fresh instance of the snapshot. New host: a new "
-        "`ProgrammaticToolExecutor` per run; fresh process: `python -c` importing ptc and calling `execute_sync`."
-    )
 
     async def start(self) -> None:
         self.rec.info["versions"] = {"ptc": version_of("ptc"), "wasmtime": version_of("wasmtime")}

