@@ -17,7 +17,7 @@ from typing import Any
 import msgpack
 from harness import MiB
 
-from ptc import ExecutionResult, Limits, Policy, ToolCallRecord, ToolCatalog
+from ptc import ExecutionResult, Limits, Policy, ToolCallRecord, ToolCatalog, ToolError
 
 SEED = 20251124  # programs, their arguments and the flaky tool's failures all follow from it
 FLAKY_RATE = 0.3
@@ -64,14 +64,14 @@ def load_catalog() -> ToolCatalog:
 
     @catalog.tool(domain="load")
     async def broken(x: int) -> int:
-        """Always fails."""
-        raise RuntimeError(f"backend down for x={x}")
+        """Always fails (a ToolError: its text is for the program; any other exception's is not)."""
+        raise ToolError(f"backend down for x={x}")
 
     @catalog.tool(domain="load")
     async def flaky(n: int) -> int:
         """Return 3 * n, or fail for about 30% of n (fixed by the seed)."""
         if flaky_fails(n):
-            raise RuntimeError(f"flaky backend failed for n={n}")
+            raise ToolError(f"flaky backend failed for n={n}")
         return 3 * n
 
     return catalog
@@ -237,7 +237,7 @@ def tool_raises_caught(rng: random.Random, i: int) -> Made:
         "except ToolError as e:\n"
         f"    result = ['caught', {i}, str(e)]\n"
     )
-    value = ["caught", i, f"RuntimeError: backend down for x={i}"]
+    value = ["caught", i, f"backend down for x={i}"]
     return code, Expected("ok", value, calls=calls(("broken", {"x": i})))
 
 
