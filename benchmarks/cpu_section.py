@@ -18,10 +18,9 @@ from __future__ import annotations
 
 import platform
 import statistics
-import time
 from typing import Any
 
-from harness import CPU_WORKLOADS, FIB_N, LOOP_N, Row, check, choose, log, target_row
+from harness import CPU_WORKLOADS, FIB_N, LOOP_N, Clock, Row, check, choose, log, target_row
 
 from ptc import Limits, ProgrammaticToolExecutor
 
@@ -103,9 +102,9 @@ def cpu_ratios(runs: int) -> dict[str, Any]:
             log(f"cpu: {name}, run {run + 1}/{runs}: native, fuel on, fuel off")
             work["native"].append(native(code, value))
             for mode, executor in executors.items():
-                started = time.perf_counter()
-                result = check(executor.execute_sync(code), "CPU workload")
-                walls[mode].append(time.perf_counter() - started)
+                with Clock() as clock:
+                    result = check(executor.execute_sync(code), "CPU workload")
+                walls[mode].append(clock.wall)
                 total, seconds = result.result
                 if total != value:
                     raise RuntimeError(f"sandbox: total {total}, expected {value}")

@@ -56,13 +56,31 @@ def choose(quick: bool, **full_and_quick: tuple[Any, Any]) -> Settings:
 # -- timing and statistics ----------------------------------------------------------
 
 
+class Clock:
+    """Seconds since it was made: `split()` meanwhile; after `with Clock() as c:`, c.wall and c.cpu (this
+    process's CPU seconds) of the block, even when it raised."""
+
+    def __init__(self) -> None:
+        self.wall = self.cpu = 0.0
+        self._wall, self._cpu = time.perf_counter(), time.process_time()
+
+    def split(self) -> float:
+        return time.perf_counter() - self._wall
+
+    def __enter__(self) -> Clock:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.wall, self.cpu = self.split(), time.process_time() - self._cpu
+
+
 def timed(once: Callable[[], object], runs: int) -> list[float]:
     """Wall seconds of `runs` calls of `once()`."""
     walls: list[float] = []
     for _ in range(runs):
-        started = time.perf_counter()
-        once()
-        walls.append(time.perf_counter() - started)
+        with Clock() as clock:
+            once()
+        walls.append(clock.wall)
     return walls
 
 
@@ -72,22 +90,10 @@ async def atimed(once: Callable[[], Awaitable[object]], runs: int, gap_s: float 
     for _ in range(runs):
         if gap_s:
             await asyncio.sleep(gap_s)
-        started = time.perf_counter()
-        await once()
-        walls.append(time.perf_counter() - started)
+        with Clock() as clock:
+            await once()
+        walls.append(clock.wall)
     return walls
-
-
-class Clock:
-    """`with Clock() as c:` then c.wall and c.cpu (this process's CPU seconds), in seconds."""
-
-    def __enter__(self) -> Clock:
-        self.wall = self.cpu = 0.0
-        self._wall, self._cpu = time.perf_counter(), time.process_time()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.wall, self.cpu = time.perf_counter() - self._wall, time.process_time() - self._cpu
 
 
 def percentile(samples: Sequence[float], q: float) -> float:
@@ -355,9 +361,9 @@ def environment(mode: str, **more: Any) -> dict[str, Any]:
     }
 
 
-def finish(report: dict[str, Any], output: Path, began: float, what: str) -> str:
-    """Close the report (total time, load at the end), write it as JSON; the run's last line."""
-    report["total_seconds"] = time.perf_counter() - began
+def finish(report: dict[str, Any], output: Path, run: Clock, what: str) -> str:
+    """Close the report (total time since `run` began, load at the end), write it as JSON; the run's last line."""
+    report["total_seconds"] = run.split()
     env = report["environment"]
     env["loadavg_at_end"] = loadavg()
     output.parent.mkdir(parents=True, exist_ok=True)

@@ -21,12 +21,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from harness import RESULTS_DIR, MiB, environment, finish, mem_total_bytes, table
+from harness import RESULTS_DIR, Clock, MiB, environment, finish, mem_total_bytes, table
 from load_driver import RSS_FLAT_GROWTH, adversarial_settings_for, run_adversarial, run_all, settings_for
 from load_workloads import PROGRAMS, SEED
 
@@ -241,7 +240,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     mode = "quick" if args.quick else "full"
     output = args.output or RESULTS_DIR / ("adversarial.json" if args.adversarial else "load.json")
 
-    began = time.perf_counter()
+    began = Clock()
     report: dict[str, Any] = {"environment": environment(mode, adversarial_only=args.adversarial), "seed": SEED}
     rss_cap = int(mem_total_bytes() * args.rss_cap)
     report["rss_cap_mb"] = rss_cap / MiB

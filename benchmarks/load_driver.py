@@ -83,18 +83,18 @@ async def admitted(
     """Submit until admitted, each OverCapacityError told to `rejected` (its seconds) and then backed off from:
     the result or why there is none ("hung", or execute raising), and the seconds of the admitted submission."""
     while True:
-        started = time.perf_counter()
         try:
-            result = await asyncio.wait_for(executor.execute(code, limits=limits), guard_s)
+            with Clock() as clock:
+                result = await asyncio.wait_for(executor.execute(code, limits=limits), guard_s)
         except OverCapacityError:
-            rejected(time.perf_counter() - started)
+            rejected(clock.wall)
             await asyncio.sleep(REJECT_BACKOFF_S)
             continue
         except TimeoutError:
-            return None, "hung", time.perf_counter() - started
+            return None, "hung", clock.wall
         except Exception as exc:  # reported, never hidden: execute() must not raise for a program
-            return None, f"execute raised {exc!r}", time.perf_counter() - started
-        return result, None, time.perf_counter() - started
+            return None, f"execute raised {exc!r}", clock.wall
+        return result, None, clock.wall
 
 
 class Callers:
@@ -201,12 +201,12 @@ class Ledger:
 
     async def first(self, executor: ProgrammaticToolExecutor) -> float:
         """The executor's first execution (loads the runtime); its seconds."""
-        started = time.perf_counter()
-        first = await executor.execute("x = 1")
+        with Clock() as clock:
+            first = await executor.execute("x = 1")
         if first.error is not None:
             raise RuntimeError(f"the first execution failed: {first.error}")
         self.ids[first.execution_id] += 1
-        return time.perf_counter() - started
+        return clock.wall
 
     def strays(self) -> dict[str, int]:
         """Audit events without a result, by outcome."""
@@ -515,13 +515,13 @@ async def adversarial_phase(
         stall = lag.worst  # while the honest workload ran
         if attacker is not None and attack is not None:
             attacker.stopping = True  # start no more programs; those running end on their own
-            drained = time.perf_counter()
-            done, _ = await asyncio.wait({attack}, timeout=ATTACK_DRAIN_S)
-            if not done:
-                log(f"{name}: the attack's executions still run after {ATTACK_DRAIN_S:g} s: cancelling them")
-                attacker.abort()
-                await attack
-            drain_s = time.perf_counter() - drained
+            with Clock() as drained:
+                done, _ = await asyncio.wait({attack}, timeout=ATTACK_DRAIN_S)
+                if not done:
+                    log(f"{name}: the attack's executions still run after {ATTACK_DRAIN_S:g} s: cancelling them")
+                    attacker.abort()
+                    await attack
+            drain_s = drained.wall
     figures = summarize_level(name, [lane], ledger, clock, honest_aborted, rss.peak, audits_before)
     phase: dict[str, Any] = {
         "name": name,

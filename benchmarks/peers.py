@@ -29,7 +29,6 @@ import os
 import statistics
 import subprocess
 import sys
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -279,7 +278,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = settings_for(args.quick)
     settings["rounds"] = args.rounds or settings.rounds
     mode = "quick" if args.quick else "full"
-    began = time.perf_counter()
+    began = harness.Clock()
     report: dict[str, Any] = {"environment": harness.environment(mode, native_python=args.native)}
     wanted = {name.strip() for name in (args.only or ",".join(MODULES)).split(",")}
     if wanted - set(MODULES):

@@ -17,13 +17,12 @@ import argparse
 import asyncio
 import importlib
 import sys
-import time
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from harness import RESULTS_DIR, check, environment, finish, log, targets_table
+from harness import RESULTS_DIR, Clock, check, environment, finish, log, targets_table
 
 from ptc import Limits, ProgrammaticToolExecutor
 
@@ -40,11 +39,11 @@ SECTIONS = {
 def run_section(name: str, quick: bool) -> dict[str, Any]:
     """The section module's figures; MCP's measure is a coroutine."""
     log(f"section {name}: {SECTIONS[name]}")
-    started = time.perf_counter()
-    figures = importlib.import_module(f"{name}_section").measure(quick)
-    if asyncio.iscoroutine(figures):
-        figures = asyncio.run(figures)
-    figures["section_seconds"] = time.perf_counter() - started
+    with Clock() as clock:
+        figures = importlib.import_module(f"{name}_section").measure(quick)
+        if asyncio.iscoroutine(figures):
+            figures = asyncio.run(figures)
+    figures["section_seconds"] = clock.wall
     return figures  # type: ignore[no-any-return]
 
 
@@ -56,12 +55,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     mode = "quick" if args.quick else "full"
 
-    began = time.perf_counter()
+    began = Clock()
     report: dict[str, Any] = {"environment": environment(mode, only=args.only)}
     log("loading the runtime (first execution)")  # once, so no section's first figure pays for it
-    started = time.perf_counter()
-    check(ProgrammaticToolExecutor(limits=Limits(timeout=60)).execute_sync("x = 1"), "first execution")
-    report["first_execution_s"] = time.perf_counter() - started
+    with Clock() as clock:
+        check(ProgrammaticToolExecutor(limits=Limits(timeout=60)).execute_sync("x = 1"), "first execution")
+    report["first_execution_s"] = clock.wall
     for name in SECTIONS:
         if args.only in (name, "all"):
             report[name] = run_section(name, args.quick)

@@ -14,12 +14,12 @@ import gc
 import json
 import os
 import sys
-import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from harness import (
+    Clock,
     MiB,
     Row,
     Settings,
@@ -118,11 +118,11 @@ def cold_start(settings: Settings) -> dict[str, Any]:
 async def _hold(executor: ProgrammaticToolExecutor, instances: int) -> tuple[int, int, list[ExecutionResult]]:
     gc.collect()
     before = rss_bytes()
-    launched = time.perf_counter()
+    launched = Clock()
     tasks = [asyncio.ensure_future(executor.execute(HOLD)) for _ in range(instances)]
     await asyncio.sleep(RSS_SAMPLE_AT)
     during = rss_bytes()
-    sampled_at = time.perf_counter() - launched
+    sampled_at = launched.split()
     if any(task.done() for task in tasks) or sampled_at >= HOLD_SECONDS:
         raise RuntimeError(f"RSS sampled at {sampled_at:.2f} s, when not every instance was still live")
     return before, during, [check(result, "held execution") for result in await asyncio.gather(*tasks)]
@@ -158,7 +158,7 @@ async def rss_growth(settings: Settings) -> dict[str, Any]:
 
     await run_mixed(0, settings.growth_warmup)
     readings = [await read_rss(0)]
-    done, started = 0, time.perf_counter()
+    done, clock = 0, Clock()
     for checkpoint in settings.growth_checkpoints:
         log(f"rss growth: executions {done:,} to {checkpoint:,}")
         await run_mixed(done, checkpoint)
@@ -168,7 +168,7 @@ async def rss_growth(settings: Settings) -> dict[str, Any]:
     return {
         "programs": [{"code": code, "ok": ok, "weight": weight} for code, ok, weight in MIXED_WEIGHTS],
         "warmup": settings.growth_warmup,
-        "seconds": time.perf_counter() - started,
+        "seconds": clock.split(),
         "readings": [asdict(reading) for reading in readings],
         "growth_pct": (high.mb - low.mb) / low.mb * 100,
     }

@@ -21,7 +21,7 @@ import traceback
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from harness import Row, Settings, check, choose, log
+from harness import Clock, Row, Settings, check, choose, log
 
 from ptc import Limits, ProgrammaticToolExecutor
 
@@ -82,16 +82,16 @@ def on_threads(workers: Sequence[Callable[[float], int]], seconds: float) -> dic
         except BaseException as exc:  # reported on the main thread
             errors.append(exc)
 
-    started = time.perf_counter()
-    threads = [threading.Thread(target=target, args=(i, started + seconds)) for i in range(len(workers))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    elapsed = time.perf_counter() - started
+    with Clock() as clock:
+        deadline = time.perf_counter() + seconds
+        threads = [threading.Thread(target=target, args=(i, deadline)) for i in range(len(workers))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
     if errors:
         raise errors[0]
-    return {"executions": sum(counts), "seconds": elapsed, "per_second": sum(counts) / elapsed}
+    return {"executions": sum(counts), "seconds": clock.wall, "per_second": sum(counts) / clock.wall}
 
 
 def _child_main(settings: Settings, barrier: Any, results: Any) -> None:
@@ -105,9 +105,9 @@ def _child_main(settings: Settings, barrier: Any, results: Any) -> None:
         for _ in range(settings.rounds):
             for key in WORKLOADS:
                 barrier.wait(timeout=CHILD_TIMEOUT_S)
-                started = time.perf_counter()
-                count = until(executors[key], key, started + settings.seconds)
-                results.put((key, count, time.perf_counter() - started))
+                with Clock() as clock:
+                    count = until(executors[key], key, time.perf_counter() + settings.seconds)
+                results.put((key, count, clock.wall))
     except BaseException:
         results.put(("error", os.getpid(), traceback.format_exc()))
 

@@ -5,11 +5,10 @@ from __future__ import annotations
 import asyncio
 import importlib
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
-from harness import atimed, version_of
+from harness import Clock, atimed, version_of
 
 from adapters.base import NAP_S, NAP_VALUE, TRIVIAL, Sandbox, expect, sum_below
 
@@ -39,11 +38,11 @@ class Adapter(Sandbox):
         self.pm: Any = importlib.import_module("pydantic_monty")
         names = ("pydantic-monty", "pydantic-monty-client", "pydantic-monty-runtime")
         self.rec.info["versions"] = {name: version_of(name) for name in names}
-        started = time.perf_counter()
+        clock = Clock()
         self.pool = await self.pm.AsyncMonty().__aenter__()
-        self.rec.info["pool_start_s"] = time.perf_counter() - started
+        self.rec.info["pool_start_s"] = clock.split()
         await self.run(TRIVIAL)
-        self.rec.info["first_checkout_s"] = time.perf_counter() - started
+        self.rec.info["first_checkout_s"] = clock.split()
 
     async def run(self, code: str, expected: object = None) -> None:
         # A checkout is a fresh session on a warm worker: nothing from an earlier one is visible.

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import sys
-import time
 
-from harness import check, version_of
+from harness import Clock, check, version_of
 
 from adapters.base import NAP_S, NAP_VALUE, REUSE, TRIVIAL, Sandbox, sum_below
 from ptc import Limits, ProgrammaticToolExecutor, ToolCatalog
@@ -50,9 +49,9 @@ class Adapter(Sandbox):
         self.plain = ProgrammaticToolExecutor(limits=Limits(timeout=60))
         self.no_fuel = ProgrammaticToolExecutor(limits=Limits(timeout=60, fuel=None))
         self.tools = ProgrammaticToolExecutor(catalog(), limits=Limits(timeout=120, max_tool_calls=20_000))
-        started = time.perf_counter()
-        await self.run(TRIVIAL)
-        self.rec.info["first_execution_s"] = time.perf_counter() - started
+        with Clock() as clock:
+            await self.run(TRIVIAL)
+        self.rec.info["first_execution_s"] = clock.wall
 
     async def run(self, code: str, expected: object = None, executor: ProgrammaticToolExecutor | None = None) -> None:
         check(await (executor or self.plain).execute(code), "program", expected)

