@@ -1,17 +1,6 @@
-"""CPU section: what running inside the sandbox costs Python code itself.
-
-Import cost: for each module, a fresh execution times `importlib.import_module`
-inside the guest with `time.perf_counter()` (so the execution's own start is
-not in the figure), minus the cost of an empty timed interval measured the same
-way in the same execution; the median over several executions (each a fresh
-instance of the snapshot). A module already in `sys.modules` at the start
-was pre-imported into the snapshot; one that raises is reported as not
-importable, with its error.
-
-CPU: the loop and fib workloads of peers.py, timed inside the guest around
-the work only, under default limits (fuel metered) and `Limits(fuel=None)`,
-against the same program text `exec`-ed in this interpreter (in-process,
-compiled before the clock starts, timed around the same lines).
+"""CPU section: what running inside the sandbox costs Python code itself: each module's `import`, timed inside
+the guest, and the loop and fib workloads (the same as peers.py's) timed inside the guest around the work only,
+fuel on and off, against the same text `exec`-ed in this interpreter. README.md says how, figure by figure.
 """
 
 from __future__ import annotations

@@ -1,13 +1,7 @@
-"""Throughput section: executions per second on this machine's cores, threads against processes.
-
-Two workloads (`x = 1` and a program making 3 tool calls), each run serially
-(one event loop), by 2 threads (each with its own event loop, one shared
-executor) and by 2 processes (multiprocessing, 'spawn' context: each process
-builds its own executors and warms them up; then, released together by a
-barrier, every process runs for the same wall window and reports its count).
-Setups go round-robin within each round, so slow drift on the machine does
-not favour whichever runs first; the children wait on the barrier, idle,
-while this process measures its own setups.
+"""Throughput section: executions per second of `x = 1` and of a 3-call program, serially (one event loop), by
+2 threads (a loop each, one executor) and by 2 processes ('spawn': each builds and warms its own executors, then
+a barrier releases them into the same window), round-robin within each round; the children idle on the barrier
+while this process measures its own setups. README.md says how, figure by figure.
 """
 
 from __future__ import annotations

@@ -87,6 +87,8 @@ class Recorder:
 
 
 class Sandbox:
+    """A peer (its subclass `Adapter` in adapters/<name>.py, whose docstring says what each figure is)."""
+
     key: ClassVar[str]  # for --only and the JSON
     title: ClassVar[str]  # the column's header
     requirement: ClassVar[str | None] = None  # what to pip-install, pinned to the version this was written against

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
 import sys
 from pathlib import Path
@@ -39,7 +40,8 @@ class Adapter(Sandbox):
         names = ("pydantic-monty", "pydantic-monty-client", "pydantic-monty-runtime")
         self.rec.info["versions"] = {name: version_of(name) for name in names}
         clock = Clock()
-        self.pool = await self.pm.AsyncMonty().__aenter__()
+        self.stack = contextlib.AsyncExitStack()
+        self.pool = await self.stack.enter_async_context(self.pm.AsyncMonty())
         self.rec.info["pool_start_s"] = clock.split()
         await self.run(TRIVIAL)
         self.rec.info["first_checkout_s"] = clock.split()
@@ -65,7 +67,7 @@ class Adapter(Sandbox):
             return await atimed(once, runs)
 
     async def close(self) -> None:
-        await self.pool.__aexit__(None, None, None)
+        await self.stack.aclose()
 
     async def new_host(self) -> None:
         async with self.pm.AsyncMonty() as own, own.checkout() as session:
