@@ -7,7 +7,8 @@
 Prints a markdown table (metric | value | target | status) and writes every
 figure, plus the raw samples' summaries and the environment, to
 benchmarks/results/latest.json. Each section lives in its own module
-(<name>_section.py) with `measure(quick)` and `rows(figures)`.
+(<name>_section.py) with `measure(quick)` and `rows(figures)`; what they
+share (timing, percentiles, the table, the JSON) is in harness.py.
 """
 
 from __future__ import annotations
@@ -15,19 +16,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib
-import json
 import sys
-import time
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from _common import Row, check, loadavg, log, machine
+from harness import RESULTS_DIR, Clock, check, environment, finish, log, targets_table
 
 from ptc import Limits, ProgrammaticToolExecutor
 
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
 # In the order they run; what each measures is in its module's docstring and in README.md.
 SECTIONS = {
     "sandbox": "cold start with and without spare instances, a gather of sleeps, RSS per instance and over time",
@@ -40,38 +38,13 @@ SECTIONS = {
 
 def run_section(name: str, quick: bool) -> dict[str, Any]:
     """The section module's figures; MCP's measure is a coroutine."""
-    module = importlib.import_module(f"{name}_section")
     log(f"section {name}: {SECTIONS[name]}")
-    started = time.perf_counter()
-    figures = module.measure(quick)
-    if asyncio.iscoroutine(figures):
-        figures = asyncio.run(figures)
-    figures["section_seconds"] = time.perf_counter() - started
-    return figures
-
-
-def rows(report: dict[str, Any]) -> list[Row]:
-    out: list[Row] = []
-    for name in SECTIONS:
-        if name in report:
-            out += importlib.import_module(f"{name}_section").rows(report[name])
-    return out
-
-
-def markdown(table: list[Row]) -> str:
-    lines = ["| metric | value | target | status |", "|---|---|---|---|"]
-    for row in table:
-        status = "—" if row.met is None else ("met" if row.met else "**not met**")
-        lines.append(f"| {row.metric} | {row.value} | {row.target} | {status} |")
-    return "\n".join(lines)
-
-
-def first_execution() -> float:
-    """Load the runtime (engine, compiled guest) once, so no section's first figure pays for it."""
-    log("loading the runtime (first execution)")
-    started = time.perf_counter()
-    check(ProgrammaticToolExecutor(limits=Limits(timeout=60)).execute_sync("x = 1"), "first execution")
-    return time.perf_counter() - started
+    with Clock() as clock:
+        figures = importlib.import_module(f"{name}_section").measure(quick)
+        if asyncio.iscoroutine(figures):
+            figures = asyncio.run(figures)
+    figures["section_seconds"] = clock.wall
+    return figures  # type: ignore[no-any-return]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -82,29 +55,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     mode = "quick" if args.quick else "full"
 
-    began = time.perf_counter()
-    report: dict[str, Any] = {
-        "environment": {"mode": mode, "only": args.only, **machine(), "loadavg_at_start": loadavg()}
-    }
-    report["first_execution_s"] = first_execution()
+    began = Clock()
+    report: dict[str, Any] = {"environment": environment(mode, only=args.only)}
+    log("loading the runtime (first execution)")  # once, so no section's first figure pays for it
+    with Clock() as clock:
+        check(ProgrammaticToolExecutor(limits=Limits(timeout=60)).execute_sync("x = 1"), "first execution")
+    report["first_execution_s"] = clock.wall
     for name in SECTIONS:
         if args.only in (name, "all"):
             report[name] = run_section(name, args.quick)
-    report["total_seconds"] = time.perf_counter() - began
-    report["environment"]["loadavg_at_end"] = loadavg()
 
-    table = rows(report)
+    table = [
+        row
+        for name in SECTIONS
+        if name in report
+        for row in importlib.import_module(f"{name}_section").rows(report[name])
+    ]
     report["table"] = [asdict(row) for row in table]
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(report, indent=2) + "\n")
-
-    print(markdown(table))
-    load = report["environment"]
-    print(
-        f"\n{mode} run ({args.only}), {report['total_seconds']:.1f} s; 1-min load average "
-        f"{load['loadavg_at_start'][0]:.1f} at start, {load['loadavg_at_end'][0]:.1f} at end; "
-        f"JSON written to {args.output}"
-    )
+    print(targets_table(table) + finish(report, args.output, began, f"{mode} run ({args.only})"))
     return 0
 
 

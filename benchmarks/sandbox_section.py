@@ -13,16 +13,29 @@ import asyncio
 import gc
 import json
 import os
-import statistics
-import subprocess
 import sys
-import time
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from _common import Row, check, info, log, read_rss, rss_bytes, summarize_ms
+from harness import (
+    Clock,
+    MiB,
+    Row,
+    Settings,
+    atimed,
+    check,
+    child_json,
+    choose,
+    log,
+    read_rss,
+    report_json,
+    rss_bytes,
+    summarize_ms,
+    target_row,
+    timed,
+    walls,
+)
 
 from ptc import ExecutionResult, Limits, ProgrammaticToolExecutor, Quota
 
@@ -32,7 +45,6 @@ GATHER_SLEEPS = "import asyncio\nawait asyncio.gather(asyncio.sleep(0.25), async
 HOLD_SECONDS = 2.0
 HOLD = f"import time; time.sleep({HOLD_SECONDS})"
 RSS_SAMPLE_AT = 1.0  # seconds after launching the held executions
-CHILD_MARK = "COLD-START-JSON "
 
 # targets
 COLD_START_MS = 1.0  # a fresh instance per execution
@@ -56,59 +68,29 @@ MIXED_WEIGHTS: tuple[tuple[str, bool, int], ...] = (
 MIXED = tuple((code, ok) for code, ok, weight in MIXED_WEIGHTS for _ in range(weight))
 
 
-@dataclass(frozen=True)
-class SandboxSettings:
-    warmup: int
-    latency_samples: int  # per setup
-    spaced_gap_s: float  # idle time between spaced executions: long enough to refill the spares
-    gather_runs: int
-    rss_instances: tuple[int, ...]
-    growth_warmup: int
-    growth_checkpoints: tuple[int, int]  # executions after warm-up at which RSS is read
-
-
-FULL = SandboxSettings(
-    warmup=20,
-    latency_samples=300,
-    spaced_gap_s=0.01,
-    gather_runs=5,
-    rss_instances=(20, 50),
-    growth_warmup=100,
-    growth_checkpoints=(500, 5_000),
-)
-QUICK = SandboxSettings(
-    warmup=10,
-    latency_samples=50,
-    spaced_gap_s=0.01,
-    gather_runs=3,
-    rss_instances=(20,),
-    growth_warmup=50,
-    growth_checkpoints=(150, 600),
-)
-
-
-# -- cold start -------------------------------------------------------------------
-
-
-async def _latencies(executor: ProgrammaticToolExecutor, samples: int, gap_s: float) -> list[float]:
-    """Wall of `await execute("x = 1")`; gap_s > 0 idles between executions (spaced), 0 is back-to-back."""
-    walls: list[float] = []
-    for _ in range(samples):
-        if gap_s:
-            await asyncio.sleep(gap_s)
-        started = time.perf_counter()
-        result = await executor.execute(TRIVIAL)
-        walls.append(time.perf_counter() - started)
-        check(result, "cold start")
-    return walls
+def settings_for(quick: bool) -> Settings:
+    return choose(
+        quick,
+        warmup=(20, 10),
+        latency_samples=(300, 50),  # per setup
+        spaced_gap_s=(0.01, 0.01),  # idle time between spaced executions: long enough to refill the spares
+        gather_runs=(5, 3),
+        rss_instances=((20, 50), (20,)),
+        growth_warmup=(100, 50),
+        growth_checkpoints=((500, 5_000), (150, 600)),  # executions after warm-up at which RSS is read
+    )
 
 
 async def cold_start_pair(warmup: int, samples: int, gap_s: float) -> dict[str, Any]:
-    """Back-to-back and spaced cold starts on one warm executor, in one running loop."""
+    """Wall of `await execute("x = 1")`, back-to-back and spaced, on one warm executor in one running loop."""
     executor = ProgrammaticToolExecutor(limits=LIMITS)
-    await _latencies(executor, warmup, 0)
-    back_to_back = await _latencies(executor, samples, 0)
-    spaced = await _latencies(executor, samples, gap_s)
+
+    async def once() -> None:
+        check(await executor.execute(TRIVIAL), "cold start")
+
+    await atimed(once, warmup)
+    back_to_back = await atimed(once, samples)
+    spaced = await atimed(once, samples, gap_s)
     return {
         "spare_instances": os.environ.get("PTC_SPARE_INSTANCES", "default (2)"),
         "back_to_back": summarize_ms(back_to_back),
@@ -116,181 +98,130 @@ async def cold_start_pair(warmup: int, samples: int, gap_s: float) -> dict[str, 
     }
 
 
-def _execute_sync_latency(samples: int) -> dict[str, float]:
-    """The same through `execute_sync` (one asyncio.run per call), for information."""
-    executor = ProgrammaticToolExecutor(limits=LIMITS)
-    walls: list[float] = []
-    for _ in range(samples):
-        started = time.perf_counter()
-        result = executor.execute_sync(TRIVIAL)
-        walls.append(time.perf_counter() - started)
-        check(result, "cold start (sync)")
-    return summarize_ms(walls)
-
-
-def _without_spares(settings: SandboxSettings) -> dict[str, Any]:
-    """cold_start_pair in a child process with PTC_SPARE_INSTANCES=0."""
-    argv = [sys.executable, str(Path(__file__).resolve()), "--cold-start-child", json.dumps(asdict(settings))]
-    env = {**os.environ, "PTC_SPARE_INSTANCES": "0"}
-    done = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=600)
-    lines = [line for line in done.stdout.splitlines() if line.startswith(CHILD_MARK)]
-    if done.returncode != 0 or not lines:
-        raise RuntimeError(f"cold-start child exited {done.returncode}: {done.stderr.strip()[-500:]}")
-    return json.loads(lines[-1][len(CHILD_MARK) :])
-
-
-def cold_start(settings: SandboxSettings) -> dict[str, Any]:
+def cold_start(settings: Settings) -> dict[str, Any]:
     samples = settings.latency_samples
     log(f"cold start, spares on: {settings.warmup} warm-up + {samples} back-to-back + {samples} spaced")
-    figures = {"spares_on": asyncio.run(cold_start_pair(settings.warmup, samples, settings.spaced_gap_s))}
+    figures: dict[str, Any] = {
+        "spares_on": asyncio.run(cold_start_pair(settings.warmup, samples, settings.spaced_gap_s))
+    }
     gc.collect()
-    figures["rss_after_warmup_mb"] = rss_bytes() / 2**20
-    log(f"cold start, execute_sync: {samples}")
-    figures["execute_sync"] = _execute_sync_latency(samples)
+    figures["rss_after_warmup_mb"] = rss_bytes() / MiB
+    log(f"cold start, execute_sync (one asyncio.run per call, for information): {samples}")
+    executor = ProgrammaticToolExecutor(limits=LIMITS)
+    figures["execute_sync"] = summarize_ms(timed(lambda: check(executor.execute_sync(TRIVIAL), "sync"), samples))
     log("cold start, spares off (child process, PTC_SPARE_INSTANCES=0)")
-    figures["spares_off"] = _without_spares(settings)
+    argv = [sys.executable, str(Path(__file__).resolve()), "--cold-start-child", json.dumps(settings)]
+    figures["spares_off"] = child_json(argv, {**os.environ, "PTC_SPARE_INSTANCES": "0"})
     return figures
-
-
-# -- asyncio.gather of three sleeps ------------------------------------------------
-
-
-def gather_sleeps(executor: ProgrammaticToolExecutor, settings: SandboxSettings) -> dict[str, Any]:
-    log(f"gather of three 0.25 s sleeps: {settings.gather_runs} runs")
-    walls: list[float] = []
-    for _ in range(settings.gather_runs):
-        started = time.perf_counter()
-        check(executor.execute_sync(GATHER_SLEEPS), "gather of sleeps")
-        walls.append(time.perf_counter() - started)
-    return {"runs": len(walls), "median_s": statistics.median(walls), "max_s": max(walls), "walls_s": walls}
-
-
-# -- RSS per live instance -----------------------------------------------------------
 
 
 async def _hold(executor: ProgrammaticToolExecutor, instances: int) -> tuple[int, int, list[ExecutionResult]]:
     gc.collect()
     before = rss_bytes()
-    launched = time.perf_counter()
+    launched = Clock()
     tasks = [asyncio.ensure_future(executor.execute(HOLD)) for _ in range(instances)]
     await asyncio.sleep(RSS_SAMPLE_AT)
     during = rss_bytes()
-    sampled_at = time.perf_counter() - launched
+    sampled_at = launched.split()
     if any(task.done() for task in tasks) or sampled_at >= HOLD_SECONDS:
         raise RuntimeError(f"RSS sampled at {sampled_at:.2f} s, when not every instance was still live")
-    results = list(await asyncio.gather(*tasks))
-    return before, during, results
+    return before, during, [check(result, "held execution") for result in await asyncio.gather(*tasks)]
 
 
-def rss_per_instance(executor: ProgrammaticToolExecutor, settings: SandboxSettings) -> dict[str, Any]:
+def rss_per_instance(executor: ProgrammaticToolExecutor, settings: Settings) -> dict[str, Any]:
     figures: dict[str, Any] = {}
     for instances in settings.rss_instances:
         log(f"rss: {instances} live instances")
         before, during, results = asyncio.run(_hold(executor, instances))
-        for result in results:
-            check(result, "held execution")
         figures[str(instances)] = {
             "instances": instances,
-            "rss_before_mb": before / 2**20,
-            "rss_during_mb": during / 2**20,
-            "per_instance_mb": (during - before) / instances / 2**20,
+            "rss_before_mb": before / MiB,
+            "rss_during_mb": during / MiB,
+            "per_instance_mb": (during - before) / instances / MiB,
             "slowest_execution_s": max(result.execution_time for result in results),
         }
     return figures
 
 
-# -- RSS over many executions ----------------------------------------------------------
-
-
-async def _run_mixed(executor: ProgrammaticToolExecutor, start: int, count: int) -> None:
-    for i in range(start, start + count):
-        code, ok = MIXED[i % len(MIXED)]
-        result = await executor.execute(code)
-        if result.ok != ok:
-            raise RuntimeError(f"mixed workload: {code!r} ended ok={result.ok} ({result.error}), expected ok={ok}")
-
-
-async def _rss_growth(settings: SandboxSettings) -> dict[str, Any]:
+async def rss_growth(settings: Settings) -> dict[str, Any]:
+    """VmRSS (settled) after N and after M executions of MIXED, serially in one loop: flat means no leak."""
     from tools_section import bench_catalog
 
     executor = ProgrammaticToolExecutor(bench_catalog(), limits=LIMITS)
-    await _run_mixed(executor, 0, settings.growth_warmup)
+
+    async def run_mixed(start: int, stop: int) -> None:
+        for i in range(start, stop):
+            code, ok = MIXED[i % len(MIXED)]
+            result = await executor.execute(code)
+            if result.ok != ok:
+                raise RuntimeError(f"mixed workload: {code!r} ended ok={result.ok} ({result.error}), expected {ok}")
+
+    await run_mixed(0, settings.growth_warmup)
     readings = [await read_rss(0)]
-    done = 0
-    started = time.perf_counter()
+    done, clock = 0, Clock()
     for checkpoint in settings.growth_checkpoints:
         log(f"rss growth: executions {done:,} to {checkpoint:,}")
-        await _run_mixed(executor, done, checkpoint - done)
+        await run_mixed(done, checkpoint)
         done = checkpoint
         readings.append(await read_rss(done))
     low, high = readings[1], readings[2]
     return {
         "programs": [{"code": code, "ok": ok, "weight": weight} for code, ok, weight in MIXED_WEIGHTS],
         "warmup": settings.growth_warmup,
-        "seconds": time.perf_counter() - started,
+        "seconds": clock.split(),
         "readings": [asdict(reading) for reading in readings],
         "growth_pct": (high.mb - low.mb) / low.mb * 100,
     }
 
 
-def rss_growth(settings: SandboxSettings) -> dict[str, Any]:
-    """VmRSS (settled) after N and after M executions of MIXED, serially in one loop: flat means no leak."""
-    return asyncio.run(_rss_growth(settings))
-
-
-# -- the section --------------------------------------------------------------------------
-
-
 def measure(quick: bool) -> dict[str, Any]:
-    settings = QUICK if quick else FULL
-    figures: dict[str, Any] = {"settings": asdict(settings), "cold_start": cold_start(settings)}
+    settings = settings_for(quick)
+    figures: dict[str, Any] = {"settings": settings, "cold_start": cold_start(settings)}
     # Its own tenant with room for every held instance at once (the default Quota runs 8).
-    executor = ProgrammaticToolExecutor(
-        limits=LIMITS, tenant_id="bench-sandbox", quota=Quota(max_concurrent=max(settings.rss_instances), max_queued=0)
-    )
+    quota = Quota(max_concurrent=max(settings.rss_instances), max_queued=0)
+    executor = ProgrammaticToolExecutor(limits=LIMITS, tenant_id="bench-sandbox", quota=quota)
     check(executor.execute_sync(TRIVIAL), "warm-up")
-    figures["gather_sleeps"] = gather_sleeps(executor, settings)
+    log(f"gather of three 0.25 s sleeps: {settings.gather_runs} runs")
+    figures["gather_sleeps"] = walls(
+        timed(lambda: check(executor.execute_sync(GATHER_SLEEPS), "gather"), settings.gather_runs)
+    )
     figures["rss_per_instance"] = rss_per_instance(executor, settings)
-    figures["rss_growth"] = rss_growth(settings)
+    figures["rss_growth"] = asyncio.run(rss_growth(settings))
     return figures
 
 
-def _latency_row(label: str, summary: dict[str, float], target_ms: float | None) -> Row:
-    median = summary["median_ms"]
-    return Row(
-        f"cold start `x = 1`, {label}: median (p90)",
-        f"{median:.2f} ms ({summary['p90_ms']:.2f} ms)",
-        "—" if target_ms is None else f"≤ {target_ms:g} ms",
-        None if target_ms is None else median <= target_ms,
-    )
-
-
-def _cold_rows(cold: dict[str, Any]) -> list[Row]:
+def rows(figures: dict[str, Any]) -> list[Row]:
+    cold = figures["cold_start"]
     on, off = cold["spares_on"], cold["spares_off"]
     gap = f"{on['spaced']['gap_ms']:g} ms apart"
-    return [
-        _latency_row(
-            "`await execute`, no spares (`PTC_SPARE_INSTANCES=0`), back-to-back", off["back_to_back"], COLD_START_MS
-        ),
-        _latency_row(f"`await execute`, no spares, spaced {gap}", off["spaced"], COLD_START_MS),
-        _latency_row("`await execute`, 2 spares (default), back-to-back", on["back_to_back"], COLD_START_MS),
-        _latency_row(f"`await execute`, 2 spares (default), spaced {gap}", on["spaced"], COLD_START_SPARE_MS),
-        _latency_row("`execute_sync` (one `asyncio.run` each), 2 spares, back-to-back", cold["execute_sync"], None),
+    latencies = (
+        ("`await execute`, no spares (`PTC_SPARE_INSTANCES=0`), back-to-back", off["back_to_back"], COLD_START_MS),
+        (f"`await execute`, no spares, spaced {gap}", off["spaced"], COLD_START_MS),
+        ("`await execute`, 2 spares (default), back-to-back", on["back_to_back"], COLD_START_MS),
+        (f"`await execute`, 2 spares (default), spaced {gap}", on["spaced"], COLD_START_SPARE_MS),
+        ("`execute_sync` (one `asyncio.run` each), 2 spares, back-to-back", cold["execute_sync"], None),
+    )
+    out = [
+        target_row(
+            f"cold start `x = 1`, {label}: median (p90)",
+            f"{s['median_ms']:.2f} ms ({s['p90_ms']:.2f} ms)",
+            s["median_ms"],
+            ms,
+            " ms",
+        )
+        for label, s, ms in latencies
     ]
-
-
-def _rss_rows(figures: dict[str, Any]) -> list[Row]:
-    out = [info("RSS baseline after cold-start warm-up", f"{figures['cold_start']['rss_after_warmup_mb']:.1f} MB")]
+    gather = figures["gather_sleeps"]
+    metric = f"3 × `asyncio.sleep(0.25)` under `gather`, wall (median of {gather['runs']})"
+    out.append(target_row(metric, f"{gather['median_s']:.3f} s", gather["median_s"], GATHER_WALL_S, " s"))
+    out.append(Row("RSS baseline after cold-start warm-up", f"{cold['rss_after_warmup_mb']:.1f} MB"))
     for held in figures["rss_per_instance"].values():
-        per = held["per_instance_mb"]
+        metric = (
+            f"RSS per live instance, N = {held['instances']} (before / while holding: "
+            f"{held['rss_before_mb']:.0f} / {held['rss_during_mb']:.0f} MB)"
+        )
         out.append(
-            Row(
-                f"RSS per live instance, N = {held['instances']} (before / while holding: "
-                f"{held['rss_before_mb']:.0f} / {held['rss_during_mb']:.0f} MB)",
-                f"{per:.2f} MB",
-                f"≤ {RSS_PER_INSTANCE_MB:g} MB",
-                per <= RSS_PER_INSTANCE_MB,
-            )
+            target_row(metric, f"{held['per_instance_mb']:.2f} MB", held["per_instance_mb"], RSS_PER_INSTANCE_MB, " MB")
         )
     growth = figures["rss_growth"]
     low, high = growth["readings"][1], growth["readings"][2]
@@ -306,29 +237,8 @@ def _rss_rows(figures: dict[str, Any]) -> list[Row]:
     return out
 
 
-def rows(figures: dict[str, Any]) -> list[Row]:
-    gather = figures["gather_sleeps"]
-    wall = gather["median_s"]
-    return [
-        *_cold_rows(figures["cold_start"]),
-        Row(
-            f"3 × `asyncio.sleep(0.25)` under `gather`, wall (median of {gather['runs']})",
-            f"{wall:.3f} s",
-            f"≤ {GATHER_WALL_S:g} s",
-            wall <= GATHER_WALL_S,
-        ),
-        *_rss_rows(figures),
-    ]
-
-
-def _child(argv: Sequence[str]) -> int:
-    parser = argparse.ArgumentParser(description="cold-start samples in this process, as JSON on stdout")
-    parser.add_argument("--cold-start-child", required=True, help="SandboxSettings as JSON")
-    settings = json.loads(parser.parse_args(argv).cold_start_child)
-    figures = asyncio.run(cold_start_pair(settings["warmup"], settings["latency_samples"], settings["spaced_gap_s"]))
-    print(CHILD_MARK + json.dumps(figures))
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(_child(sys.argv[1:]))
+    parser = argparse.ArgumentParser(description="cold-start samples in this process, as JSON on stdout")
+    parser.add_argument("--cold-start-child", required=True, help="the section's settings, as JSON")
+    child = json.loads(parser.parse_args().cold_start_child)
+    report_json(asyncio.run(cold_start_pair(child["warmup"], child["latency_samples"], child["spaced_gap_s"])))

@@ -11,58 +11,21 @@ TOOL_VARIANTS: the catalog gets the tool and the table a round-trip row.
 from __future__ import annotations
 
 import asyncio
+import functools
 import statistics
-import time
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
-from _common import Row, check, info, log, summarize_ms
+from harness import Row, atimed, check, choose, log, summarize_ms, target_row, walls
 
 from ptc import ExecutionResult, Limits, Policy, ProgrammaticToolExecutor, ToolCatalog
 from ptc.examples import budget
 
-EMPTY = ""
 TOOL_LIMITS = Limits(max_tool_calls=20_000, timeout=120)
 ROUND_TRIP_US = 30.0  # target: an awaited call through the guest's asyncio loop
 PLAIN_ROUND_TRIP_US = 10.0  # target: the bare host binding, no asyncio loop
-
-
-@dataclass(frozen=True)
-class ToolSettings:
-    warmup: int
-    empty_samples: int  # cold starts of the empty program, the baseline for "net" per-call figures
-    sequential_calls: int  # awaited one after another in one program
-    sequential_runs: int
-    gathered_calls: int  # under one asyncio.gather in one program
-    gathered_runs: int
-    nap_runs: int
-    walkthrough_runs: int
-
-
-FULL = ToolSettings(
-    warmup=20,
-    empty_samples=50,
-    sequential_calls=3_000,
-    sequential_runs=3,
-    gathered_calls=1_000,
-    gathered_runs=5,
-    nap_runs=5,
-    walkthrough_runs=3,
-)
-QUICK = ToolSettings(
-    warmup=10,
-    empty_samples=20,
-    sequential_calls=500,
-    sequential_runs=1,
-    gathered_calls=1_000,
-    gathered_runs=3,
-    nap_runs=3,
-    walkthrough_runs=1,
-)
-
-
-# -- the tools ---------------------------------------------------------------
+NAP_GATHERS = ((100, 0.05, 0.060), (3, 0.2, 0.21))  # N concurrent naps of S seconds under one gather: wall ≤ target
 
 
 async def _noop_async(x: int) -> int:
@@ -92,22 +55,15 @@ class ToolVariant:
     policy: dict[str, Any] = field(default_factory=dict)  # Policy(**policy) when not empty
 
 
+INLINE = {"inline": True}
 TOOL_VARIANTS: tuple[ToolVariant, ...] = (
     ToolVariant("noop", _noop_async, "async `noop`, awaited", ROUND_TRIP_US),
     ToolVariant("noop_sync", _noop_sync, "sync `noop_sync` (router thread pool), awaited"),
     ToolVariant(
-        "noop_inline_sync",
-        _noop_sync,
-        "sync `noop_inline_sync`, `Policy(inline=True)`, awaited",
-        ROUND_TRIP_US,
-        {"inline": True},
+        "noop_inline_sync", _noop_sync, "sync `noop_inline_sync`, `Policy(inline=True)`, awaited", ROUND_TRIP_US, INLINE
     ),
     ToolVariant(
-        "noop_inline",
-        _noop_async,
-        "async `noop_inline`, `Policy(inline=True)`, awaited",
-        ROUND_TRIP_US,
-        {"inline": True},
+        "noop_inline", _noop_async, "async `noop_inline`, `Policy(inline=True)`, awaited", ROUND_TRIP_US, INLINE
     ),
 )
 
@@ -120,9 +76,6 @@ def bench_catalog() -> ToolCatalog:
         catalog.tool(variant.handler, domain="bench", name=variant.name, policy=policy)
     catalog.tool(_nap, domain="bench", name="nap")
     return catalog
-
-
-# -- the programs --------------------------------------------------------------
 
 
 def sequential_program(tool: str, calls: int) -> str:
@@ -148,252 +101,183 @@ def plain_program(calls: int, tool: str = "noop") -> str:
 
 
 def gathered_program(tool: str, calls: int, args: str = "") -> str:
-    return (
-        f"import asyncio\n"
-        f"from tools.bench import {tool}\n"
-        f"values = await asyncio.gather(*({tool}(x=i{args}) for i in range({calls})))\n"
-        f"sum(values)\n"
-    )
+    gather = f"asyncio.gather(*({tool}(x=i{args}) for i in range({calls})))"
+    return f"import asyncio\nfrom tools.bench import {tool}\nvalues = await {gather}\nsum(values)\n"
 
 
-@dataclass(frozen=True)
-class CallPath:
-    """A program of N sequential calls down one path, and what it must return."""
-
-    key: str
-    label: str
-    program: Callable[[int], str]
-    expected: Callable[[int], int]
-    target_us: float | None
-
-
-def _sum_below(calls: int) -> int:
+def sum_below(calls: int) -> int:
     return calls * (calls - 1) // 2
 
 
+# (key, label, program of N calls, what it returns for N, target in µs per call, net)
+CallPath = tuple[str, str, Callable[[int], str], Callable[[int], int], float | None]
+
+
 def call_paths() -> list[CallPath]:
-    paths = [
-        CallPath(
-            f"sequential_{variant.name}",
-            variant.label,
-            lambda calls, tool=variant.name: sequential_program(tool, calls),
-            _sum_below,
-            variant.target_us,
-        )
-        for variant in TOOL_VARIANTS
+    paths: list[CallPath] = [
+        (f"sequential_{v.name}", v.label, functools.partial(sequential_program, v.name), sum_below, v.target_us)
+        for v in TOOL_VARIANTS
     ]
-    paths.append(
-        CallPath(
-            "plain_host_call",
-            "plain: bare `host.call` to `noop`, no asyncio loop",
-            plain_program,
-            lambda calls: calls - 1,
-            PLAIN_ROUND_TRIP_US,
+    for tool, label in (("noop", "`noop`"), ("noop_inline_sync", "`noop_inline_sync` (inline)")):
+        key = "plain_host_call" + ("_inline" if tool != "noop" else "")
+        program = functools.partial(plain_program, tool=tool)
+        paths.append(
+            (key, f"plain: bare `host.call` to {label}, no asyncio loop", program, lambda n: n - 1, PLAIN_ROUND_TRIP_US)
         )
-    )
-    paths.append(
-        CallPath(
-            "plain_host_call_inline",
-            "plain: bare `host.call` to `noop_inline_sync` (inline), no asyncio loop",
-            lambda calls: plain_program(calls, "noop_inline_sync"),
-            lambda calls: calls - 1,
-            PLAIN_ROUND_TRIP_US,
-        )
-    )
     return paths
 
 
-@dataclass(frozen=True)
-class NapGather:
-    """N concurrent `nap` calls of `seconds` each under one gather: the wall should be one nap."""
-
-    calls: int
-    seconds: float
-    target_s: float
-
-    @property
-    def key(self) -> str:
-        return f"gather_{self.calls}_naps_{self.seconds * 1000:g}ms"
+Timed = list[tuple[float, ExecutionResult]]  # (seconds around `await executor.execute(...)`, its result) per run
 
 
-NAP_GATHERS = (NapGather(100, 0.05, 0.060), NapGather(3, 0.2, 0.21))
+async def timed_runs(
+    executor: ProgrammaticToolExecutor, code: str, runs: int, what: str, calls: int | None = None, value: object = ...
+) -> Timed:
+    """`runs` executions of `code`, each checked (for its value and its number of tool calls, when given)."""
+    results: list[ExecutionResult] = []
+
+    async def once() -> None:
+        result = check(await executor.execute(code), what, value)
+        if calls is not None and len(result.tool_calls) != calls:
+            raise RuntimeError(f"{what}: {len(result.tool_calls)} calls, expected {calls}")
+        results.append(result)
+
+    log(f"{what}: {runs} run(s)")
+    return list(zip(await atimed(once, runs), results, strict=True))
 
 
-# -- measuring -------------------------------------------------------------------
-
-
-@dataclass
-class Timed:
-    wall: float  # seconds around `await executor.execute(...)`
-    result: ExecutionResult
-
-
-async def timed(executor: ProgrammaticToolExecutor, code: str, what: str) -> Timed:
-    started = time.perf_counter()
-    result = await executor.execute(code)
-    wall = time.perf_counter() - started
-    check(result, what)
-    return Timed(wall, result)
-
-
-async def _program_runs(
-    executor: ProgrammaticToolExecutor, code: str, runs: int, calls: int, expected: int, what: str
-) -> list[Timed]:
-    out: list[Timed] = []
-    for run in range(runs):
-        log(f"{what}: run {run + 1}/{runs}")
-        one = await timed(executor, code, what)
-        if len(one.result.tool_calls) != calls or one.result.result != expected:
-            raise RuntimeError(
-                f"{what}: {len(one.result.tool_calls)} calls and value {one.result.result!r}, "
-                f"expected {calls} and {expected}"
-            )
-        out.append(one)
-    return out
-
-
-def _walls(runs: Sequence[Timed]) -> dict[str, Any]:
-    walls = [one.wall for one in runs]
+def _walls(runs: Timed) -> dict[str, Any]:
     return {
-        "runs": len(walls),
-        "walls_s": walls,
-        "median_wall_s": statistics.median(walls),
-        "max_wall_s": max(walls),
-        "internal_median_s": statistics.median(one.result.execution_time for one in runs),
+        **walls([wall for wall, _ in runs]),
+        "internal_median_s": statistics.median(r.execution_time for _, r in runs),
     }
 
 
-def _per_call(runs: Sequence[Timed], calls: int, empty_s: float) -> dict[str, Any]:
+def _per_call(runs: Timed, calls: int, empty_s: float) -> dict[str, Any]:
     """Per-call figures from the median run; net subtracts the empty program's cold start."""
-    walls = _walls(runs)
-    wall = walls["median_wall_s"]
-    handler = [call.duration or 0.0 for one in runs for call in one.result.tool_calls]
-    fuel = [one.result.fuel_used for one in runs if one.result.fuel_used is not None]
+    figures = _walls(runs)
+    handler = [call.duration or 0.0 for _, result in runs for call in result.tool_calls]
+    fuel = [result.fuel_used for _, result in runs if result.fuel_used is not None]
     return {
         "calls": calls,
-        **walls,
-        "us_per_call": wall / calls * 1e6,
-        "net_us_per_call": (wall - empty_s) / calls * 1e6,
+        **figures,
+        "us_per_call": figures["median_s"] / calls * 1e6,
+        "net_us_per_call": (figures["median_s"] - empty_s) / calls * 1e6,
         "handler_mean_us": statistics.fmean(handler) * 1e6 if handler else None,
         "fuel_per_call": statistics.median(fuel) / calls if fuel else None,
     }
 
 
-async def _warm_up(executor: ProgrammaticToolExecutor, settings: ToolSettings) -> None:
-    """The first execution and the first import of each stub on this executor."""
-    for _ in range(settings.warmup):
-        await timed(executor, EMPTY, "empty program (warm-up)")
-    for path in call_paths():
-        await timed(executor, path.program(10), f"{path.key} warm-up")
-
-
-async def _walkthrough(settings: ToolSettings) -> dict[str, Any]:
+async def _walkthrough(runs: int) -> dict[str, Any]:
     """The README's budget example: 8 calls × 250 ms, one after another and under gather."""
     executor = ProgrammaticToolExecutor(budget.catalog, limits=Limits(timeout=60))
-    runs: dict[str, list[Timed]] = {"sequential": [], "gather": []}
-    for run in range(settings.walkthrough_runs):
+    measured: dict[str, Timed] = {"sequential": [], "gather": []}
+    for _ in range(runs):
         for label, program in (("sequential", budget.SEQUENTIAL), ("gather", budget.GATHER)):
-            log(f"walkthrough {label}: run {run + 1}/{settings.walkthrough_runs}")
-            runs[label].append(await timed(executor, program, f"walkthrough {label}"))
-    values = {repr(one.result.result) for measured in runs.values() for one in measured}
-    if len(values) != 1:
-        raise RuntimeError(f"walkthrough: the programs disagree: {sorted(values)}")
-    walk: dict[str, Any] = {"latency_s": budget.LATENCY, "runs": settings.walkthrough_runs}
-    for label, measured in runs.items():
-        walk[label] = {"calls": len(measured[0].result.tool_calls), **_walls(measured)}
-    walk["speedup"] = walk["sequential"]["median_wall_s"] / walk["gather"]["median_wall_s"]
+            measured[label] += await timed_runs(executor, program, 1, f"walkthrough {label}")
+    if len({repr(result.result) for runs in measured.values() for _, result in runs}) != 1:
+        raise RuntimeError("walkthrough: the programs disagree")
+    walk: dict[str, Any] = {"latency_s": budget.LATENCY, "runs": runs}
+    for label, timed in measured.items():
+        walk[label] = {"calls": len(timed[0][1].tool_calls), **_walls(timed)}
+    walk["speedup"] = walk["sequential"]["median_s"] / walk["gather"]["median_s"]
     return walk
 
 
-async def _measure(settings: ToolSettings) -> dict[str, Any]:
+async def _measure(settings: Any) -> dict[str, Any]:
     executor = ProgrammaticToolExecutor(bench_catalog(), limits=TOOL_LIMITS)
-    figures: dict[str, Any] = {"limits": TOOL_LIMITS.model_dump()}
-    await _warm_up(executor, settings)
+    figures: dict[str, Any] = {"settings": settings, "limits": TOOL_LIMITS.model_dump()}
+    await timed_runs(executor, "", settings.warmup, "empty program (warm-up)")  # the first execution, each first import
+    for key, _, program, expected, _ in call_paths():
+        await timed_runs(executor, program(10), 1, f"{key} warm-up", 10, expected(10))
 
-    log(f"empty program: {settings.empty_samples} cold starts")
-    empty = [(await timed(executor, EMPTY, "empty program")).wall for _ in range(settings.empty_samples)]
+    empty = [wall for wall, _ in await timed_runs(executor, "", settings.empty_samples, "empty program")]
     empty_s = statistics.median(empty)
     figures["empty_program"] = summarize_ms(empty)
 
     calls = settings.sequential_calls
-    for path in call_paths():
-        what = f"{calls} × {path.key}"
-        runs = await _program_runs(
-            executor, path.program(calls), settings.sequential_runs, calls, path.expected(calls), what
+    for key, label, program, expected, target in call_paths():
+        runs = await timed_runs(
+            executor, program(calls), settings.sequential_runs, f"{calls} × {key}", calls, expected(calls)
         )
-        figures[path.key] = {"label": path.label, "target_us": path.target_us, **_per_call(runs, calls, empty_s)}
+        figures[key] = {"label": label, "target_us": target, **_per_call(runs, calls, empty_s)}
 
     calls = settings.gathered_calls
     code = gathered_program("noop", calls)
-    runs = await _program_runs(executor, code, settings.gathered_runs, calls, _sum_below(calls), f"gather of {calls}")
+    runs = await timed_runs(executor, code, settings.gathered_runs, f"gather of {calls}", calls, sum_below(calls))
     figures["gathered_noop"] = _per_call(runs, calls, empty_s)
 
-    for naps in NAP_GATHERS:
-        code = gathered_program("nap", naps.calls, f", seconds={naps.seconds!r}")
-        what = f"gather of {naps.calls} × {naps.seconds:g} s naps"
-        runs = await _program_runs(executor, code, settings.nap_runs, naps.calls, _sum_below(naps.calls), what)
-        figures[naps.key] = {"calls": naps.calls, "nap_s": naps.seconds, "target_s": naps.target_s, **_walls(runs)}
+    for calls, seconds, target in NAP_GATHERS:
+        code = gathered_program("nap", calls, f", seconds={seconds!r}")
+        runs = await timed_runs(
+            executor, code, settings.nap_runs, f"gather of {calls} × {seconds:g} s naps", calls, sum_below(calls)
+        )
+        figures[f"gather_{calls}_naps_{seconds * 1000:g}ms"] = {
+            "calls": calls,
+            "nap_s": seconds,
+            "target_s": target,
+            **_walls(runs),
+        }
 
-    figures["walkthrough"] = await _walkthrough(settings)
+    figures["walkthrough"] = await _walkthrough(settings.walkthrough_runs)
     return figures
 
 
 def measure(quick: bool) -> dict[str, Any]:
-    settings = QUICK if quick else FULL
-    return {"settings": asdict(settings), **asyncio.run(_measure(settings))}
-
-
-# -- the table ---------------------------------------------------------------------
+    settings = choose(
+        quick,
+        warmup=(20, 10),
+        empty_samples=(50, 20),  # cold starts of the empty program, the baseline for "net" per-call figures
+        sequential_calls=(3_000, 500),  # awaited one after another in one program
+        sequential_runs=(3, 1),
+        gathered_calls=(1_000, 1_000),  # under one asyncio.gather in one program
+        gathered_runs=(5, 3),
+        nap_runs=(5, 3),
+        walkthrough_runs=(3, 1),
+    )
+    return asyncio.run(_measure(settings))
 
 
 def _runs(figures: dict[str, Any]) -> str:
     return f"median of {figures['runs']}" if figures["runs"] > 1 else "1 run"
 
 
-def _round_trip_row(figures: dict[str, Any]) -> Row:
-    """The target is on the net figure: the per-call cost once the program's own start is taken out."""
-    net, target = figures["net_us_per_call"], figures["target_us"]
-    return Row(
-        f"tool-call round trip, {figures['label']}, {figures['calls']:,} sequential calls: µs per call, net",
-        f"{net:.1f} µs (gross {figures['us_per_call']:.1f} µs; wall {figures['median_wall_s']:.3f} s, "
-        f"{_runs(figures)})",
-        "—" if target is None else f"≤ {target:g} µs",
-        None if target is None else net <= target,
-    )
-
-
-def _nap_row(figures: dict[str, Any]) -> Row:
-    wall, target = figures["median_wall_s"], figures["target_s"]
-    nap = figures["nap_s"] * 1000
-    in_ms = target < 0.1
-    return Row(
-        f"{figures['calls']} × {nap:g} ms tool calls under one `gather`, wall ({_runs(figures)})",
-        f"{wall * 1000:.1f} ms" if in_ms else f"{wall:.3f} s",
-        f"≤ {target * 1000:g} ms" if in_ms else f"≤ {target:g} s",
-        wall <= target,
-    )
-
-
 def rows(figures: dict[str, Any]) -> list[Row]:
-    empty_ms = figures["empty_program"]["median_ms"]
-    out = [info("tools: empty program cold start, median (baseline for net)", f"{empty_ms:.2f} ms")]
-    out += [_round_trip_row(figures[path.key]) for path in call_paths() if path.key in figures]
-    gathered = figures["gathered_noop"]
-    out.append(
-        info(
-            f"{gathered['calls']:,} × `noop` under one `gather`: wall ({_runs(gathered)}) / µs per call",
-            f"{gathered['median_wall_s'] * 1000:.1f} ms / {gathered['us_per_call']:.1f} µs "
-            f"(net {gathered['net_us_per_call']:.1f} µs)",
+    out = [
+        Row(
+            "tools: empty program cold start, median (baseline for net)",
+            f"{figures['empty_program']['median_ms']:.2f} ms",
         )
-    )
-    out += [_nap_row(figures[naps.key]) for naps in NAP_GATHERS]
+    ]
+    for key, *_ in call_paths():  # the target is on the net figure: the per-call cost once the program's start is out
+        path = figures[key]
+        metric = f"tool-call round trip, {path['label']}, {path['calls']:,} sequential calls: µs per call, net"
+        gross = f"gross {path['us_per_call']:.1f} µs; wall {path['median_s']:.3f} s, {_runs(path)}"
+        value = f"{path['net_us_per_call']:.1f} µs ({gross})"
+        out.append(target_row(metric, value, path["net_us_per_call"], path["target_us"], " µs"))
+    gathered = figures["gathered_noop"]
+    metric = f"{gathered['calls']:,} × `noop` under one `gather`: wall ({_runs(gathered)}) / µs per call"
+    value = f"{gathered['median_s'] * 1000:.1f} ms / {gathered['us_per_call']:.1f} µs"
+    value += f" (net {gathered['net_us_per_call']:.1f} µs)"
+    out.append(Row(metric, value))
+    for calls, seconds, target in NAP_GATHERS:
+        naps = figures[f"gather_{calls}_naps_{seconds * 1000:g}ms"]
+        metric = f"{calls} × {seconds * 1000:g} ms tool calls under one `gather`, wall ({_runs(naps)})"
+        if target < 0.1:
+            out.append(
+                target_row(metric, f"{naps['median_s'] * 1000:.1f} ms", naps["median_s"] * 1000, target * 1000, " ms")
+            )
+        else:
+            out.append(target_row(metric, f"{naps['median_s']:.3f} s", naps["median_s"], target, " s"))
     walk = figures["walkthrough"]
+    metric = (
+        f"walkthrough `budget` ({walk['sequential']['calls']} calls × {walk['latency_s'] * 1000:.0f} ms): "
+        f"sequential / gather wall ({_runs(walk)}), speedup"
+    )
     out.append(
-        info(
-            f"walkthrough `budget` ({walk['sequential']['calls']} calls × {walk['latency_s'] * 1000:.0f} ms): "
-            f"sequential / gather wall ({_runs(walk)}), speedup",
-            f"{walk['sequential']['median_wall_s']:.3f} s / {walk['gather']['median_wall_s']:.3f} s, "
-            f"{walk['speedup']:.2f}×",
+        Row(
+            metric,
+            f"{walk['sequential']['median_s']:.3f} s / {walk['gather']['median_s']:.3f} s, {walk['speedup']:.2f}×",
         )
     )
     return out
