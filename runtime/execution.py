@@ -60,7 +60,7 @@ class Runner:
         """
         release_later = False
         try:
-            execution_id = uuid.uuid4().hex
+            execution_id = f"ptc_{uuid.uuid4().hex}"
             loop = asyncio.get_running_loop()
             budget = HostBudget(limits.host_bytes)
             session = CallSession(

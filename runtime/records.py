@@ -7,34 +7,42 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 
-class _Subscriptable(BaseModel):
-    """Records read as objects (`rec.tool`) or as dicts (`rec["tool"]`)."""
+class Subscriptable(BaseModel):
+    """Read as objects (`rec.tool`) or as the walkthrough's dicts (`rec["tool"]`, `rec.get("tool")`).
+
+    Only fields are keys: `rec["model_dump"]` is a KeyError, as for a dict.
+    """
 
     def __getitem__(self, name: str) -> Any:
-        try:
-            return getattr(self, name)
-        except AttributeError:
-            raise KeyError(name) from None
+        if name not in type(self).model_fields:
+            raise KeyError(name)
+        return getattr(self, name)
 
     def get(self, name: str, default: Any = None) -> Any:
-        return getattr(self, name, default)
+        return getattr(self, name) if name in type(self).model_fields else default
+
+    def __contains__(self, name: object) -> bool:
+        return name in type(self).model_fields
+
+    def keys(self) -> list[str]:
+        return list(type(self).model_fields)
 
 
-class CallErrorInfo(_Subscriptable):
+class CallErrorInfo(Subscriptable):
     """How a tool call failed (`record.error`), as the program saw it: data, not an exception."""
 
     type: str
     message: str
 
 
-class Caller(_Subscriptable):
+class Caller(Subscriptable):
     type: Literal["stub_import"] = "stub_import"
     execution_id: str
     tenant_id: str = "default"
-    tool_id: str = Field(description="unique id of this call")
+    tool_id: str = Field(description="the call's id in its execution: tool_call_1, tool_call_2, ... in call order")
 
 
-class ToolCallRecord(_Subscriptable):
+class ToolCallRecord(Subscriptable):
     tool: str
     type: str | None = None
     domain: str | None = None

@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from ptc.records import ToolCallRecord
+from ptc.records import Subscriptable, ToolCallRecord
 
 ErrorKind = Literal[
     "syntax_error",
@@ -32,7 +32,7 @@ class ExecutionErrorInfo(BaseModel):
         return f"{self.kind}: {self.type}: {self.message}"
 
 
-class ExecutionResult(BaseModel):
+class ExecutionResult(Subscriptable):
     execution_id: str
     tenant_id: str = "default"
     output: str = Field("", description="stdout and stderr, interleaved as written")

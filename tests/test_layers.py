@@ -18,7 +18,10 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # Bottom first. A module may import its own layer and the layers below, never above.
 LAYERS: list[tuple[str, list[str]]] = [
-    ("vocabulary", [r"ptc\.(errors|limits|policy|records|events|results|schemas|catalog|handoff)", r"ptc\.private(\..*)?"]),
+    (
+        "vocabulary",
+        [r"ptc\.(errors|limits|policy|records|events|results|schemas|catalog|handoff)", r"ptc\.private(\..*)?"],
+    ),
     ("stub generation", [r"ptc\.stubgen(\..*)?"]),
     ("wasm boundary", [r"ptc\.hostcalls", r"ptc\.hostcalls\.wasm(\..*)?"]),
     ("tool calls and backends", [r"ptc\.hostcalls\.calls(\..*)?", r"ptc\.hostcalls\.backends(\..*)?"]),

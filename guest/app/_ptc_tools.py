@@ -26,8 +26,10 @@ ToolError = _ERRORS["ToolError"]
 ToolValidationError = _ERRORS["ToolValidationError"]
 
 
-def _encode(tool: str, args: dict[str, Any], key: str | None) -> str:
-    return _ptc_codec.pack({"tool": tool, "args": args, "key": key}).decode("latin-1")
+def _encode(tool: str, args: dict[str, Any], key: str | None, **more: Any) -> str:
+    frame = {"tool": tool, "args": args, "key": key}
+    frame.update(more)
+    return _ptc_codec.pack(frame).decode("latin-1")
 
 
 def _decode(reply: str) -> Any:
@@ -43,9 +45,9 @@ def _decode(reply: str) -> Any:
     return message.get("ok")
 
 
-async def call_tool(tool: str, args: dict[str, Any], idempotency_key: str | None = None) -> Any:
+async def call_tool(tool: str, args: dict[str, Any], idempotency_key: str | None = None, **more: Any) -> Any:
     try:
-        frame = _encode(tool, args, idempotency_key)
+        frame = _encode(tool, args, idempotency_key, **more)
     except (TypeError, ValueError, OverflowError) as exc:
         raise ToolValidationError(f"{tool}: parameters are not plain data ({exc})") from None
     loop = asyncio.get_running_loop()
@@ -54,6 +56,22 @@ async def call_tool(tool: str, args: dict[str, Any], idempotency_key: str | None
     else:
         reply = host.call(frame)
     return _decode(reply)
+
+
+async def router_call(
+    server: str,
+    tool_name: str,
+    parameters: dict[str, Any] | None = None,
+    timeout: float | None = None,
+    idempotency_key: str | None = None,
+) -> Any:
+    """Call a tool by name through the host's router: `await call_tool(server=..., tool_name=..., parameters={...})`.
+
+    `server` is the tool's domain (the call fails if the tool is not there);
+    `timeout` may only shorten the tool's own timeout. Validation, policies
+    and records are those of a stub's call.
+    """
+    return await call_tool(tool_name, dict(parameters or {}), idempotency_key, domain=server, timeout=timeout)
 
 
 # -- what the generated stubs use (kept here, in the snapshot: compiling it

@@ -92,7 +92,7 @@ class Router:
     async def _run(self, record: ToolCallRecord, call: Prepared, context: CallContext) -> str:
         tool = call.tool
         assert tool.binding is not None  # prepare() refused a tool without one
-        binding, policy = tool.binding, tool.policy
+        binding, policy = tool.binding, call.policy
 
         def attempt_once() -> Awaitable[Any]:
             return invoke(binding, call.params, policy, context, self.sync_threads)

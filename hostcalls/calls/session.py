@@ -60,7 +60,7 @@ class CallSession:
             prepared = self.router.tools.prepare(record.tool, request)
         except CallFailed as failure:
             return self._refused(record, failure)
-        if prepared.tool.policy.inline:
+        if prepared.policy.inline:
             return self._serve_inline(record, prepared)
         call = _Call(self, record, prepared, reply)
         self._calls.append(call)
@@ -78,7 +78,7 @@ class CallSession:
             caller=Caller(
                 execution_id=context.execution_id,
                 tenant_id=self.router.tenant_id,
-                tool_id=f"call_{context.execution_id[:12]}_{next(self._ids)}",
+                tool_id=f"tool_call_{next(self._ids)}",  # numbered per execution, in call order
             ),
         )
         self.records.append(record)
@@ -102,7 +102,7 @@ class CallSession:
         serving = self.router.serve(record, prepared, self.context)
         binding = prepared.tool.binding
         by_hand = (
-            prepared.tool.policy.max_retries == 0
+            prepared.policy.max_retries == 0
             and prepared.key is None
             and not (binding is not None and inspect.iscoroutinefunction(binding.handler))
         )

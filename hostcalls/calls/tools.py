@@ -54,6 +54,7 @@ class Prepared:
     tool: Tool
     params: dict[str, Any]
     key: str | None  # the idempotency key, if the program gave one
+    policy: Policy  # the tool's, its timeout shortened if the call asked (`call_tool(..., timeout=)`)
 
 
 class ToolTable:
@@ -104,6 +105,11 @@ class ToolTable:
             raise CallFailed("ToolNotFoundError", f"no tool named {clipped(name, 100)!r} in this catalog")
         if tool.binding is None:
             raise CallFailed("ToolError", f"tool {tool.name!r} has no handler bound")
+        domain = request.get("domain")
+        if domain is not None and domain != tool.definition.domain:  # `call_tool(server=...)` names the domain
+            raise CallFailed(
+                "ToolNotFoundError", f"no tool named {clipped(name, 100)!r} in {clipped(str(domain), 100)!r}"
+            )
         key = request.get("key")
         if key is not None and not isinstance(key, str):
             raise CallFailed("ToolValidationError", "idempotency_key must be a string")
@@ -111,4 +117,15 @@ class ToolTable:
             params = tool.validator()(request.get("args", {}))
         except ParameterError as exc:
             raise CallFailed("ToolValidationError", str(exc)) from None
-        return Prepared(tool, params, key)
+        return Prepared(tool, params, key, _shortened(tool.policy, request.get("timeout")))
+
+
+def _shortened(policy: Policy, timeout: object) -> Policy:
+    """A program may ask for a shorter timeout than the tool's, never a longer one."""
+    if timeout is None:
+        return policy
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
+        raise CallFailed("ToolValidationError", "timeout must be a positive number of seconds")
+    if policy.timeout is not None and policy.timeout <= timeout:
+        return policy
+    return policy.model_copy(update={"timeout": float(timeout)})

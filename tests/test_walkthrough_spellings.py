@@ -1,0 +1,93 @@
+"""The walkthrough's spellings: results read as its dictionaries, its ids, its in-sandbox router call."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from ptc import ProgrammaticToolExecutor, ToolCatalog
+
+
+@pytest.fixture(scope="module")
+def executor() -> ProgrammaticToolExecutor:
+    catalog = ToolCatalog()
+    calls: list[dict] = []
+
+    @catalog.tool(domain="finance")
+    def get_team_budget(team_id: str, fiscal_year: int = 2024) -> dict:
+        calls.append({"team_id": team_id})
+        return {"team_id": team_id, "total_budget": 1000}
+
+    @catalog.tool(domain="hr")
+    async def slow(seconds: float) -> str:
+        import asyncio
+
+        await asyncio.sleep(seconds)
+        return "done"
+
+    ex = ProgrammaticToolExecutor(catalog)
+    ex.calls = calls  # type: ignore[attr-defined]
+    return ex
+
+
+async def test_result_reads_as_the_walkthroughs_dictionary(executor: ProgrammaticToolExecutor) -> None:
+    result = await executor.execute(
+        "from tools.finance import get_team_budget\n"
+        "b = await get_team_budget(team_id='eng')\nprint(b['total_budget'])\n"
+        "await get_team_budget(team_id='ops')"
+    )
+    assert result["error"] is None and result["output"] == "1000\n"
+    assert result["execution_time"] == result.execution_time > 0
+    assert result["tool_calls"][0]["caller"]["type"] == "stub_import"
+    assert re.fullmatch(r"ptc_[0-9a-f]{32}", result["execution_id"])
+    assert [c["caller"]["tool_id"] for c in result["tool_calls"]] == ["tool_call_1", "tool_call_2"]
+    assert result.get("nope", 7) == 7 and "output" in result
+    with pytest.raises(KeyError):
+        result["model_dump"]
+    dumped = result.model_dump()
+    for key in ("output", "error", "execution_time", "tool_calls", "execution_id", "result"):
+        assert key in dumped
+
+
+async def test_call_ids_are_numbered_per_execution(executor: ProgrammaticToolExecutor) -> None:
+    code = "from tools.finance import get_team_budget\nawait get_team_budget(team_id='x')"
+    first, second = await executor.execute(code), await executor.execute(code)
+    assert first["tool_calls"][0]["caller"]["tool_id"] == second["tool_calls"][0]["caller"]["tool_id"] == "tool_call_1"
+    assert first["execution_id"] != second["execution_id"]
+
+
+async def test_call_tool_by_server_and_name(executor: ProgrammaticToolExecutor) -> None:
+    result = await executor.execute(
+        "from tools import call_tool\n"
+        "b = await call_tool(server='finance', tool_name='get_team_budget', parameters={'team_id': 'eng-1'}, timeout=30)\n"
+        "b['team_id']"
+    )
+    assert result.error is None, result.error
+    assert result.result == "eng-1"
+    (call,) = result.tool_calls
+    assert call.tool == "get_team_budget" and call.parameters == {"team_id": "eng-1"}
+
+
+async def test_call_tool_checks_the_server_and_validates(executor: ProgrammaticToolExecutor) -> None:
+    result = await executor.execute(
+        "from tools import call_tool, ToolNotFoundError, ToolValidationError\nseen = []\n"
+        "try:\n    await call_tool(server='hr', tool_name='get_team_budget', parameters={'team_id': 'x'})\n"
+        "except ToolNotFoundError as exc:\n    seen.append('not found')\n"
+        "try:\n    await call_tool(server='finance', tool_name='get_team_budget', parameters={'team_id': 5})\n"
+        "except ToolValidationError as exc:\n    seen.append('invalid')\n"
+        "try:\n    await call_tool(server='finance', tool_name='get_team_budget', parameters={'team_id': 'x'}, timeout=-1)\n"
+        "except ToolValidationError as exc:\n    seen.append('bad timeout')\n"
+        "seen"
+    )
+    assert result.result == ["not found", "invalid", "bad timeout"], result
+
+
+async def test_call_tool_timeout_only_shortens(executor: ProgrammaticToolExecutor) -> None:
+    result = await executor.execute(
+        "from tools import call_tool, ToolTimeoutError\n"
+        "try:\n    await call_tool(server='hr', tool_name='slow', parameters={'seconds': 5}, timeout=0.2)\n"
+        "except ToolTimeoutError as exc:\n    result = str(exc)\n"
+    )
+    assert result.error is None and "0.2 s" in result.result
+    assert result.execution_time < 3
