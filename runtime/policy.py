@@ -21,6 +21,13 @@ class Policy(BaseModel):
     circuit_failure_threshold: int = Field(5, ge=1, description="consecutive failures that open the circuit")
     circuit_reset_timeout: float = Field(30.0, ge=0, description="seconds open before a half-open trial")
     idempotency_ttl: float = Field(3600.0, ge=0, description="seconds a result is kept for its idempotency key")
+    parse_json_text: bool = Field(
+        True,
+        description=(
+            "a backend's text result (an MCP tool with no outputSchema, an A2A text part) that is a JSON "
+            "object or array reaches the program as data; False keeps the text"
+        ),
+    )
     inline: bool = Field(
         False,
         description=(

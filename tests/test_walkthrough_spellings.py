@@ -91,3 +91,35 @@ async def test_call_tool_timeout_only_shortens(executor: ProgrammaticToolExecuto
     )
     assert result.error is None and "0.2 s" in result.result
     assert result.execution_time < 3
+
+
+async def test_json_text_from_an_mcp_tool_arrives_as_data() -> None:
+    from test_mcp import STDIO
+
+    from ptc import Policy
+
+    program = (
+        "from tools.shop import report_json\n"
+        "[await report_json(kind=k) for k in ('object', 'array', 'scalar', 'deep')]"
+    )
+    async with ProgrammaticToolExecutor(mcp_servers={"shop": STDIO}) as ex:
+        result = await ex.execute(program)
+    assert result.error is None, result.error
+    obj, arr, scalar, deep = result.result
+    assert obj == {"open": 3, "tags": ["a", "b"]} and arr == [1, 2, 3]
+    assert scalar == '"just a string"'  # JSON, but not an object or array: text
+    assert deep == "[" * 200 + "]" * 200  # deeper than plain data may be: stays text
+    async with ProgrammaticToolExecutor(mcp_servers={"shop": STDIO}, policy=Policy(parse_json_text=False)) as ex:
+        kept = await ex.execute(program)
+    assert kept.result[0] == '{"open": 3, "tags": ["a", "b"]}'
+
+
+def test_json_text_from_a_function_tool_stays_text() -> None:
+    catalog = ToolCatalog()
+
+    @catalog.tool(domain="d")
+    def text() -> str:
+        return '{"a": 1}'
+
+    result = ProgrammaticToolExecutor(catalog).execute_sync("from tools.d import text\nawait text()")
+    assert result.result == '{"a": 1}'

@@ -10,6 +10,7 @@ caller's loop, a burst of 8 MiB replies held it for ~10 ms each.
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 from pydantic import BaseModel
@@ -17,7 +18,7 @@ from pydantic import BaseModel
 from ptc.hostcalls.calls.failures import CallFailed
 from ptc.hostcalls.calls.invoke import CallContext
 from ptc.hostcalls.wasm import codec
-from ptc.hostcalls.wasm.budget import OVER_BUDGET_MESSAGE
+from ptc.hostcalls.wasm.budget import ITEM_COST, OVER_BUDGET_MESSAGE
 from ptc.private.asyncio import running_loop
 
 OFF_LOOP_BYTES = 256 * 1024  # results at least this long are encoded off the event loop
@@ -68,3 +69,26 @@ def shared_reply(tool: str, reply: str, context: CallContext) -> str:
     if not context.budget.charge(len(reply)):
         raise CallFailed("ToolError", OVER_BUDGET_MESSAGE)
     return reply
+
+
+def json_data(text: str, context: CallContext) -> Any:
+    """A result that is JSON text (an object or an array) as that data; any other text as it is.
+
+    Parsing builds an object per element, which the text's length does not
+    bound, so an upper bound of the elements (one per separator or bracket)
+    is held against the execution's budget while it parses: text that would
+    not fit, does not parse, or is not plain data ptc can send stays text.
+    """
+    if text.lstrip()[:1] not in ("{", "[") or len(text) > context.max_frame_bytes:
+        return text
+    cost = (text.count(",") + text.count(":") + text.count("[") + text.count("{") + 1) * ITEM_COST
+    if not context.budget.charge(cost):
+        return text
+    try:
+        value = json.loads(text)
+        codec.check_plain(value, tuples=True)
+    except (ValueError, RecursionError):  # codec.FrameError is a ValueError
+        return text
+    finally:
+        context.budget.release(cost)
+    return value

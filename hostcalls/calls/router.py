@@ -31,12 +31,15 @@ from ptc.hostcalls.calls.attempts import Breakers, attempts
 from ptc.hostcalls.calls.failures import CallFailed, clipped
 from ptc.hostcalls.calls.idempotency import IdempotencyCache, call_digest, once
 from ptc.hostcalls.calls.invoke import CallContext, invoke
-from ptc.hostcalls.calls.reply import encode_reply, shared_reply
+from ptc.hostcalls.calls.reply import encode_reply, json_data, shared_reply
 from ptc.hostcalls.calls.sync_threads import SyncThreads
 from ptc.hostcalls.calls.tools import Prepared, ToolTable
 from ptc.hostcalls.wasm import codec
 from ptc.policy import Policy
 from ptc.records import CallErrorInfo, ToolCallRecord
+
+# Backends whose results are text by nature: a JSON object or array in it is data (Policy.parse_json_text).
+_TEXT_BACKENDS = frozenset({"mcp", "a2a"})
 
 
 class Router:
@@ -109,6 +112,8 @@ class Router:
             return attempts(tool.name, breaker, policy, attempt_once, on_attempt, on_retry)
 
         def encode(value: Any) -> Awaitable[str]:
+            if isinstance(value, str) and policy.parse_json_text and tool.definition.type in _TEXT_BACKENDS:
+                value = json_data(value, context)
             return encode_reply(tool.name, value, context)
 
         if call.key is None:

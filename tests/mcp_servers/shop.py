@@ -157,6 +157,20 @@ async def slow_echo(text: str, delay: float = 0.05) -> str:
     return text
 
 
+@server.tool(structured_output=False)
+def report_json(kind: str = "object") -> str:
+    """Answers with JSON text and no outputSchema (as many servers do)."""
+    import json
+
+    if kind == "object":
+        return json.dumps({"open": 3, "tags": ["a", "b"]})
+    if kind == "array":
+        return json.dumps([1, 2, 3])
+    if kind == "deep":
+        return "[" * 200 + "]" * 200
+    return json.dumps("just a string")
+
+
 if __name__ == "__main__":
     if len(sys.argv) >= 3 and sys.argv[1] == "--http":
         server.run("streamable-http", host="127.0.0.1", port=int(sys.argv[2]))
