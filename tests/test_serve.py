@@ -90,7 +90,7 @@ async def test_serve_over_stdio():
         stderr = errlog.read()
     no_tracebacks(stderr)
     assert re.search(
-        r"^ptc serve: ready, 16 tools \(domains: finance, hr, shop\); serving MCP on stdio$", stderr, re.M
+        r"^ptc serve: ready, 17 tools \(domains: finance, hr, shop\); serving MCP on stdio$", stderr, re.M
     ), stderr
 
 
