@@ -18,6 +18,7 @@ from ptc.errors import (
 )
 from ptc.events import ToolEvent
 from ptc.executor import ProgrammaticToolExecutor
+from ptc.hostcalls.calls.shim import MCPClientShim
 from ptc.limits import Limits
 from ptc.policy import Policy
 from ptc.records import CallErrorInfo, ToolCallRecord
@@ -37,6 +38,7 @@ __all__ = [
     "MCPConnectionError",
     "ExecutionResult",
     "Limits",
+    "MCPClientShim",
     "MissingExtraError",
     "Policy",
     "ProgrammaticToolExecutor",

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ptc.audit import AuditCallback, Auditor
-from ptc.catalog import Binding, ToolCatalog
+from ptc.catalog import ToolCatalog
 from ptc.connections import MCPConnections
 from ptc.engine import prepare_runtime, runtime_ready
 from ptc.errors import ExecutorClosedError
@@ -27,8 +27,7 @@ from ptc.events import EventBus, EventCallback
 from ptc.execution import Runner
 from ptc.hostcalls.backends.mcp.client import MCPServerConfig
 from ptc.hostcalls.calls.idempotency import DEFAULT_CACHE_BYTES, DEFAULT_CACHE_ENTRIES, IdempotencyCache
-from ptc.hostcalls.calls.router import Router
-from ptc.hostcalls.calls.tools import ToolTable
+from ptc.hostcalls.calls.shim import MCPClientShim
 from ptc.limits import Limits
 from ptc.policy import Policy
 from ptc.results import ExecutionResult
@@ -105,13 +104,16 @@ class ProgrammaticToolExecutor:
         self.events = EventBus()
         if on_event is not None:
             self.events.subscribe(on_event)
-        workers = {name: Binding(fn, kwargs=False) for name, fn in (handlers or {}).items()}
-        self.router = Router(
-            ToolTable(self.catalog, handlers=workers, policy=policy, policies=policies),
+        self.shim = MCPClientShim(
+            handlers,
+            policy=policy,
+            policies=policies,
+            catalog=self.catalog,
             events=self.events,
             tenant_id=tenant_id,
             idempotency=IdempotencyCache(max_bytes=idempotency_max_bytes, max_entries=idempotency_max_entries),
         )
+        self.router = self.shim.router
         self._mcp = MCPConnections(mcp_servers or {}, self.catalog, self.router.tools.bind)
         self.stubs = StubCache(self.catalog)
         self.stub_dir = Path(stub_dir) if (stub_dir is not None and enable_stubs) else None

@@ -99,8 +99,7 @@ async def test_json_text_from_an_mcp_tool_arrives_as_data() -> None:
     from ptc import Policy
 
     program = (
-        "from tools.shop import report_json\n"
-        "[await report_json(kind=k) for k in ('object', 'array', 'scalar', 'deep')]"
+        "from tools.shop import report_json\n[await report_json(kind=k) for k in ('object', 'array', 'scalar', 'deep')]"
     )
     async with ProgrammaticToolExecutor(mcp_servers={"shop": STDIO}) as ex:
         result = await ex.execute(program)

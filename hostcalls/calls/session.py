@@ -16,6 +16,7 @@ import inspect
 import itertools
 import time
 from collections.abc import Callable
+from typing import Any
 
 from ptc.hostcalls.calls.failures import CANCELLED_REPLY, INTERNAL_REPLY, CallFailed, DeadlinePassed
 from ptc.hostcalls.calls.invoke import CallContext, by_deadline, inline_loop, no_deadline
@@ -66,6 +67,18 @@ class CallSession:
         self._calls.append(call)
         self.context.loop.call_soon_threadsafe(call.start)
         return call.cancel
+
+    async def call(self, request: dict[str, Any]) -> str:
+        """A call from host code (ptc.hostcalls.calls.shim), on the running loop: its reply frame."""
+        name = request.get("tool")
+        record = self._record(name if isinstance(name, str) else "<invalid call>", request, self.router.tools.get(name))
+        try:
+            prepared = self.router.tools.prepare(record.tool, request)
+        except CallFailed as failure:
+            return self._refused(record, failure)
+        reply = await self.router.serve(record, prepared, self.context)
+        self.budget.release(len(reply))  # it goes straight back to the caller
+        return reply
 
     def _record(self, name: str, request: Request, tool: Tool | None) -> ToolCallRecord:
         context = self.context

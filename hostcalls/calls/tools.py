@@ -11,7 +11,7 @@ thread (under its deadline and budget), never on the event loop.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +22,16 @@ from ptc.hostcalls.wasm import codec
 from ptc.policy import Policy
 
 
+def _any_parameters(args: Any) -> dict[str, Any]:
+    """An open tool's check (`ToolTable(open_tools=)`): any map of parameters, passed on as it is."""
+    if not isinstance(args, dict) or not all(isinstance(key, str) for key in args):
+        raise ParameterError("the parameters must be a map with string keys")
+    return args
+
+
+Check = Callable[[Any], dict[str, Any]]
+
+
 @dataclass
 class Tool:
     """One tool as this executor runs it (for one catalog revision)."""
@@ -29,14 +39,17 @@ class Tool:
     definition: ToolDefinition
     binding: Binding | None
     policy: Policy
-    _validator: Validator | None = None
+    open: bool = False  # no declared parameters to check them against (a shim's tool_map entry)
+    _validator: Check | None = None
 
     @property
     def name(self) -> str:
         return self.definition.name
 
-    def validator(self) -> Validator:
+    def validator(self) -> Check:
         """Built on first use: a schema pydantic cannot build a model from fails only this tool, plainly."""
+        if self._validator is None and self.open:
+            self._validator = _any_parameters
         if self._validator is None:
             assert self.binding is not None
             try:
@@ -67,8 +80,10 @@ class ToolTable:
         handlers: Mapping[str, Binding] | None = None,
         policy: Policy | None = None,
         policies: Mapping[str, Policy] | None = None,
+        open_tools: frozenset[str] = frozenset(),
     ) -> None:
         self.catalog = catalog
+        self.open_tools = open_tools
         self.handlers = dict(handlers or {})
         self.policy = policy or Policy()
         self.policies = dict(policies or {})
@@ -93,7 +108,7 @@ class ToolTable:
                 return None
             policy = self.policy.merged(definition.policy).merged(self.policies.get(name))
             binding = self.handlers.get(name) or self.catalog.binding(name)
-            tool = self._tools[name] = Tool(definition, binding, policy)
+            tool = self._tools[name] = Tool(definition, binding, policy, open=name in self.open_tools)
         return tool
 
     def prepare(self, name: str, request: dict[str, Any] | codec.FrameError) -> Prepared:
