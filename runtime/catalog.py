@@ -22,7 +22,7 @@ import typing
 import unicodedata
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, create_model, field_validator
 from pydantic.json_schema import GenerateJsonSchema
@@ -357,11 +357,11 @@ def arguments_model(fn: Callable[..., Any], descriptions: dict[str, str] | None 
     for param in inspect.signature(fn).parameters.values():
         if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
             continue
-        default = ... if param.default is inspect.Parameter.empty else param.default
-        info = Field(default, alias=param.name, description=descriptions.get(param.name) or None)
-        fields[f"p{len(fields)}"] = (hints.get(param.name, Any), info)
+        named = Field(alias=param.name, description=descriptions.get(param.name) or None)
+        default = ... if param.default is inspect.Parameter.empty else param.default  # a Field(...) default merges
+        fields[f"p{len(fields)}"] = (Annotated[hints.get(param.name, Any), named], default)
     name = "".join(c for c in getattr(fn, "__name__", "") if c.isascii() and c.isalnum())[:60]
-    return create_model(  # type: ignore[call-overload, no-any-return]
+    return create_model(
         f"{name.title() or 'Tool'}Arguments",
         __config__=ConfigDict(extra="forbid", strict=True, populate_by_name=False),
         **fields,

@@ -35,6 +35,8 @@ from ptc.stubgen.text import clean_lines, literal
 
 _SCALARS = {"string": "str", "integer": "int", "number": "float", "boolean": "bool", "null": "None"}
 MAX_CLASSES = 100
+MAX_LITERALS = 200
+_PYTHON_TYPES = {str: "str", int: "int", float: "float", bool: "bool", type(None): "None"}
 MAX_CLASS_NAME = 60  # longer names are cut (TypeRenderer makes cut names unique)
 MAX_NOTES = 20
 # Names a tool module binds or its annotations use: a TypedDict of that name would shadow them.
@@ -183,6 +185,9 @@ class TypeRenderer:
         values = schema.get("enum")
         if not isinstance(values, list) or not values:
             return None
+        if len(values) > MAX_LITERALS:  # a huge enum would make a huge stub: its values' types instead
+            self.fallback(f"{hint}: one of {len(values)} values, too many to spell as a Literal")
+            return self._union([_PYTHON_TYPES.get(type(v), "Any") for v in values])
         shown: list[str] = []
         nullable = False
         for value in values:

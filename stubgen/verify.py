@@ -130,6 +130,7 @@ def _typeddict(node: ast.stmt, name: str, keys: list[str], doc: str | None, clas
                 and stmt.simple == 1,
                 f"class {name}: field {key!r} is not a plain annotation",
             )
+            assert isinstance(stmt, ast.AnnAssign)
             _annotation(stmt.annotation, classes)
         return
     _require(
