@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, create_model, field_validator
-from pydantic.json_schema import GenerateJsonSchema
+from pydantic.json_schema import GenerateJsonSchema, JsonSchemaWarningKind
 
 from ptc.policy import Policy
 from ptc.schemas import normalize, normalize_properties, schema_type, split_object
@@ -326,7 +326,7 @@ class _Untitled(GenerateJsonSchema):
     """Argument schemas without a title per field (`"title": "A"` says nothing a stub could use)
     and without a warning for a default JSON cannot hold (the stub leaves such defaults to the tool)."""
 
-    ignored_warning_kinds = {"skipped-choice", "non-serializable-default"}  # noqa: RUF012 - pydantic's own attribute
+    ignored_warning_kinds: set[JsonSchemaWarningKind] = {"skipped-choice", "non-serializable-default"}  # noqa: RUF012
 
     def field_title_should_be_set(self, schema: Any) -> bool:
         return False
@@ -368,18 +368,6 @@ def arguments_model(fn: Callable[..., Any], descriptions: dict[str, str] | None 
     )
 
 
-def definition_from_function(
-    fn: Callable[..., Any],
-    *,
-    domain: str = "default",
-    name: str | None = None,
-    description: str | None = None,
-    policy: Policy | None = None,
-) -> ToolDefinition:
-    """The definition of a plain function's tool (its argument model: `function_tool`)."""
-    return function_tool(fn, domain=domain, name=name, description=description, policy=policy)[0]
-
-
 def function_tool(
     fn: Callable[..., Any],
     *,
@@ -388,7 +376,8 @@ def function_tool(
     description: str | None = None,
     policy: Policy | None = None,
 ) -> tuple[ToolDefinition, type[BaseModel]]:
-    """A plain function's definition and argument model, the definition derived from the model's schema."""
+    """A plain function's definition and argument model (`arguments_model`), the definition derived
+    from the model's JSON Schema: what the stub shows is what the router checks."""
     doc_description, doc_params = parse_docstring(inspect.getdoc(fn) or "")
     model = arguments_model(fn, doc_params)
     split = split_object(model.model_json_schema(by_alias=True, schema_generator=_Untitled))

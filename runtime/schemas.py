@@ -154,7 +154,7 @@ def _shape(key: str, value: Any) -> str:
     return ""
 
 
-def subschemas(node: dict[str, Any]) -> Iterator[tuple[str, Any]]:
+def _subschemas(node: dict[str, Any]) -> Iterator[tuple[str, Any]]:
     """(keyword, subschema) for every subschema directly under `node`."""
     for key, value in node.items():
         shape = _shape(key, value)
@@ -190,7 +190,7 @@ def _refers(node: Any) -> bool:
         if isinstance(item, dict):
             if "$ref" in item:
                 return True
-            stack.extend(sub for _, sub in subschemas(item))
+            stack.extend(sub for _, sub in _subschemas(item))
     return False
 
 
