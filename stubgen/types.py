@@ -95,10 +95,10 @@ class TypeRenderer:
     definitions: dict[int, str] = field(default_factory=dict)
     _names: set[str] = field(default_factory=set)
     _depth: int = 0
-    _done: dict[int, str] = field(default_factory=dict)  # definition -> its annotation
+    _done: dict[int, tuple[str, frozenset[str]]] = field(default_factory=dict)  # definition -> (annotation, forward)
     _open: dict[int, str | None] = field(default_factory=dict)  # definitions being rendered -> their class, once named
     _naming: int | None = None  # the definition whose own object, if it is one, names its class
-    _forward: int = 0  # references to classes not yet defined, so far
+    _forward: list[str] = field(default_factory=list)  # classes named before they were defined, in order
 
     def __post_init__(self) -> None:
         self._names |= RESERVED_NAMES | self.reserved
@@ -134,19 +134,23 @@ class TypeRenderer:
         """A definition's annotation: rendered once, and by its class name inside itself."""
         key = id(schema)
         if key in self._done:
-            return self._done[key]
+            result, forward = self._done[key]
+            self._forward.extend(forward & set(self._open.values()))  # still a forward reference here
+            return result
         if key in self._open:
             named = self._open[key]
             if named is None:
                 self.fallback(f"{self.definitions[key]!r} is recursive: its nested values are typed as Any")
                 return "Any"
-            self._forward += 1
+            self._forward.append(named)
             return named
         self._open[key], self._naming = None, key
+        start = len(self._forward)
         try:
-            self._done[key] = result = self._annotation(schema, self.definitions[key])
+            result = self._annotation(schema, self.definitions[key])
         finally:
             del self._open[key]
+        self._done[key] = (result, frozenset(self._forward[start:]))
         return result
 
     def _annotation(self, schema: dict[str, Any], hint: str) -> str:
@@ -223,9 +227,9 @@ class TypeRenderer:
         required = {r for r in required if isinstance(r, str)} if isinstance(required, list) else set()
         fields, forward = [], set()
         for key, sub in properties.items():
-            before = self._forward
+            before = len(self._forward)
             fields.append((key, self.annotation(sub, hint + class_name(key)), key in required, _describe(sub)))
-            if self._forward != before:
+            if len(self._forward) != before:
                 forward.add(key)
         description = schema.get("description")
         self.classes.append(

@@ -266,6 +266,28 @@ async def test_a_recursive_mcp_schema_renders_as_a_typeddict_that_refers_to_itse
     assert outcome == "ToolValidationError" and "parameter 'tree.child-nodes.0.name'" in message
 
 
+async def test_mutually_recursive_definitions_import_in_any_order():
+    """`B` (a union, so no class of its own) names `A` before `A` is defined; `C` reuses `B` inside `A`."""
+    schema = {
+        "$defs": {
+            "A": {"type": "object", "properties": {"x-1": {"$ref": "#/$defs/B"}, "y": {"$ref": "#/$defs/C"}}},
+            "B": {"anyOf": [{"$ref": "#/$defs/A"}, {"type": "null"}]},
+            "C": {"type": "object", "properties": {"z-1": {"$ref": "#/$defs/B"}}},
+        },
+        "type": "object",
+        "properties": {"tree": {"$ref": "#/$defs/A"}},
+    }
+    ((definition, _, _),) = definitions_from_mcp("m", [mcp_types.Tool(name="mutual", input_schema=schema)])
+    catalog = ToolCatalog()
+    catalog.add_tool(definition, handler=lambda payload: 1)
+    stub = render_stubs(catalog)["tools.m.mutual"]
+    assert "C = TypedDict('C', {'z-1': 'A | None'}, total=False)" in stub
+    executor = ProgrammaticToolExecutor(catalog, limits=LIMITS)
+    r = await executor.execute(HINTS.format(domain="m", name="mutual", cls="C", tree={"y": {"z-1": {"x-1": None}}}))
+    assert r.error is None, r.error
+    assert r.result == [1, {"z-1": "tools.m.mutual.A | None"}]
+
+
 def _weight(tree: dict[str, Any]) -> int:
     return 1 + sum(_weight(child) for child in tree.get("child-nodes", []))
 

@@ -25,10 +25,11 @@ stock implementation can take more than linear time are replaced:
 
 `integer` means an int (not 1.0), as pydantic's strict mode has it for
 function tools. `format` is checked where jsonschema can with what is
-installed (email, ipv4, ipv6, date, uuid, regex, idn-hostname, ...); other
-formats are annotations, as 2020-12 makes them by default. The metaschema
-check does not compile `pattern`s (a JS-only regex is not an invalid
-schema: it is not run).
+installed (email, ipv4, ipv6, date, uuid, idn-hostname, ...); other formats
+are annotations, as 2020-12 makes them by default. `regex` is not checked,
+in values or in schemas: compiling is Python's parser running over the text
+(a program's megabyte, or a JS-only pattern that is not invalid, only not
+run).
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ from ptc.schemas import link
 _LONG_ENUM = 16
 _KEY_LENGTH = 10_000  # a patternProperties regex must be affordable on keys this long
 _MESSAGE = 300
-_SCHEMA_FORMATS = FormatChecker([name for name in FormatChecker.checkers if name != "regex"])
+_FORMATS = FormatChecker([name for name in Draft202012Validator.FORMAT_CHECKER.checkers if name != "regex"])
 _STOCK_ENUM = Draft202012Validator.VALIDATORS["enum"]
 
 
@@ -60,7 +61,7 @@ class _Enum(list[Any]):
         self.keys = keys
 
 
-def canonical(value: Any) -> Any:
+def _canonical(value: Any) -> Any:
     """A hashable form equal for JSON-equal values (1 == 1.0, True != 1), as jsonschema's `equal`."""
     if value is None or isinstance(value, bool):
         return ("const", value)
@@ -69,9 +70,9 @@ def canonical(value: Any) -> Any:
     if isinstance(value, str):
         return ("string", value)
     if isinstance(value, (list, tuple)):
-        return ("array", tuple(canonical(v) for v in value))
+        return ("array", tuple(_canonical(v) for v in value))
     if isinstance(value, dict):
-        return ("object", frozenset((k, canonical(v)) for k, v in value.items()))
+        return ("object", frozenset((k, _canonical(v)) for k, v in value.items()))
     if isinstance(value, bytes):
         return ("bytes", value)
     raise TypeError(f"not plain data: {type(value).__name__}")
@@ -90,7 +91,7 @@ def _unique_items(validator: Any, unique: Any, instance: Any, schema: dict[str, 
         return
     seen: set[Any] = set()
     for item in instance:
-        key = canonical(item)
+        key = _canonical(item)
         if key in seen:
             yield ValidationError(f"{reprlib.repr(instance)} has non-unique elements")
             return
@@ -100,7 +101,7 @@ def _unique_items(validator: Any, unique: Any, instance: Any, schema: dict[str, 
 def _enum(validator: Any, enums: Any, instance: Any, schema: dict[str, Any]) -> Iterator[ValidationError]:
     if not isinstance(enums, _Enum):
         yield from _STOCK_ENUM(validator, enums, instance, schema)
-    elif canonical(instance) not in enums.keys:
+    elif _canonical(instance) not in enums.keys:
         shown = ", ".join(repr(v) for v in enums[:10])
         yield ValidationError(f"{instance!r} is not one of [{shown}, ...] ({len(enums)} values)")
 
@@ -124,7 +125,7 @@ def _harden(node: dict[str, Any]) -> dict[str, Any]:
     values = node.get("enum")
     if isinstance(values, list) and len(values) > _LONG_ENUM:
         try:
-            node["enum"] = _Enum(values, frozenset(canonical(v) for v in values))
+            node["enum"] = _Enum(values, frozenset(_canonical(v) for v in values))
         except (TypeError, RecursionError):
             pass  # values that are not plain data: the stock comparison
     return node
@@ -167,7 +168,7 @@ def _metaschema() -> Draft202012Validator:
         vocabulary = REGISTRY.contents(urljoin(root["$id"], part["$ref"]))
         merged["properties"].update(follow(vocabulary["properties"], vocabulary))
     merged["properties"].update(follow(root["properties"], root))
-    return Draft202012Validator(merged, format_checker=_SCHEMA_FORMATS)
+    return Draft202012Validator(merged, format_checker=_FORMATS)
 
 
 def check_schema(schema: Any) -> None:
@@ -183,9 +184,7 @@ class SchemaCheck:
         check_schema(input_schema)  # SchemaError: this tool fails
         linked = link(input_schema, _harden).root
         properties = linked.get("properties", {}) if isinstance(linked, dict) else {}
-        self._checkers = {
-            name: _Checker(schema, format_checker=_Checker.FORMAT_CHECKER) for name, schema in properties.items()
-        }
+        self._checkers = {name: _Checker(schema, format_checker=_FORMATS) for name, schema in properties.items()}
         self._types = {name: kind for name, schema in properties.items() if (kind := _only_type(schema))}
 
     def problems(self, name: str, value: Any, limit: int = 5) -> list[str]:
