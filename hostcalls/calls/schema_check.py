@@ -5,10 +5,10 @@ A tool's input schema (`ToolDefinition.input_schema()`, normalized by
 checker is built: an invalid schema raises SchemaError there, so that tool,
 and only it, fails (the router says ptc could not build a validator from
 its schema). The metaschema is used as one graph (`_metaschema`: its
-vocabularies' properties merged, its references followed), which checks the
-same keywords four times faster than jsonschema's `check_schema`, whose
-reference lookups cost ~150 us per schema node (a hostile 10,000-node
-schema took seconds). Calls are then checked against the linked graph
+vocabularies' properties merged, its references followed): the same
+verdicts as jsonschema's `check_schema`, ten times faster (its reference
+lookups cost ~150 us per schema node: 0.27 s for a 300-level bomb, 0.02 s
+here). Calls are then checked against the linked graph
 (`ptc.schemas.link`): a `$ref` is the definition itself, so references cost
 nothing per call, and nothing is ever resolved or fetched.
 
