@@ -2,8 +2,14 @@
 
 A parameter's type is kept as JSON Schema, the lingua franca of tool
 definitions (MCP speaks it natively): `ToolParameter(type="integer")` is
-shorthand for `{"type": "integer"}`, and `schema=` takes any JSON Schema.
-Stubs, the API reference and parameter validation are all derived from it.
+shorthand for `{"type": "integer"}`, and `schema=` takes any JSON Schema, a
+document of its own (its `$ref`s resolve against it). Stubs, the API
+reference and parameter validation are all derived from it, through
+`ptc.schemas`.
+
+A plain function's tool has one pydantic model of its arguments (as the MCP
+SDK's `func_metadata` builds): its JSON Schema is the definition's, and the
+router validates calls with the same model, so the two cannot disagree.
 """
 
 from __future__ import annotations
@@ -16,12 +22,13 @@ import typing
 import unicodedata
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, create_model, field_validator
+from pydantic.json_schema import GenerateJsonSchema, JsonSchemaWarningKind
 
 from ptc.policy import Policy
-from ptc.schemas import resolve_refs
+from ptc.schemas import normalize, normalize_properties, schema_type, split_object
 
 ToolType = Literal["function", "mcp", "worker", "a2a"]
 # Names a stub's function body uses: a parameter or tool of that name would shadow them.
@@ -180,21 +187,22 @@ class ToolDefinition(BaseModel):
         return self.backend or self.name
 
     def input_schema(self) -> dict[str, Any]:
-        """The JSON Schema of the parameters object."""
-        return {
-            "type": "object",
-            "properties": {p.name: p.schema_dict() for p in self.parameters},
-            "required": [p.name for p in self.parameters if p.required],
-            "additionalProperties": False,
-        }
+        """The JSON Schema of the parameters object: one normalized document (`ptc.schemas`)."""
+        schema = normalize_properties({p.name: p.schema_dict() for p in self.parameters}).schema
+        return {**schema, "required": [p.name for p in self.parameters if p.required], "additionalProperties": False}
 
 
 @dataclass(frozen=True)
 class Binding:
-    """How the router calls a tool: kwargs (a plain function) or one payload dict (a worker)."""
+    """How the router calls a tool: kwargs (a plain function) or one payload dict (a worker).
+
+    arguments: a function tool's argument model (`arguments_model`), the one its
+    definition was derived from; None builds it from the handler when needed.
+    """
 
     handler: Callable[..., Any]
     kwargs: bool
+    arguments: type[BaseModel] | None = None
 
 
 class ToolCatalog:
@@ -274,9 +282,9 @@ class ToolCatalog:
         """
 
         def register(fn: Callable[..., Any]) -> Callable[..., Any]:
-            definition = definition_from_function(fn, domain=domain, name=name, description=description, policy=policy)
+            definition, model = function_tool(fn, domain=domain, name=name, description=description, policy=policy)
             self.add_tool(definition)
-            self._bindings[definition.name] = Binding(fn, kwargs=True)
+            self._bindings[definition.name] = Binding(fn, kwargs=True, arguments=model)
             return fn
 
         return register(func) if func is not None else register
@@ -314,51 +322,86 @@ def parse_docstring(doc: str) -> tuple[str, dict[str, str]]:
     return "\n".join(description).strip(), params
 
 
+class _Untitled(GenerateJsonSchema):
+    """Argument schemas without a title per field (`"title": "A"` says nothing a stub could use)
+    and without a warning for a default JSON cannot hold (the stub leaves such defaults to the tool)."""
+
+    ignored_warning_kinds: set[JsonSchemaWarningKind] = {"skipped-choice", "non-serializable-default"}  # noqa: RUF012
+
+    def field_title_should_be_set(self, schema: Any) -> bool:
+        return False
+
+
 def schema_of(annotation: Any) -> dict[str, Any]:
-    """JSON Schema of a Python annotation, with references inlined (a recursive model's inner self is `{}`)."""
+    """JSON Schema of a Python annotation, normalized (a recursive model refers to itself in `$defs`)."""
     return _schema_and_notes(annotation)[0]
 
 
 def _schema_and_notes(annotation: Any) -> tuple[dict[str, Any], list[str]]:
-    resolved = resolve_refs(TypeAdapter(annotation).json_schema())
-    return resolved.schema, resolved.notes
+    normalized = normalize(TypeAdapter(annotation).json_schema(schema_generator=_Untitled))
+    return normalized.schema, normalized.notes
 
 
-def definition_from_function(
+def arguments_model(fn: Callable[..., Any], descriptions: dict[str, str] | None = None) -> type[BaseModel]:
+    """One pydantic model of `fn`'s parameters: its JSON Schema is the tool's, and it validates calls.
+
+    Strict, as JSON is (no "5" for an int, no 1 for a bool; an int is a fine
+    float) and closed (an unknown parameter is an error). Each field is
+    `p<i>`, aliased to its parameter's name, so any name (`_id`,
+    `model_config`) is a field like any other. `*args` and `**kwargs` are not
+    parameters a program can pass.
+    """
+    hints = typing.get_type_hints(fn, include_extras=True)
+    descriptions = descriptions or {}
+    fields: dict[str, Any] = {}
+    for param in inspect.signature(fn).parameters.values():
+        if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+            continue
+        named = Field(alias=param.name, description=descriptions.get(param.name) or None)
+        default = ... if param.default is inspect.Parameter.empty else param.default  # a Field(...) default merges
+        fields[f"p{len(fields)}"] = (Annotated[hints.get(param.name, Any), named], default)
+    name = "".join(c for c in getattr(fn, "__name__", "") if c.isascii() and c.isalnum())[:60]
+    return create_model(
+        f"{name.title() or 'Tool'}Arguments",
+        __config__=ConfigDict(extra="forbid", strict=True, populate_by_name=False),
+        **fields,
+    )
+
+
+def function_tool(
     fn: Callable[..., Any],
     *,
     domain: str = "default",
     name: str | None = None,
     description: str | None = None,
     policy: Policy | None = None,
-) -> ToolDefinition:
-    hints = typing.get_type_hints(fn, include_extras=True)
+) -> tuple[ToolDefinition, type[BaseModel]]:
+    """A plain function's definition and argument model (`arguments_model`), the definition derived
+    from the model's JSON Schema: what the stub shows is what the router checks."""
     doc_description, doc_params = parse_docstring(inspect.getdoc(fn) or "")
+    model = arguments_model(fn, doc_params)
+    split = split_object(model.model_json_schema(by_alias=True, schema_generator=_Untitled))
+    notes = list(split.notes)
     parameters = []
-    notes: list[str] = []
-    for param in inspect.signature(fn).parameters.values():
-        if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
-            continue
-        annotation = hints.get(param.name, Any)
-        schema, cut = _schema_and_notes(annotation)  # keeps a TypedDict's or model's title: stubs name the class
-        notes.extend(n for n in cut if n not in notes)
-        required = param.default is inspect.Parameter.empty
+    for field_name, info in model.model_fields.items():
+        param = info.alias or field_name
+        schema = split.properties.get(param, {})
         parameters.append(
             ToolParameter(
-                name=param.name,
-                type=schema.get("type", "object") if isinstance(schema.get("type"), str) else "object",
-                description=doc_params.get(param.name, ""),
-                required=required,
-                default=None if required else param.default,
+                name=param,
+                type=schema_type(schema),
+                description=doc_params.get(param, ""),
+                required=info.is_required(),
+                default=None if info.is_required() else info.default,
                 schema=schema,
             )
         )
     output_schema = None
-    returns = hints.get("return", Any)
+    returns = typing.get_type_hints(fn, include_extras=True).get("return", Any)
     if returns not in (Any, None, type(None)):
         output_schema, cut = _schema_and_notes(returns)
         notes.extend(n for n in cut if n not in notes)
-    return ToolDefinition(
+    definition = ToolDefinition(
         name=name or fn.__name__,
         type="function",
         domain=domain,
@@ -368,3 +411,4 @@ def definition_from_function(
         policy=policy,
         notes=notes,
     )
+    return definition, model

@@ -23,6 +23,7 @@ import jinja2
 
 from ptc.catalog import ToolCatalog, ToolDefinition, ToolParameter
 from ptc.errors import PROGRAM_ERRORS, StubError, program_errors_source
+from ptc.schemas import link, normalize, normalize_properties
 from ptc.stubgen.stub import ToolStub
 from ptc.stubgen.text import clean_lines, comment_text, doc_text, literal, md_code, md_inline
 from ptc.stubgen.types import TypedDictDef, TypeRenderer, class_name
@@ -61,7 +62,10 @@ def _render_class(cls: TypedDictDef) -> str:
         if not cls.fields:
             lines.append("    pass")
         return "\n".join(lines)
-    items = ", ".join(f"{key!r}: {annotation(required, type_)}" for key, type_, required, _ in cls.fields)
+    items = ", ".join(
+        f"{key!r}: {annotation(required, repr(type_) if key in cls.forward else type_)}"
+        for key, type_, required, _ in cls.fields
+    )  # evaluated as the module runs: a class defined later (a recursive one) is named in a string
     return f"{cls.name} = TypedDict({cls.name!r}, {{{items}}}, total=False)"
 
 
@@ -103,7 +107,12 @@ def _default(p: ToolParameter, schema: dict[str, Any]) -> _Default | None:
 
 
 def build_stub(tool: ToolDefinition) -> ToolStub:
-    types = TypeRenderer(reserved=frozenset({tool.python_name}))
+    inputs = normalize_properties({p.name: p.schema_dict() for p in tool.parameters})
+    linked = link(inputs.schema)
+    types = TypeRenderer(reserved=frozenset({tool.python_name}), definitions=linked.names)
+    for note in inputs.notes:
+        types.fallback(note)
+    schemas = linked.root.get("properties", {})
     base = class_name(tool.python_name)
     ordered = _ordered(tool.parameters)
     python_names = _python_names(ordered)
@@ -115,7 +124,7 @@ def build_stub(tool: ToolDefinition) -> ToolStub:
     input_fields = []
     example: list[str] = []
     for p, name in zip(ordered, python_names, strict=True):
-        schema = p.schema_dict()
+        schema = schemas.get(p.name, {})
         annotation = types.annotation(schema, base + class_name(p.name))
         input_fields.append((p.name, annotation, p.required, p.description))
         default = _default(p, schema)
@@ -146,7 +155,12 @@ def build_stub(tool: ToolDefinition) -> ToolStub:
     param_classes = len(types.classes)
     returns = "Any"
     if tool.output_schema:
-        returns = types.annotation(tool.output_schema, base + "Result")
+        output = normalize(tool.output_schema)
+        linked = link(output.schema)
+        types.use(linked.names)
+        for note in output.notes:
+            types.fallback(note)
+        returns = types.annotation(linked.root, base + "Result")
     # A functional-form TypedDict evaluates its annotations at import: it must follow the classes it names.
     types.classes.insert(0 if input_cls.class_syntax else param_classes, input_cls)
     output_description = tool.output_schema.get("description") if tool.output_schema else None
@@ -163,7 +177,7 @@ def build_stub(tool: ToolDefinition) -> ToolStub:
         "Returns:\n    " + returns_doc,
         "Example:\n    " + f"from tools.{tool.domain} import {tool.python_name}\n    " + call_example,
     ]
-    notes = [*tool.notes, *types.fallbacks]
+    notes = [*tool.notes, *(note for note in types.fallbacks if note not in tool.notes)]
     if notes:
         sections.append("Notes:\n" + "\n".join("    " + n for n in notes))
     if tool.name != tool.python_name:

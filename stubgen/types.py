@@ -1,5 +1,12 @@
 """JSON Schema -> Python annotations and TypedDict definitions for stubs.
 
+The renderer reads linked schemas (`ptc.schemas.link`): a definition is one
+node wherever it is referred to, so it is rendered once (a "wide and deep"
+schema costs its size), and a recursive definition is a TypedDict whose
+fields name itself (`left: Node | None`). Recursion through a definition
+that is not an object (a union of itself and null, ...) has no class to
+name, so its inner uses are `Any`.
+
 What a schema says that Python typing cannot (patterns, `not`, tuple-like
 `prefixItems`, ...) falls back to `Any`/`dict[str, Any]`, and the fallback is
 reported so the stub's docstring can say so.
@@ -10,6 +17,11 @@ shadow the stub's own names, Literal values are `literal()`s, and keys that
 are not plain identifiers make the TypedDict use the functional form, where
 they are `repr`s. The work is linear in the schema's size (each node is
 rendered once, at most `MAX_CLASSES` TypedDicts per stub).
+
+A field that names a class defined after its own (a recursive one) is
+written as a string in the functional form, whose annotations are evaluated
+when the module runs; the class form needs none (`from __future__ import
+annotations`).
 """
 
 from __future__ import annotations
@@ -23,6 +35,8 @@ from ptc.stubgen.text import clean_lines, literal
 
 _SCALARS = {"string": "str", "integer": "int", "number": "float", "boolean": "bool", "null": "None"}
 MAX_CLASSES = 100
+MAX_LITERALS = 200
+_PYTHON_TYPES = {str: "str", int: "int", float: "float", bool: "bool", type(None): "None"}
 MAX_CLASS_NAME = 60  # longer names are cut (TypeRenderer makes cut names unique)
 MAX_NOTES = 20
 # Names a tool module binds or its annotations use: a TypedDict of that name would shadow them.
@@ -44,6 +58,7 @@ class TypedDictDef:
     name: str
     description: str
     fields: list[tuple[str, str, bool, str]]  # (key, annotation, required, description)
+    forward: frozenset[str] = frozenset()  # keys whose annotation names a class defined after this one
 
     def shape(self) -> str:
         """`{key: type, optional?: type}`, compact for prompts (a key that is not an identifier as its repr)."""
@@ -70,14 +85,20 @@ class TypeRenderer:
     """Renders annotations, collecting the TypedDicts they need and what fell back to Any.
 
     reserved: names the module already binds (its function, typing names):
-    TypedDicts get other names.
+    TypedDicts get other names. definitions: id(node) -> name of the linked
+    schemas' definitions (`Linked.names`; `use` adds more).
     """
 
     classes: list[TypedDictDef] = field(default_factory=list)
     fallbacks: list[str] = field(default_factory=list)
     reserved: frozenset[str] = frozenset()
+    definitions: dict[int, str] = field(default_factory=dict)
     _names: set[str] = field(default_factory=set)
     _depth: int = 0
+    _done: dict[int, tuple[str, frozenset[str]]] = field(default_factory=dict)  # definition -> (annotation, forward)
+    _open: dict[int, str | None] = field(default_factory=dict)  # definitions being rendered -> their class, once named
+    _naming: int | None = None  # the definition whose own object, if it is one, names its class
+    _forward: list[str] = field(default_factory=list)  # classes named before they were defined, in order
 
     def __post_init__(self) -> None:
         self._names |= RESERVED_NAMES | self.reserved
@@ -91,6 +112,10 @@ class TypeRenderer:
         elif len(self.fallbacks) == MAX_NOTES:
             self.fallbacks.append("... and more values typed as Any")
 
+    def use(self, definitions: dict[int, str]) -> None:
+        """Read the definitions of another linked schema too (a tool's output beside its input)."""
+        self.definitions.update(definitions)
+
     def annotation(self, schema: Any, hint: str) -> str:
         if not isinstance(schema, dict) or not schema:
             return "Any"
@@ -99,9 +124,34 @@ class TypeRenderer:
             return "Any"
         self._depth += 1
         try:
+            if id(schema) in self.definitions:
+                return self._definition(schema)
             return self._annotation(schema, hint)
         finally:
             self._depth -= 1
+
+    def _definition(self, schema: dict[str, Any]) -> str:
+        """A definition's annotation: rendered once, and by its class name inside itself."""
+        key = id(schema)
+        if key in self._done:
+            result, forward = self._done[key]
+            self._forward.extend(forward & set(self._open.values()))  # still a forward reference here
+            return result
+        if key in self._open:
+            named = self._open[key]
+            if named is None:
+                self.fallback(f"{self.definitions[key]!r} is recursive: its nested values are typed as Any")
+                return "Any"
+            self._forward.append(named)
+            return named
+        self._open[key], self._naming = None, key
+        start = len(self._forward)
+        try:
+            result = self._annotation(schema, self.definitions[key])
+        finally:
+            del self._open[key]
+        self._done[key] = (result, frozenset(self._forward[start:]))
+        return result
 
     def _annotation(self, schema: dict[str, Any], hint: str) -> str:
         if "const" in schema:
@@ -139,6 +189,9 @@ class TypeRenderer:
         values = schema.get("enum")
         if not isinstance(values, list) or not values:
             return None
+        if len(values) > MAX_LITERALS:  # a huge enum would make a huge stub: its values' types instead
+            self.fallback(f"{hint}: one of {len(values)} values, too many to spell as a Literal")
+            return self._union([_PYTHON_TYPES.get(type(v), "Any") for v in values])
         shown: list[str] = []
         nullable = False
         for value in values:
@@ -168,14 +221,20 @@ class TypeRenderer:
         while name in self._names:
             name += "_"
         self._names.add(name)
+        if self._naming == id(schema):  # a definition that is this object: inside itself, it is this class
+            self._open[id(schema)], self._naming = name, None
         required = schema.get("required")
         required = {r for r in required if isinstance(r, str)} if isinstance(required, list) else set()
-        fields = [
-            (key, self.annotation(sub, hint + class_name(key)), key in required, _describe(sub))
-            for key, sub in properties.items()
-        ]
+        fields, forward = [], set()
+        for key, sub in properties.items():
+            before = len(self._forward)
+            fields.append((key, self.annotation(sub, hint + class_name(key)), key in required, _describe(sub)))
+            if len(self._forward) != before:
+                forward.add(key)
         description = schema.get("description")
-        self.classes.append(TypedDictDef(name, description if isinstance(description, str) else "", fields))
+        self.classes.append(
+            TypedDictDef(name, description if isinstance(description, str) else "", fields, frozenset(forward))
+        )
         return name
 
     @staticmethod

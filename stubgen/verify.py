@@ -64,26 +64,33 @@ def _literal(node: ast.AST | None) -> bool:
     return True
 
 
-def _annotation(node: ast.AST | None, classes: frozenset[str]) -> None:
-    """Names of types, subscripts, `|` and tuples; constants only inside `Literal[...]` (a string
-    anywhere else is a forward reference `typing.get_type_hints` would evaluate as code)."""
+def _annotation(node: ast.AST | None, classes: frozenset[str], quoted: bool = False) -> None:
+    """Names of types, subscripts, `|` and tuples; constants only inside `Literal[...]`. A string
+    elsewhere is a forward reference `typing.get_type_hints` evaluates as code: it must itself be
+    an annotation of these (a class named before it is defined), and hold no string of its own."""
     if isinstance(node, ast.Name):
         _require(node.id in _ANNOTATION_NAMES or node.id in classes, f"an annotation names {node.id!r}")
+    elif isinstance(node, ast.Constant) and isinstance(node.value, str) and not quoted:
+        try:
+            inner = ast.parse(node.value, mode="eval").body
+        except (SyntaxError, ValueError, RecursionError, MemoryError):
+            raise StubError("a forward reference that is not an annotation") from None
+        _annotation(inner, classes, quoted=True)
     elif isinstance(node, ast.Constant):
         _require(node.value is None, "a constant outside Literal[...] in an annotation")
     elif isinstance(node, ast.BinOp):
         _require(isinstance(node.op, ast.BitOr), "an annotation operator other than |")
-        _annotation(node.left, classes)
-        _annotation(node.right, classes)
+        _annotation(node.left, classes, quoted)
+        _annotation(node.right, classes, quoted)
     elif isinstance(node, ast.Subscript):
         _require(isinstance(node.value, ast.Name), "an annotation subscripts something other than a name")
-        _annotation(node.value, classes)
+        _annotation(node.value, classes, quoted)
         if isinstance(node.value, ast.Name) and node.value.id == "Literal":
             values = node.slice.elts if isinstance(node.slice, ast.Tuple) else [node.slice]
             _require(all(_literal_value(v) for v in values), "Literal[...] holds something other than constants")
         else:
             for item in node.slice.elts if isinstance(node.slice, ast.Tuple) else [node.slice]:
-                _annotation(item, classes)
+                _annotation(item, classes, quoted)
     else:
         _require(False, f"an annotation holds {type(node).__name__}")
 

@@ -1,8 +1,10 @@
 """MCP tools as catalog tools: schemas in, plain values out.
 
 A server's tools go into the domain the user names. JSON Schema is kept as
-the parameter type (with `$ref`s into `$defs` inlined), so the stub generator
-and the validator read it like any other tool. Results reach the program as
+the parameter type: the input schema is normalized once (`ptc.schemas`:
+references hoisted into `$defs`, never inlined) and split into its
+properties, so the stub generator and the validator read it like any other
+tool's. Results reach the program as
 plain values: `structuredContent` when present, else the text (parts joined),
 other content as plain dicts; `isError` results raise ToolError, and so does a
 JSON-RPC error reply refusing the call (both are the server answering, so
@@ -17,7 +19,7 @@ from typing import Any
 from ptc.catalog import Binding, ToolCatalog, ToolDefinition, ToolParameter, parse_docstring, python_name
 from ptc.errors import ToolError
 from ptc.hostcalls.backends.mcp.client import MCPServers
-from ptc.schemas import resolve_refs
+from ptc.schemas import normalize, schema_type, split_object
 
 
 def _wrapped_result(output: dict[str, Any] | None) -> bool:
@@ -29,16 +31,6 @@ def _wrapped_result(output: dict[str, Any] | None) -> bool:
         and isinstance(properties, dict)
         and set(properties) == {"result"}
         and output.get("required") == ["result"]
-    )
-
-
-def _properties(schema: dict[str, Any]) -> tuple[dict[str, Any], set[str]]:
-    """An object schema's properties and required names, whatever shape a server sent them in."""
-    properties = schema.get("properties")
-    required = schema.get("required")
-    return (
-        properties if isinstance(properties, dict) else {},
-        {r for r in required if isinstance(r, str)} if isinstance(required, list) else set(),
     )
 
 
@@ -58,35 +50,30 @@ def definitions_from_mcp(domain: str, tools: list[Any]) -> list[tuple[ToolDefini
         if tool.name in seen:  # a server listing one name twice: the first definition is the tool
             continue
         seen.add(tool.name)
-        input_schema = tool.input_schema if isinstance(tool.input_schema, dict) else {}
-        inlined = resolve_refs(input_schema)
-        resolved = inlined.schema if isinstance(inlined.schema, dict) else {}
-        notes = list(inlined.notes)
-        properties, required = _properties(resolved)
+        split = split_object(tool.input_schema if isinstance(tool.input_schema, dict) else {})
+        notes = list(split.notes)
         description, documented = parse_docstring(tool.description or "")
-        parameters = []
-        for name, schema in properties.items():
-            schema = schema if isinstance(schema, dict) else {}
-            parameters.append(
-                ToolParameter(
-                    name=name,
-                    type=schema.get("type") if isinstance(schema.get("type"), str) else "object",
-                    description=str(schema.get("description", "")) or documented.get(name, ""),
-                    required=name in required,
-                    default=schema.get("default"),
-                    schema=schema,
-                )
+        parameters = [
+            ToolParameter(
+                name=name,
+                type=schema_type(schema),
+                description=str(schema.get("description", "")) or documented.get(name, ""),
+                required=name in split.required,
+                default=schema.get("default"),
+                schema=schema,
             )
+            for name, schema in split.properties.items()
+        ]
         output = getattr(tool, "output_schema", None)
         if isinstance(output, dict):
-            inlined = resolve_refs(output)
-            output = inlined.schema
-            notes.extend(n for n in inlined.notes if n not in notes)
+            normalized = normalize(output)
+            output = normalized.schema
+            notes.extend(n for n in normalized.notes if n not in notes)
         else:
             output = None
         wrapped = _wrapped_result(output)
         if wrapped and output is not None:
-            output = output["properties"]["result"]
+            output = split_object(output).properties["result"]
         function = python_name(tool.name)
         while function in taken:
             function += "_"
