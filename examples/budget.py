@@ -86,7 +86,7 @@ class Member(TypedDict):
     role: str
 
 
-@catalog.tool(domain="hr")  # type: ignore[untyped-decorator]  # ToolCatalog.tool returns Any: type it, drop this
+@catalog.tool(domain="hr")
 async def get_team_members(team_id: str, include_roles: bool = True) -> list[Member]:
     """List the members of a team.
 

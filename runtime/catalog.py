@@ -20,19 +20,24 @@ import keyword
 import re
 import typing
 import unicodedata
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from types import MappingProxyType
+from typing import Annotated, Any, Literal, TypeVar, overload
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, create_model, field_validator
 from pydantic.json_schema import GenerateJsonSchema, JsonSchemaWarningKind
 
+from ptc.errors import PROGRAM_ERROR_NAMES
 from ptc.policy import Policy
 from ptc.schemas import normalize, normalize_properties, schema_type, split_object
 
 ToolType = Literal["function", "mcp", "worker", "a2a"]
 # Names a stub's function body uses: a parameter or tool of that name would shadow them.
+_F = TypeVar("_F", bound=Callable[..., Any])
 _RESERVED = frozenset({"idempotency_key", "_call", "_tool"})
+# Names the `tools` package itself holds: a domain of that name would hide them (or they it).
+_PACKAGE_NAMES = frozenset({"DOMAINS", "call_tool", "search_tools", "describe_tool"})
 MAX_PYTHON_NAME = 60  # a tool's Python name is also a file name (tools/<domain>/<name>.py): 255 bytes at most
 
 
@@ -169,6 +174,8 @@ class ToolDefinition(BaseModel):
     def _domain_is_identifier(cls, value: str) -> str:
         if not is_identifier(value) or value.startswith("_"):
             raise ValueError(f"domain {value!r} must be a Python identifier (it becomes `tools.{value}`)")
+        if value in _PACKAGE_NAMES or value in PROGRAM_ERROR_NAMES:
+            raise ValueError(f"domain {value!r} is a name the `tools` package holds itself; pick another")
         return value
 
     @field_validator("function")
@@ -252,6 +259,11 @@ class ToolCatalog:
     def __contains__(self, name: object) -> bool:
         return name in self._tools
 
+    @property
+    def tools(self) -> Mapping[str, ToolDefinition]:
+        """Name -> definition, read-only (a live view: `list(catalog.tools.keys())`)."""
+        return MappingProxyType(self._tools)
+
     def __iter__(self) -> Iterator[ToolDefinition]:
         return iter(self._tools.values())
 
@@ -265,9 +277,25 @@ class ToolCatalog:
         return grouped
 
     # -- plain functions as tools ---------------------------------------------
+    @overload
+    def tool(self, func: _F, /) -> _F: ...
+
+    @overload
+    def tool(
+        self,
+        func: None = None,
+        /,
+        *,
+        domain: str = "default",
+        name: str | None = None,
+        description: str | None = None,
+        policy: Policy | None = None,
+    ) -> Callable[[_F], _F]: ...
+
     def tool(
         self,
         func: Callable[..., Any] | None = None,
+        /,
         *,
         domain: str = "default",
         name: str | None = None,

@@ -388,3 +388,32 @@ def test_the_mcp_http_client_has_the_sdks_defaults() -> None:
         assert client.timeout.read == _httpx_utils.MCP_DEFAULT_SSE_READ_TIMEOUT
     finally:
         asyncio.run(client.aclose())
+
+
+def test_the_regex_parser_gives_the_tree_the_pattern_analysis_reads() -> None:
+    from ptc.private import re as private_re
+
+    python = sys.version.split()[0]
+    tree = private_re.parser.parse(r"^(a+)+$")
+    ops = [op for op, _ in tree]
+    constants = private_re.constants
+    assert ops[0] == constants.AT and ops[-1] == constants.AT, f"Python {python}: re._parser's tree changed"
+    assert ops[1] == constants.MAX_REPEAT, f"Python {python}: re._parser's repeats changed"
+    low, high, inner = tree[1][1]
+    assert (low, high) == (1, constants.MAXREPEAT) and inner[0][0] == constants.SUBPATTERN, f"Python {python}: groups"
+    for name in (
+        "MAX_REPEAT",
+        "MIN_REPEAT",
+        "POSSESSIVE_REPEAT",
+        "GROUPREF",
+        "GROUPREF_EXISTS",
+        "BRANCH",
+        "ASSERT",
+        "ASSERT_NOT",
+        "ATOMIC_GROUP",
+        "AT_BEGINNING",
+        "AT_BEGINNING_STRING",
+        "IN",
+        "LITERAL",
+    ):
+        assert hasattr(constants, name), f"Python {python}: re._constants has no {name}"

@@ -122,3 +122,24 @@ def test_json_text_from_a_function_tool_stays_text() -> None:
 
     result = ProgrammaticToolExecutor(catalog).execute_sync("from tools.d import text\nawait text()")
     assert result.result == '{"a": 1}'
+
+
+def test_catalog_tools_is_a_read_only_mapping() -> None:
+    from ptc import ToolDefinition
+
+    catalog = ToolCatalog()
+    catalog.add_tool(ToolDefinition(name="get_team_budget", domain="finance"))
+    assert list(catalog.tools.keys()) == ["get_team_budget"]
+    assert catalog.tools["get_team_budget"].domain == "finance"
+    with pytest.raises(TypeError):
+        catalog.tools["x"] = catalog.tools["get_team_budget"]  # type: ignore[index]
+    catalog.add_tool(ToolDefinition(name="other", domain="finance"))
+    assert sorted(catalog.tools) == ["get_team_budget", "other"]  # a live view
+
+
+@pytest.mark.parametrize("domain", ["call_tool", "ToolError", "DOMAINS", "search_tools"])
+def test_a_domain_cannot_hide_the_packages_own_names(domain: str) -> None:
+    from ptc import ToolDefinition
+
+    with pytest.raises(ValueError, match="tools"):
+        ToolDefinition(name="x", domain=domain)

@@ -26,9 +26,10 @@ from __future__ import annotations
 import functools
 import re
 from dataclasses import dataclass
-from re import _constants as _c  # type: ignore[attr-defined]  # CPython's own regex parser (3.11+)
-from re import _parser as _sre  # type: ignore[attr-defined]
 from typing import Any
+
+from ptc.private.re import constants as _c
+from ptc.private.re import parser as _sre
 
 MAX_STEPS = 20_000_000
 MAX_PATTERN = 1_000
