@@ -32,6 +32,7 @@ from ptc.limits import Limits
 from ptc.policy import Policy
 from ptc.results import ExecutionResult
 from ptc.stubgen import StubCache, render_api_reference, write_stubs
+from ptc.stubgen.discovery import describe_tool, search_tools
 from ptc.tenancy import Quota, admission, tenants
 
 Lifecycle = Literal["unopened", "open", "closed"]
@@ -215,6 +216,18 @@ class ProgrammaticToolExecutor:
     def api_reference(self) -> str:
         """The catalog as a prompt-ready API reference."""
         return render_api_reference(self.catalog)
+
+    def search_tools(self, query: str, limit: int = 10) -> list[dict[str, Any]]:
+        """Functions, MCP tools and A2A skills ranked together for `query` (ptc.stubgen.discovery), best first.
+
+        Each entry: name (`domain.tool`), domain, kind ("function", "mcp" or
+        "a2a"), signature, summary and the import line.
+        """
+        return search_tools(self.catalog, query, limit)
+
+    def describe_tool(self, name: str) -> dict[str, Any] | None:
+        """One tool's search entry and its full stub (`stub`), by name, `domain.tool` or `tools.domain.tool`."""
+        return describe_tool(self.catalog, name)
 
     def _sync_stub_dir(self) -> None:
         if self.stub_dir is not None and self._written_revision != self.catalog.revision:

@@ -13,19 +13,16 @@ queue and the like raise the SDK's `ToolError`.
 """
 
 import logging
-import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated, Any
 
 import pydantic_core
 from pydantic import Field
 
-from ptc.catalog import ToolDefinition
 from ptc.errors import BackendUnavailable, PtcError, require_mcp
 from ptc.executor import ProgrammaticToolExecutor
 from ptc.results import ExecutionResult
-from ptc.stubgen import build_stub, render_api_reference, render_stubs
-from ptc.stubgen.text import md_inline
+from ptc.stubgen import render_api_reference
 
 if TYPE_CHECKING:
     from mcp.types import CallToolResult
@@ -110,42 +107,6 @@ def compact(result: ExecutionResult) -> dict[str, Any]:
     }
 
 
-def _find(executor: ProgrammaticToolExecutor, name: str) -> ToolDefinition | None:
-    for tool in executor.catalog:
-        if name in (
-            tool.name,
-            tool.python_name,
-            f"{tool.domain}.{tool.python_name}",
-            f"tools.{tool.domain}.{tool.python_name}",
-        ):
-            return tool
-    return None
-
-
-def search(executor: ProgrammaticToolExecutor, query: str, limit: int = 10) -> list[dict[str, Any]]:
-    words = [w for w in re.split(r"\W+", query.lower()) if w]
-    scored = []
-    for tool in executor.catalog:
-        haystack = f"{tool.name} {tool.python_name} {tool.domain} {tool.description}".lower()
-        name = f"{tool.domain} {tool.name} {tool.python_name}".lower()
-        score = sum(2 if w in name else 1 for w in words if w in haystack)
-        if score or not words:
-            scored.append((score, tool))
-    scored.sort(key=lambda pair: (-pair[0], pair[1].domain, pair[1].python_name))
-    results = []
-    for _, tool in scored[: max(1, limit)]:
-        stub = build_stub(tool)
-        results.append(
-            {
-                "name": f"{tool.domain}.{tool.python_name}",
-                "import": f"from tools.{tool.domain} import {tool.python_name}",
-                "signature": f"async def {stub.function}({stub.signature}) -> {stub.returns}",
-                "summary": md_inline(stub.summary),
-            }
-        )
-    return results
-
-
 CODE_DESCRIPTION = (
     "The Python 3.14 program to run. Import the tools from `tools.<domain>` and `await` them (top-level await "
     "works); print what you need, or set `result` (else the last expression is the value)."
@@ -220,18 +181,18 @@ def build_server(executor: ProgrammaticToolExecutor, name: str = "ptc") -> Any:
         query: Annotated[str, Field(description='words to look for, e.g. "order status"')],
         limit: Annotated[int, Field(description="at most this many tools")] = 10,
     ) -> list[dict[str, Any]]:
-        """Find tools by keywords in their names, domains and descriptions; returns how to import and call each."""
-        return search(executor, query, limit)
+        """Find tools by words of their names, descriptions and parameters (best first): how to import and call each."""
+        return executor.search_tools(query, limit)
 
     @server.tool(name="describe_tool")
     def describe_tool(
         name: Annotated[str, Field(description="the tool, as `domain.tool` (from search_tools) or its plain name")],
     ) -> str:
         """The full stub of one tool: its signature, types, docstring and an example."""
-        tool = _find(executor, name)
-        if tool is None:
-            raise ToolError(f"no tool named {name!r}; use search_tools to find one")
-        return render_stubs(executor.catalog)[f"tools.{tool.domain}.{tool.python_name}"]
+        described = executor.describe_tool(name)
+        if described is None:
+            raise ToolError(f"no tool named {name[:100]!r}; use search_tools to find one")
+        return str(described["stub"])
 
     return server
 

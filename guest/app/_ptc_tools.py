@@ -50,12 +50,35 @@ async def call_tool(tool: str, args: dict[str, Any], idempotency_key: str | None
         frame = _encode(tool, args, idempotency_key, **more)
     except (TypeError, ValueError, OverflowError) as exc:
         raise ToolValidationError(f"{tool}: parameters are not plain data ({exc})") from None
+    return await _send(frame)
+
+
+async def _send(frame: str) -> Any:
     loop = asyncio.get_running_loop()
     if isinstance(loop, HostEventLoop):
         reply = await loop.submit(frame)
     else:
         reply = host.call(frame)
     return _decode(reply)
+
+
+async def search_tools(query: str, limit: int = 10) -> list[dict[str, Any]]:
+    """The tools of this program's catalog that best match `query` (words of names, descriptions, parameters).
+
+    Each is a dict: name (`domain.tool`), domain, kind ("function", "mcp" or
+    "a2a"), signature, summary and import (the line to import it with).
+    """
+    return await _op("search_tools", {"query": query, "limit": limit})
+
+
+async def describe_tool(name: str) -> dict[str, Any] | None:
+    """One tool in full (its search entry and `stub`, its module's source), or None if there is none."""
+    return await _op("describe_tool", {"name": name})
+
+
+async def _op(op: str, args: dict[str, Any]) -> Any:
+    """A request the host answers from the program's catalog (not a tool call)."""
+    return await _send(_ptc_codec.pack({"op": op, "args": args}).decode("latin-1"))
 
 
 async def router_call(

@@ -28,6 +28,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from ptc.errors import PtcError
 from ptc.private.re import constants as _c
 from ptc.private.re import parser as _sre
 
@@ -40,8 +41,8 @@ _REFERENCES = {_c.GROUPREF, _c.GROUPREF_EXISTS}
 _ANCHORS = {_c.AT_BEGINNING, _c.AT_BEGINNING_STRING}
 
 
-class _Exponential(Exception):
-    pass
+class _Exponential(PtcError):
+    """The pattern can take exponential time on some subject: it is not run."""
 
 
 @dataclass(frozen=True)

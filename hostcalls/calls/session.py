@@ -26,6 +26,7 @@ from ptc.hostcalls.wasm import codec
 from ptc.hostcalls.wasm.budget import HostBudget
 from ptc.hostcalls.wasm.state import Cancel, Reply, Request
 from ptc.records import Caller, CallErrorInfo, ToolCallRecord
+from ptc.stubgen.discovery import describe_tool, search_tools
 
 
 class CallSession:
@@ -54,6 +55,8 @@ class CallSession:
     def dispatch(self, request: Request, reply: Reply) -> Cancel | str:
         """On the sandbox thread: record the call and start it on the event loop,
         or run it here and return its reply if the tool is inline."""
+        if isinstance(request, dict) and "op" in request:
+            return self._discover(request)
         name = request.get("tool") if isinstance(request, dict) else None
         tool = self.router.tools.get(name)
         record = self._record(name if isinstance(name, str) else "<invalid frame>", request, tool)
@@ -67,6 +70,27 @@ class CallSession:
         self._calls.append(call)
         self.context.loop.call_soon_threadsafe(call.start)
         return call.cancel
+
+    def _discover(self, request: dict[str, Any]) -> str:
+        """`search_tools` / `describe_tool` from the program, answered here from this executor's catalog.
+
+        Not a tool call (nothing is recorded); its reply is bounded like one.
+        """
+        op, args = request.get("op"), request.get("args")
+        args = args if isinstance(args, dict) else {}
+        catalog = self.router.tools.catalog
+        if op == "search_tools":
+            limit = args.get("limit", 10)
+            limit = limit if isinstance(limit, int) and not isinstance(limit, bool) else 10
+            value: Any = search_tools(catalog, str(args.get("query", "")), limit)
+        elif op == "describe_tool":
+            value = describe_tool(catalog, str(args.get("name", "")))
+        else:
+            return codec.error_frame("ToolError", "unknown request")
+        reply = codec.encode({"ok": value})
+        if len(reply) > min(self.context.max_frame_bytes, self.budget.room()):
+            return codec.error_frame("ToolError", "the answer is larger than this execution may hold")
+        return reply
 
     async def call(self, request: dict[str, Any]) -> str:
         """A call from host code (ptc.hostcalls.calls.shim), on the running loop: its reply frame."""

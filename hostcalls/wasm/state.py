@@ -166,8 +166,8 @@ class ExecutionState:
             return exc
         if not self.budget.charge(decoded_cost(len(frame), items)):
             return codec.FrameError(self._over_budget())
-        if not isinstance(request, dict) or not isinstance(request.get("tool"), str):
-            return codec.FrameError("a call frame must be a map with a string 'tool'")
+        if not isinstance(request, dict) or not isinstance(request.get("tool", request.get("op")), str):
+            return codec.FrameError("a call frame must be a map with a string 'tool' (or 'op')")
         return request
 
     def _too_large(self, size: int) -> str:
