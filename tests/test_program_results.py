@@ -101,7 +101,7 @@ async def test_sys_exit(run):
 
 async def test_result_metadata(run):
     r = await run("x = 1")
-    assert len(r.execution_id) == 32
+    assert len(r.execution_id) == 36 and r.execution_id.startswith("ptc_")  # the walkthrough's ptc_<hex>
     assert r.execution_time > 0
     assert r.tool_calls == []
     assert r.fuel_used and r.fuel_used > 0
