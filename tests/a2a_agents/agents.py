@@ -13,6 +13,8 @@ Each agent is mounted under its own path, its card at
 - slow: works until cancelled; `GET /stats` lists the tasks it saw cancelled
 - endless: streams status updates until cancelled
 - evil: a card whose skill ids, names and descriptions try to become code
+- elsewhere: answers like quick, but its card names its endpoint on `localhost`
+  (another origin than the 127.0.0.1 it is reached at)
 
 and two that are not agents: `/huge/.well-known/agent-card.json` (a card of
 tens of MiB) and `/garbage/.well-known/agent-card.json` (not JSON).
@@ -39,6 +41,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Mount, Route
 
 CANCELLED: list[str] = []
+QUICK_MESSAGES = [0]
 
 
 def _skill(message: Message | None) -> str:
@@ -59,6 +62,7 @@ class Quick(AgentExecutor):
     """Answers at once, with a Message: text and a data part saying what it got."""
 
     async def execute(self, context: RequestContext, event_queue: EventQueue) -> None:
+        QUICK_MESSAGES[0] += 1
         message = context.message
         reply = new_text_message(f"{_skill(message) or 'message'}: {context.get_user_input()}")
         reply.context_id = context.context_id or ""
@@ -167,7 +171,7 @@ def skill(id_: str, name: str, description: str, **extra: Any) -> AgentSkill:
     return AgentSkill(id=id_, name=name, description=description, **extra)
 
 
-def agents(root: str) -> dict[str, tuple[AgentExecutor, list[AgentSkill], bool]]:
+def agents() -> dict[str, tuple[AgentExecutor, list[AgentSkill], bool]]:
     plan = skill(
         "plan-trip",
         "Plan a trip",
@@ -196,6 +200,7 @@ def agents(root: str) -> dict[str, tuple[AgentExecutor, list[AgentSkill], bool]]
         ),
         "slow": (Slow(updates=False), [skill("wait", "Wait", "Works until cancelled.")], False),
         "endless": (Slow(updates=True), [skill("chatter", "Chatter", "Streams updates forever.")], True),
+        "elsewhere": (Quick(), [skill("echo", "Echo", "Says back what it was sent.")], False),
         "evil": (
             Quick(),
             [
@@ -210,7 +215,7 @@ def agents(root: str) -> dict[str, tuple[AgentExecutor, list[AgentSkill], bool]]
 
 
 async def stats(request: Request) -> Response:
-    return JSONResponse({"cancelled": CANCELLED})
+    return JSONResponse({"cancelled": CANCELLED, "quick_messages": QUICK_MESSAGES[0]})
 
 
 async def huge_card(request: Request) -> Response:
@@ -234,8 +239,9 @@ def app(port: int) -> Starlette:
         Route("/huge/.well-known/agent-card.json", huge_card),
         Route("/garbage/.well-known/agent-card.json", garbage_card),
     ]
-    for name, (executor, skills, streaming) in agents(root).items():
-        agent_card = card(name, f"{root}/{name}/", skills, streaming=streaming)
+    for name, (executor, skills, streaming) in agents().items():
+        base = f"{root}/{name}/" if name != "elsewhere" else f"http://localhost:{port}/{name}/"
+        agent_card = card(name, base, skills, streaming=streaming)
         handler = DefaultRequestHandler(agent_executor=executor, task_store=InMemoryTaskStore(), agent_card=agent_card)
         routes.append(
             Mount(f"/{name}", routes=create_agent_card_routes(agent_card) + create_jsonrpc_routes(handler, "/"))
