@@ -34,6 +34,7 @@ class _Closable(Protocol):
 
 
 _Opened = TypeVar("_Opened", bound=_Closable)
+Bind = Callable[[Mapping[str, Binding]], None]
 
 
 def _check_names(what: str, names: Collection[str], taken: Collection[str] = ()) -> None:
@@ -51,7 +52,7 @@ class Connections(Generic[_Opened]):
         self,
         what: str,
         configs: list[Any],
-        bind: Callable[[Mapping[str, Binding]], None],
+        bind: Bind,
         open_: Callable[[], _Opened],
         discover: Callable[[_Opened], Awaitable[dict[str, Binding]]],
     ) -> None:
@@ -129,45 +130,42 @@ class Connections(Generic[_Opened]):
             opened.close()
 
 
+def _parse(config: type[MCPServerConfig] | type[A2AAgentConfig], specs: Mapping[str, Any]) -> list[Any]:
+    return [config.parse(name, spec) for name, spec in specs.items()]
+
+
+async def _mcp_tools(catalog: ToolCatalog, servers: MCPServers) -> dict[str, Binding]:
+    from ptc.hostcalls.backends.mcp.tools import add_mcp_tools
+
+    return await add_mcp_tools(catalog, servers)
+
+
+async def _a2a_tools(catalog: ToolCatalog, agents: A2AAgents) -> dict[str, Binding]:
+    from ptc.hostcalls.backends.a2a.tools import add_a2a_tools
+
+    await agents.open()  # every card read, or the first failure raised
+    return await add_a2a_tools(catalog, agents)
+
+
 class MCPConnections(Connections[MCPServers]):
-    def __init__(
-        self,
-        specs: Mapping[str, str | MCPServerConfig | Mapping[str, Any]],
-        catalog: ToolCatalog,
-        bind: Callable[[Mapping[str, Binding]], None],
-    ) -> None:
-        configs = [MCPServerConfig.parse(name, spec) for name, spec in specs.items()]
+    """mcp_servers={name: "command args" | "http://.../mcp" | MCPServerConfig}."""
+
+    def __init__(self, specs: Mapping[str, Any], catalog: ToolCatalog, bind: Bind) -> None:
+        configs = _parse(MCPServerConfig, specs)
         if configs:
             require_mcp("MCP servers (mcp_servers=)")  # at once, not after a connect timeout
         _check_names("MCP server", [c.name for c in configs])
-
-        async def discover(servers: MCPServers) -> dict[str, Binding]:
-            from ptc.hostcalls.backends.mcp.tools import add_mcp_tools
-
-            return await add_mcp_tools(catalog, servers)
-
-        super().__init__("MCP servers", configs, bind, lambda: MCPServers(configs), discover)
+        super().__init__("MCP servers", configs, bind, lambda: MCPServers(configs), lambda s: _mcp_tools(catalog, s))
 
 
 class A2AConnections(Connections[A2AAgents]):
+    """a2a_agents={name: "http://host:port" | A2AAgentConfig}; `taken`: other backends' names (an MCP server's)."""
+
     def __init__(
-        self,
-        specs: Mapping[str, str | A2AAgentConfig | Mapping[str, Any]],
-        catalog: ToolCatalog,
-        bind: Callable[[Mapping[str, Binding]], None],
-        *,
-        taken: Collection[str] = (),
+        self, specs: Mapping[str, Any], catalog: ToolCatalog, bind: Bind, *, taken: Collection[str] = ()
     ) -> None:
-        """`taken`: the names other backends use (an MCP server's): an agent may not share one."""
-        configs = [A2AAgentConfig.parse(name, spec) for name, spec in specs.items()]
+        configs = _parse(A2AAgentConfig, specs)
         if configs:
             require_a2a("A2A agents (a2a_agents=)")
         _check_names("A2A agent", [c.name for c in configs], taken)
-
-        async def discover(agents: A2AAgents) -> dict[str, Binding]:
-            from ptc.hostcalls.backends.a2a.tools import add_a2a_tools
-
-            await agents.open()
-            return await add_a2a_tools(catalog, agents)
-
-        super().__init__("A2A agents", configs, bind, lambda: A2AAgents(configs), discover)
+        super().__init__("A2A agents", configs, bind, lambda: A2AAgents(configs), lambda a: _a2a_tools(catalog, a))

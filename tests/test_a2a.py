@@ -180,29 +180,29 @@ async def test_failed_and_rejected_tasks_raise_tool_error_with_the_agent_text(tr
     assert [c.error.type for c in r.tool_calls] == ["ToolError", "ToolError"]
 
 
-async def test_parameters_are_validated_before_the_agent_is_asked(travel, base):
+async def sent(executor, base, code):
+    """The program's result, and how many messages the quick agent got meanwhile."""
     before = stats(base)["quick_messages"]
-    r = await run(
+    result = await run(executor, code)
+    return result, stats(base)["quick_messages"] - before
+
+
+async def test_parameters_are_validated_before_the_agent_is_asked(travel, base):
+    r, messages = await sent(
         travel,
+        base,
         "from tools.quick import echo\nfrom tools import ToolValidationError\nout = []\n"
         "for call in (lambda: echo(), lambda: echo('x', data='not an object'), lambda: echo(text=3)):\n"
         "    try:\n        await call()\n    except ToolValidationError as e:\n"
         "        out.append(type(e).__name__)\nresult = out",
     )
-    assert r.result == ["ToolValidationError"] * 3
-    assert stats(base)["quick_messages"] == before
+    assert r.result == ["ToolValidationError"] * 3 and messages == 0
 
 
 async def test_idempotency_key_sends_one_message(travel, base):
-    before = stats(base)["quick_messages"]
-    r = await run(
-        travel,
-        "from tools.quick import echo\n"
-        "a = await echo('once', idempotency_key='k1')\nb = await echo('once', idempotency_key='k1')\n"
-        "result = a == b",
-    )
-    assert r.result is True and [c.cache_hit for c in r.tool_calls] == [False, True]
-    assert stats(base)["quick_messages"] == before + 1
+    code = "from tools.quick import echo\nresult = [await echo('once', idempotency_key='k1') for _ in range(2)]"
+    r, messages = await sent(travel, base, code)
+    assert r.result[0] == r.result[1] and [c.cache_hit for c in r.tool_calls] == [False, True] and messages == 1
 
 
 async def test_timeout_cancels_the_remote_task(base):

@@ -58,7 +58,23 @@ def _agent_message(updater: TaskUpdater, text: str) -> Message:
     return updater.new_agent_message([new_text_part(text)])
 
 
-class Quick(AgentExecutor):
+async def _task(context: RequestContext, event_queue: EventQueue) -> tuple[bool, TaskUpdater]:
+    """The request's task (a new one announced first): (whether it is new, its updater)."""
+    assert context.message is not None
+    task = context.current_task
+    new = task is None
+    if task is None:
+        task = new_task_from_user_message(context.message)
+        await event_queue.enqueue_event(task)
+    return new, TaskUpdater(event_queue, task.id, task.context_id)
+
+
+class _NoCancel(AgentExecutor):
+    async def cancel(self, context: RequestContext, event_queue: EventQueue) -> None:
+        raise NotImplementedError
+
+
+class Quick(_NoCancel):
     """Answers at once, with a Message: text and a data part saying what it got."""
 
     async def execute(self, context: RequestContext, event_queue: EventQueue) -> None:
@@ -69,18 +85,12 @@ class Quick(AgentExecutor):
         reply.parts.append(new_data_part({"skill": _skill(message), "data": _data(message)}))
         await event_queue.enqueue_event(reply)
 
-    async def cancel(self, context: RequestContext, event_queue: EventQueue) -> None:
-        raise NotImplementedError
 
-
-class Trip(AgentExecutor):
+class Trip(_NoCancel):
     """A task: working (twice, with text), an artifact in two chunks and a data artifact, completed."""
 
     async def execute(self, context: RequestContext, event_queue: EventQueue) -> None:
-        assert context.message is not None
-        task = context.current_task or new_task_from_user_message(context.message)
-        await event_queue.enqueue_event(task)
-        updater = TaskUpdater(event_queue, task.id, task.context_id)
+        _, updater = await _task(context, event_queue)
         await updater.start_work(_agent_message(updater, "searching flights"))
         await asyncio.sleep(0.02)
         await updater.update_status(TaskState.TASK_STATE_WORKING, _agent_message(updater, "pricing hotels"))
@@ -92,42 +102,25 @@ class Trip(AgentExecutor):
         await updater.add_artifact([new_data_part({"total": 420, "currency": "EUR"})], name="quote")
         await updater.complete(_agent_message(updater, f"planned: {context.get_user_input()}"))
 
-    async def cancel(self, context: RequestContext, event_queue: EventQueue) -> None:
-        raise NotImplementedError
 
-
-class Ask(AgentExecutor):
+class Ask(_NoCancel):
     """Asks how many travellers first; completes with the answer (the follow-up carries the task id)."""
 
     async def execute(self, context: RequestContext, event_queue: EventQueue) -> None:
-        assert context.message is not None
-        task = context.current_task
-        if task is None:
-            task = new_task_from_user_message(context.message)
-            await event_queue.enqueue_event(task)
-            updater = TaskUpdater(event_queue, task.id, task.context_id)
+        new, updater = await _task(context, event_queue)
+        if new:
             await updater.requires_input(_agent_message(updater, "How many travellers?"))
-            return
-        updater = TaskUpdater(event_queue, task.id, task.context_id)
-        await updater.complete(_agent_message(updater, f"booked for {context.get_user_input()}"))
-
-    async def cancel(self, context: RequestContext, event_queue: EventQueue) -> None:
-        raise NotImplementedError
+        else:
+            await updater.complete(_agent_message(updater, f"booked for {context.get_user_input()}"))
 
 
-class Fail(AgentExecutor):
+class Fail(_NoCancel):
     async def execute(self, context: RequestContext, event_queue: EventQueue) -> None:
-        assert context.message is not None
-        task = new_task_from_user_message(context.message)
-        await event_queue.enqueue_event(task)
-        updater = TaskUpdater(event_queue, task.id, task.context_id)
+        _, updater = await _task(context, event_queue)
         if _skill(context.message) == "reject":
             await updater.reject(_agent_message(updater, "I do not book trips to the moon"))
         else:
             await updater.failed(_agent_message(updater, f"no rooms left in {context.get_user_input()}"))
-
-    async def cancel(self, context: RequestContext, event_queue: EventQueue) -> None:
-        raise NotImplementedError
 
 
 class Slow(AgentExecutor):
@@ -137,10 +130,7 @@ class Slow(AgentExecutor):
         self.updates = updates
 
     async def execute(self, context: RequestContext, event_queue: EventQueue) -> None:
-        assert context.message is not None
-        task = new_task_from_user_message(context.message)
-        await event_queue.enqueue_event(task)
-        updater = TaskUpdater(event_queue, task.id, task.context_id)
+        _, updater = await _task(context, event_queue)
         await updater.start_work()
         for n in range(1_000_000):
             await asyncio.sleep(0.002 if self.updates else 0.5)
