@@ -435,7 +435,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.set_defaults(handler=_serve)
 
-    demo = commands.add_parser("demo", help="run the budget walkthrough, sequential vs asyncio.gather")
+    demo = commands.add_parser(
+        "demo", help="run the budget walkthrough: sequential vs asyncio.gather, then MCP + A2A (a local agent)"
+    )
     demo.set_defaults(handler=_demo)
     return parser
 
