@@ -49,7 +49,7 @@ def _app(url: str) -> Any:
             task = new_task_from_user_message(context.message)
             await event_queue.enqueue_event(task)
             updater = TaskUpdater(event_queue, task.id, task.context_id)
-            data = next((MessageToDict(p.data) for p in context.message.parts if p.HasField("data")), {})
+            data: Any = next((MessageToDict(p.data) for p in context.message.parts if p.HasField("data")), {})
             review = _verdict(data if isinstance(data, dict) else {})
             say = updater.new_agent_message
             await updater.start_work(say([new_text_part(f"reviewing {review['team_id']}")]))

@@ -8,6 +8,7 @@ one that works until cancelled, one that streams forever, and hostile cards.
 
 import ast
 import asyncio
+import json
 import subprocess
 import sys
 import time
@@ -225,6 +226,23 @@ async def test_a_cancelled_execution_cancels_the_remote_task(base):
         assert len(await wait_cancelled(base, seen + 1)) == seen + 1
 
 
+async def test_closing_the_executor_stops_a_call_in_flight_and_cancels_its_task(base):
+    seen = len(stats(base)["cancelled"])
+    executor = ProgrammaticToolExecutor(a2a_agents={"slow": f"{base}/slow"}, timeout=20)
+    await executor.connect()
+    running = asyncio.ensure_future(
+        executor.execute(
+            "from tools.slow import wait\nfrom tools import ToolError\n"
+            "try:\n    await wait('forever')\nexcept ToolError as e:\n    result = str(e)"
+        )
+    )
+    await asyncio.sleep(0.5)
+    await executor.aclose()
+    r = await asyncio.wait_for(running, 10)  # not a wait for a loop that is gone
+    assert r.result == "the call was cancelled"
+    assert len(await wait_cancelled(base, seen + 1)) == seen + 1
+
+
 async def test_an_endless_stream_stops_at_max_updates_and_is_cancelled(base):
     seen = len(stats(base)["cancelled"])
     config = A2AAgentConfig(url=f"{base}/endless", max_updates=40)
@@ -333,6 +351,14 @@ async def test_a_hostile_card_reaches_stubs_only_as_text(base):
         assert r.result == ['x"); import os; os.system("id"); ("', "class"]  # the skill id, as the card wrote it
 
 
+async def test_at_most_max_skills_become_functions(base):
+    async with ProgrammaticToolExecutor(a2a_agents={"many": f"{base}/many"}) as executor:
+        names = sorted(t.python_name for t in executor.catalog)
+        assert len(names) == 201 and names[0] == "send_message" and names[-1] == "skill_199"
+        note = executor.catalog.get("many.send_message").notes
+        assert "The card lists 50 more skills than ptc offers as functions; reach them by message." in note
+
+
 def test_execute_sync_with_a2a(base):
     with ProgrammaticToolExecutor(a2a_agents={"quick": f"{base}/quick"}) as executor:
         for _ in range(2):  # each execute_sync runs on a loop of its own; the agent's client outlives them
@@ -373,6 +399,12 @@ def test_cli_run_stubs_and_api_with_a2a(base, tmp_path):
     assert "async def book_hotel(text: str, *" in (tmp_path / "out/tools/quick/book_hotel.py").read_text()
     proc = ptc("api", "--a2a", f"quick={base}/quick", cwd=tmp_path)
     assert proc.returncode == 0 and "## tools.quick" in proc.stdout and "async def echo(text: str, *" in proc.stdout
+
+
+def test_serve_print_config_carries_the_agents(tmp_path):
+    proc = ptc("serve", "--a2a", "travel=http://127.0.0.1:9999", "--print-config", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert ["--a2a", "travel=http://127.0.0.1:9999"] == json.loads(proc.stdout)["mcpServers"]["ptc"]["args"][-2:]
 
 
 def test_cli_a2a_failures_are_one_line(base, tmp_path):

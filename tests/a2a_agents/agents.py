@@ -13,6 +13,7 @@ Each agent is mounted under its own path, its card at
 - slow: works until cancelled; `GET /stats` lists the tasks it saw cancelled
 - endless: streams status updates until cancelled
 - evil: a card whose skill ids, names and descriptions try to become code
+- many: a card with 250 skills (more than ptc makes functions of)
 - elsewhere: answers like quick, but its card names its endpoint on `localhost`
   (another origin than the 127.0.0.1 it is reached at)
 
@@ -191,6 +192,7 @@ def agents() -> dict[str, tuple[AgentExecutor, list[AgentSkill], bool]]:
         "slow": (Slow(updates=False), [skill("wait", "Wait", "Works until cancelled.")], False),
         "endless": (Slow(updates=True), [skill("chatter", "Chatter", "Streams updates forever.")], True),
         "elsewhere": (Quick(), [skill("echo", "Echo", "Says back what it was sent.")], False),
+        "many": (Quick(), [skill(f"skill-{n:03}", f"Skill {n}", "One of many.") for n in range(250)], False),
         "evil": (
             Quick(),
             [

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import uuid
 from collections.abc import Mapping
 from typing import Any
@@ -301,9 +302,10 @@ class A2AAgents:
         request = SendMessageRequest(message=message)
         if not agent.streaming:
             request.configuration.return_immediately = True  # a task comes back at once, to be polled
-        async for event in agent.client.send_message(request):
-            if view.take(event):
-                return
+        async with contextlib.aclosing(agent.client.send_message(request)) as events:  # its response closed at once
+            async for event in events:
+                if view.take(event):
+                    return
         if view.task_id is None:  # neither a message nor a task
             from a2a.utils.errors import InvalidAgentResponseError
 
@@ -331,13 +333,18 @@ class A2AAgents:
         task.add_done_callback(self._cancels.discard)
 
     def close(self) -> None:
-        """Finish the remote cancellations in flight (bounded), close the clients and stop the loop."""
+        """Stop the calls in flight (their tasks cancelled), close the clients and stop the loop; bounded."""
         if self._closed:
             return
         self._closed = True
 
         async def close_all() -> None:
-            if self._cancels:
+            calls = asyncio.all_tasks() - {asyncio.current_task()} - self._cancels
+            for call in calls:  # its caller gets CancelledError, not a wait for a loop that is gone
+                call.cancel()
+            if calls:
+                await asyncio.wait(calls, timeout=5)
+            if self._cancels:  # the remote cancellations those calls started
                 await asyncio.wait(set(self._cancels), timeout=10)
             await asyncio.gather(*(a.client.close() for a in self._agents.values()), return_exceptions=True)
             await asyncio.gather(*(a.http.aclose() for a in self._agents.values()), return_exceptions=True)
