@@ -59,6 +59,15 @@ def comparison(sequential: float, gathered: float) -> str:
     return "about the same"
 
 
+def _report(out: TextIO, heading: str, result: ExecutionResult) -> None:
+    """One run: its heading, the program's output (or error), its calls."""
+    out.write(f"\n== {heading} ==\n")
+    out.write(result.output)
+    if result.error:
+        out.write(f"error: {result.error}\n{result.error.traceback}")
+    _table(result, out)
+
+
 async def run_demo(out: TextIO = sys.stdout) -> dict[str, ExecutionResult]:
     from ptc.examples import budget
 
@@ -70,14 +79,9 @@ async def run_demo(out: TextIO = sys.stdout) -> dict[str, ExecutionResult]:
     for label, code in (("sequential", budget.SEQUENTIAL), ("asyncio.gather", budget.GATHER)):
         result = await executor.execute(code)
         results[label] = result
-        out.write(
-            f"\n== {label}: {len(result.tool_calls)} tool calls in {result.execution_time:.3f} s "
-            f"(first call start to last call end: {_tools_span(result):.3f} s) ==\n"
-        )
-        out.write(result.output)
-        if result.error:
-            out.write(f"error: {result.error}\n{result.error.traceback}")
-        _table(result, out)
+        span = f"first call start to last call end: {_tools_span(result):.3f} s"
+        took = f"{len(result.tool_calls)} tool calls in {result.execution_time:.3f} s"
+        _report(out, f"{label}: {took} ({span})", result)
     sequential, gathered = results["sequential"], results["asyncio.gather"]
     failed = [label for label, result in results.items() if result.error is not None]
     verdict = (
@@ -119,14 +123,8 @@ async def _with_agent(out: TextIO) -> ExecutionResult | None:
         out.write("\n== MCP + A2A: skipped (the A2A agent needs the a2a extra: pip install 'ptc[a2a]') ==\n")
         return None
     agent_calls = [c for c in result.tool_calls if c.type == "a2a"]
-    out.write(
-        f"\n== MCP + A2A: {len(result.tool_calls)} tool calls ({len(agent_calls)} to the A2A agent `advisor` "
-        f"at {url}, started by the demo) in {result.execution_time:.3f} s ==\n"
-    )
-    out.write(result.output)
-    if result.error:
-        out.write(f"error: {result.error}\n{result.error.traceback}")
-    _table(result, out)
+    calls = f"{len(result.tool_calls)} tool calls ({len(agent_calls)} to the A2A agent `advisor` at {url}"
+    _report(out, f"MCP + A2A: {calls}, started by the demo) in {result.execution_time:.3f} s", result)
     out.write(
         f"\nA2A: {len(statuses)} task status updates as a2a_status events "
         f"({', '.join(dict.fromkeys(e.state or '?' for e in statuses))}); the agent is stopped\n"
