@@ -109,7 +109,10 @@ def origin(url: str) -> tuple[str, str, int | None]:
 
 
 def _unavailable(config: A2AAgentConfig, what: str, exc: BaseException) -> A2AConnectionError:
-    detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    """For the operator: the agent, its URL, what failed and why (the why cut: it may quote the agent)."""
+    said = str(exc)
+    said = said if len(said) <= _DETAIL else said[:_DETAIL] + "..."
+    detail = f"{type(exc).__name__}: {said}" if said else type(exc).__name__
     return A2AConnectionError(config.name, f"A2A agent {config.name!r} ({config.url}) {what}: {detail}")
 
 
@@ -118,9 +121,9 @@ def _card_endpoint(config: A2AAgentConfig, card: Any) -> Any:
     from a2a.types import AgentCard, AgentInterface
 
     interfaces = list(card.supported_interfaces)
-    if config.endpoint is not None:
-        binding = next((i.protocol_binding for i in interfaces if i.url == config.endpoint), "JSONRPC")
-        interfaces = [AgentInterface(url=config.endpoint, protocol_binding=binding, protocol_version="1.0")]
+    if config.endpoint is not None:  # the card's own entry for it, if it has one; else JSON-RPC 1.0 there
+        same = [i for i in interfaces if i.url == config.endpoint]
+        interfaces = same or [AgentInterface(url=config.endpoint, protocol_binding="JSONRPC", protocol_version="1.0")]
     else:
         home = origin(config.url)
         foreign = [i.url for i in interfaces if origin(i.url) != home]
