@@ -2,7 +2,7 @@
 
     python benchmarks/run.py                  # full run (about 2.5 minutes)
     python benchmarks/run.py --quick          # smoke run (under ~40 s)
-    python benchmarks/run.py --only tools     # one section: sandbox, tools, throughput, cpu, mcp or all (default)
+    python benchmarks/run.py --only tools     # one section: sandbox, tools, throughput, cpu, mcp, a2a or all (default)
 
 Prints a markdown table (metric | value | target | status) and writes every
 figure, plus the raw samples' summaries and the environment, to
@@ -33,11 +33,12 @@ SECTIONS = {
     "throughput": "executions/s: serial, 2 threads, 2 processes",
     "cpu": "import cost inside the sandbox; CPU-bound Python against native CPython",
     "mcp": "an MCP tool call direct and through the sandbox",
+    "a2a": "an A2A agent call direct and through the sandbox",
 }
 
 
 def run_section(name: str, quick: bool) -> dict[str, Any]:
-    """The section module's figures; MCP's measure is a coroutine."""
+    """The section module's figures; MCP's and A2A's measure are coroutines."""
     log(f"section {name}: {SECTIONS[name]}")
     with Clock() as clock:
         figures = importlib.import_module(f"{name}_section").measure(quick)

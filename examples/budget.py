@@ -128,3 +128,25 @@ for b, m in zip(budgets, members):
 print(f"total budget: {{sum(b['total_budget'] for b in budgets):,.0f}}")
 result = {{"total_budget": sum(b["total_budget"] for b in budgets), "teams": len(teams)}}
 """
+
+# `ptc demo`'s third run: the budget tools, then an A2A agent (examples/advisor.py) as `tools.advisor`.
+WITH_AGENT = f"""
+import asyncio
+from tools.finance import get_team_budget
+from tools.hr import get_team_members
+from tools.advisor import review_budget
+
+teams = {TEAMS!r}
+budgets, members = await asyncio.gather(
+    asyncio.gather(*(get_team_budget(team_id=t, fiscal_year=2024, include_spent=True) for t in teams)),
+    asyncio.gather(*(get_team_members(team_id=t) for t in teams)),
+)
+reviews = await asyncio.gather(*(
+    review_budget(f"review {{b['team_id']}}", data={{"team_id": b["team_id"], "remaining": b["remaining"],
+                                                   "headcount": len(m)}})
+    for b, m in zip(budgets, members)
+))
+for review in reviews:
+    print(review["text"])
+result = {{r["data"][0]["team_id"]: r["data"][0]["verdict"] for r in reviews}}
+"""

@@ -115,6 +115,7 @@ class ToolParameter(BaseModel):
     items: dict[str, Any] | None = Field(None, description="JSON Schema of an array's items")
     properties: list[ToolParameter] | None = Field(None, description="fields of an object parameter")
     nullable: bool = False
+    keyword_only: bool = Field(False, description="the stub takes it by keyword only (after `*`)")
     json_schema_: dict[str, Any] | None = Field(
         None, alias="schema", description="full JSON Schema; wins over the above"
     )

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from ptc.catalog import ToolCatalog
-from ptc.errors import GuestBuildError, PtcError, require_mcp
+from ptc.errors import GuestBuildError, PtcError, require_a2a, require_mcp
 from ptc.executor import ProgrammaticToolExecutor
 from ptc.limits import Limits, MiB
 from ptc.policy import Policy
@@ -60,20 +60,35 @@ def load_catalog(specs: Sequence[str]) -> ToolCatalog:
     return merged
 
 
-def _mcp_servers(specs: Sequence[str]) -> dict[str, str]:
-    servers = {}
+def _named(flag: str, shape: str, specs: Sequence[str]) -> dict[str, str]:
+    """`NAME=TARGET` specs of a repeatable flag, by name."""
+    named = {}
     for spec in specs:
         name, sep, target = spec.partition("=")
         if not sep or not name or not target:
-            raise SystemExit(f'ptc: --mcp takes NAME="COMMAND ARGS" or NAME=http://HOST:PORT/mcp, got {spec!r}')
-        servers[name] = target
-    return servers
+            raise SystemExit(f"ptc: {flag} takes {shape}, got {spec!r}")
+        named[name] = target
+    return named
+
+
+def _mcp_servers(specs: Sequence[str]) -> dict[str, str]:
+    return _named("--mcp", 'NAME="COMMAND ARGS" or NAME=http://HOST:PORT/mcp', specs)
+
+
+def _a2a_agents(specs: Sequence[str]) -> dict[str, str]:
+    agents = _named("--a2a", "NAME=http://HOST:PORT (the agent's base URL)", specs)
+    for name, url in agents.items():
+        if not url.startswith(("http://", "https://")):
+            raise SystemExit(f"ptc: --a2a {name}= takes the agent's http:// or https:// URL, got {url!r}")
+    return agents
 
 
 def _executor(args: argparse.Namespace) -> ProgrammaticToolExecutor:
-    """The executor the flags describe: --tools catalogs, --mcp servers, limits and policy."""
+    """The executor the flags describe: --tools catalogs, --mcp servers, --a2a agents, limits and policy."""
     if args.mcp:
         require_mcp("--mcp")
+    if args.a2a:
+        require_a2a("--a2a")
     policy = Policy(
         **{
             k: v
@@ -98,6 +113,7 @@ def _executor(args: argparse.Namespace) -> ProgrammaticToolExecutor:
         limits=limits,
         policy=policy,
         mcp_servers=_mcp_servers(args.mcp),
+        a2a_agents=_a2a_agents(args.a2a),
         quota=Quota(**admission) if admission else None,
     )
 
@@ -248,9 +264,9 @@ def _read_program(script: str) -> str:
 
 
 def _run(args: argparse.Namespace) -> int:
-    executor = _executor(args)  # a bad --tools or --mcp spec says so first
+    executor = _executor(args)  # a bad --tools, --mcp or --a2a spec says so first
     try:
-        code = _read_program(args.script)  # before any MCP server is started
+        code = _read_program(args.script)  # before any MCP server is started or agent asked
     except BaseException:
         executor.close()
         raise
@@ -332,6 +348,8 @@ def client_config(args: argparse.Namespace, name: str = "ptc") -> dict[str, Any]
         if not target.startswith(("http://", "https://")):
             target = _portable_command(target)
         flags += ["--mcp", f"{name_}={target}"]
+    for spec in args.a2a:
+        flags += ["--a2a", spec]
     for flag in (
         "timeout", "memory", "fuel", "max_output", "tool_timeout", "max_retries", "max_concurrent", "max_queued"
     ):  # fmt: skip
@@ -417,7 +435,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.set_defaults(handler=_serve)
 
-    demo = commands.add_parser("demo", help="run the budget walkthrough, sequential vs asyncio.gather")
+    demo = commands.add_parser(
+        "demo", help="run the budget walkthrough: sequential vs asyncio.gather, then MCP + A2A (a local agent)"
+    )
     demo.set_defaults(handler=_demo)
     return parser
 
@@ -428,6 +448,9 @@ def _add_tool_flags(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--mcp", action="append", default=[], metavar="NAME=SERVER", help='an MCP server: NAME="CMD ARGS" or NAME=URL'
+    )
+    parser.add_argument(
+        "--a2a", action="append", default=[], metavar="NAME=URL", help="an A2A agent (its base URL) as tools.NAME"
     )
 
 

@@ -8,7 +8,8 @@
     ├── StubError                (also ValueError) a rendered stub is not what its template intends
     ├── RetryableError           raised by a tool: a transient failure the router may retry
     ├── BackendUnavailable       (also ConnectionError) a tool's backend could not be reached
-    │   └── MCPConnectionError   an MCP server could not be started or reached
+    │   ├── MCPConnectionError   an MCP server could not be started or reached
+    │   └── A2AConnectionError   an A2A agent could not be reached (its card, or a call)
     └── ToolError                a tool call failed (the program-facing family, below)
         ├── ToolValidationError  the parameters did not match the tool's definition
         ├── ToolTimeoutError     the tool did not answer within its timeout
@@ -20,7 +21,8 @@ PtcError too, so an `except PtcError` around ptc catches whatever leaks:
 `FrameError` (`FrameTooLarge`, `FrameTimeout`; ptc.hostcalls.wasm.codec),
 `Abort` (ptc.hostcalls.wasm.state), `ParameterError`
 (ptc.hostcalls.calls.validation), `CallFailed`, `CallAbandoned` and
-`DeadlinePassed` (ptc.hostcalls.calls).
+`DeadlinePassed` (ptc.hostcalls.calls), `A2AReplyTooLarge`
+(ptc.hostcalls.backends.a2a: an agent sent more than its limits allow).
 
 The ToolError family is also what a program sees (`from tools import
 ToolError, ...`): `program_errors_source()` renders it, from the classes
@@ -31,6 +33,9 @@ reaches the program as a plain ToolError with a fixed message.
 """
 
 from __future__ import annotations
+
+import importlib
+from importlib import metadata
 
 
 class PtcError(Exception):
@@ -96,6 +101,19 @@ class MCPConnectionError(BackendUnavailable):
         self.server = server
 
 
+class A2AConnectionError(BackendUnavailable):
+    """An A2A agent could not be reached: its card at start, or a call.
+
+    The message names it and its URL, for the operator (`connect()`, `ptc
+    run --a2a` at startup, events, logs). A program's call sees only
+    `public`: "A2A agent 'travel' is unavailable".
+    """
+
+    def __init__(self, agent: str, detail: str, *, public: str | None = None) -> None:
+        super().__init__(detail, backend=f"A2A agent {agent!r}", public=public)
+        self.agent = agent
+
+
 class ToolError(PtcError):
     """A tool call failed."""
 
@@ -141,33 +159,43 @@ def program_errors_source() -> str:
     return "\n\n".join(blocks)
 
 
-def _mcp_requirement() -> str:
-    """The `mcp` requirement of the `mcp` extra, as installed (else pyproject's)."""
-    from importlib import metadata
+def _requirement(extra: str, package: str, fallback: str) -> str:
+    """The `package` requirement of ptc's `extra`, as installed (else pyproject's, `fallback`)."""
 
     try:
         for requirement in metadata.requires("ptc") or []:
             spec, _, marker = requirement.partition(";")
-            if spec.strip().startswith("mcp") and "mcp" in marker:
+            if spec.strip().startswith(package) and extra in marker:
                 return spec.strip()
     except metadata.PackageNotFoundError:
         pass
-    return "mcp>=2.3,<3"
+    return fallback
+
+
+def _require(feature: str, extra: str, sdk: str, modules: tuple[str, ...], package: str, fallback: str) -> None:
+    """Raise MissingExtraError naming `feature` and the extra to install when a module cannot be imported."""
+    try:
+        for module in modules:
+            importlib.import_module(module)
+    except ImportError as exc:
+        raise MissingExtraError(
+            f"{feature} needs the {sdk}, which is not installed: pip install 'ptc[{extra}]' "
+            f"(or pip install '{_requirement(extra, package, fallback)}')"
+        ) from exc
 
 
 def require_mcp(feature: str) -> None:
     """Raise MissingExtraError naming `feature` when the MCP SDK cannot be imported."""
-    try:
-        import mcp  # noqa: F401
-        import mcp_types  # noqa: F401
-    except ImportError as exc:
-        raise MissingExtraError(
-            f"{feature} needs the MCP SDK, which is not installed: pip install 'ptc[mcp]' "
-            f"(or pip install '{_mcp_requirement()}')"
-        ) from exc
+    _require(feature, "mcp", "MCP SDK", ("mcp", "mcp_types"), "mcp", "mcp>=2.3,<3")
+
+
+def require_a2a(feature: str) -> None:
+    """Raise MissingExtraError naming `feature` when the A2A SDK (a2a-sdk, with httpx) cannot be imported."""
+    _require(feature, "a2a", "A2A SDK", ("a2a.client", "httpx"), "a2a-sdk", "a2a-sdk[http-server]>=1.3,<2")
 
 
 __all__ = [
+    "A2AConnectionError",
     "BackendUnavailable",
     "CircuitOpenError",
     "ExecutorClosedError",

@@ -1,9 +1,17 @@
-"""Tool-call events: to callbacks registered on the executor and to logging."""
+"""Tool-call events: to callbacks registered on the executor and to logging.
+
+Most are the router's (start, retry, complete, ...). A backend may say more
+about the call it is running (an A2A task's status updates: `a2a_status`)
+through `call_emitter()`, which the router sets for the duration of each
+call, so the event carries the call's tool, execution, tenant and attempt.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Literal
 
@@ -11,7 +19,15 @@ logger = logging.getLogger("ptc")
 logger.addHandler(logging.NullHandler())  # a library logs; the application decides where to
 
 EventKind = Literal[
-    "start", "retry", "complete", "failure", "cache_hit", "circuit_open", "circuit_half_open", "circuit_closed"
+    "start",
+    "retry",
+    "complete",
+    "failure",
+    "cache_hit",
+    "circuit_open",
+    "circuit_half_open",
+    "circuit_closed",
+    "a2a_status",
 ]
 
 
@@ -27,9 +43,33 @@ class ToolEvent:
     # secrets (a command line, a server's stderr), so the program and the call record get a fixed text.
     error: str | None = None
     backend: str | None = None
+    # a2a_status: the remote task's state ("working", "input-required", ...), its id, and the
+    # agent's status text (upstream text, cut to A2A_STATUS_TEXT characters).
+    state: str | None = None
+    task_id: str | None = None
+    text: str | None = None
 
 
+A2A_STATUS_TEXT = 500
 EventCallback = Callable[[ToolEvent], None]
+# `emit(kind, **ToolEvent fields)` for the call running in this context (None outside a call).
+CallEmitter = Callable[..., None]
+_call_emitter: ContextVar[CallEmitter | None] = ContextVar("ptc_call_emitter", default=None)
+
+
+def call_emitter() -> CallEmitter | None:
+    """The running call's event emitter: a backend's own events carry the call's tool, execution and attempt."""
+    return _call_emitter.get()
+
+
+@contextlib.contextmanager
+def emitting(emitter: CallEmitter) -> Iterator[None]:
+    """`emitter` is the current call's inside the block (the router, around one call)."""
+    token = _call_emitter.set(emitter)
+    try:
+        yield
+    finally:
+        _call_emitter.reset(token)
 
 
 def _level(kind: str) -> int:

@@ -20,11 +20,12 @@ from typing import Any, Literal
 
 from ptc.audit import AuditCallback, Auditor
 from ptc.catalog import ToolCatalog
-from ptc.connections import MCPConnections
+from ptc.connections import A2AConnections, MCPConnections
 from ptc.engine import prepare_runtime, runtime_ready
 from ptc.errors import ExecutorClosedError
 from ptc.events import EventBus, EventCallback
 from ptc.execution import Runner
+from ptc.hostcalls.backends.a2a.client import A2AAgentConfig
 from ptc.hostcalls.backends.mcp.client import MCPServerConfig
 from ptc.hostcalls.calls.idempotency import DEFAULT_CACHE_BYTES, DEFAULT_CACHE_ENTRIES, IdempotencyCache
 from ptc.hostcalls.calls.shim import MCPClientShim
@@ -73,6 +74,11 @@ class ProgrammaticToolExecutor:
         closed by `aclose()` / leaving the `async with`. They need the `mcp`
         extra: without it the constructor raises MissingExtraError (an
         ImportError) saying `pip install 'ptc[mcp]'`.
+    a2a_agents: domain -> A2A agent ("http://host:port", or an
+        A2AAgentConfig). Each agent's card is read on first use, like MCP
+        servers; its skills become `tools.<domain>.<skill>(text, *,
+        context_id=None, data=None)` plus `send_message`, returning an
+        AgentReply. They need the `a2a` extra (`pip install 'ptc[a2a]'`).
 
     Aliases, the walkthrough's spellings: `timeout=S` is `limits.timeout`
     (giving both, different, is a ValueError); `enable_stubs=False` writes
@@ -91,6 +97,7 @@ class ProgrammaticToolExecutor:
         tenant_id: str = "default",
         quota: Quota | None = None,
         mcp_servers: Mapping[str, str | MCPServerConfig | Mapping[str, Any]] | None = None,
+        a2a_agents: Mapping[str, str | A2AAgentConfig | Mapping[str, Any]] | None = None,
         on_event: EventCallback | None = None,
         on_audit: AuditCallback | None = None,
         idempotency_max_bytes: int = DEFAULT_CACHE_BYTES,
@@ -116,6 +123,7 @@ class ProgrammaticToolExecutor:
         )
         self.router = self.shim.router
         self._mcp = MCPConnections(mcp_servers or {}, self.catalog, self.router.tools.bind)
+        self._a2a = A2AConnections(a2a_agents or {}, self.catalog, self.router.tools.bind, taken=mcp_servers or {})
         self.stubs = StubCache(self.catalog)
         self.stub_dir = Path(stub_dir) if (stub_dir is not None and enable_stubs) else None
         self._written_revision = -1
@@ -152,17 +160,20 @@ class ProgrammaticToolExecutor:
         """
         self._open()
         await self._mcp.connect()
+        await self._a2a.connect()
 
     async def aclose(self) -> None:
         """Close the executor: its MCP sessions (and their subprocesses) and its tool threads. Final."""
         if self._close():
             await asyncio.to_thread(self._mcp.close)
+            await asyncio.to_thread(self._a2a.close)
             self.router.close()
 
     def close(self) -> None:
         """aclose() for callers without an event loop."""
         if self._close():
             self._mcp.close()
+            self._a2a.close()
             self.router.close()
 
     def _close(self) -> bool:
@@ -247,7 +258,7 @@ class ProgrammaticToolExecutor:
         `execution_time` starts after that.
         """
         limits = limits or self.limits
-        if not self._mcp.connected or self._lifecycle != "open":
+        if not self._mcp.connected or not self._a2a.connected or self._lifecycle != "open":
             await self.connect()
         await self.warm_up(limits=limits)  # before the slot and the clock: the build is not the program's
         gate = tenants.gate(self.tenant_id)

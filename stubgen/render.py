@@ -70,8 +70,15 @@ def _render_class(cls: TypedDictDef) -> str:
 
 
 def _ordered(parameters: list[ToolParameter]) -> list[ToolParameter]:
-    """Required parameters first (Python needs them before defaulted ones), else as declared."""
-    return [p for p in parameters if p.required] + [p for p in parameters if not p.required]
+    """Positional-or-keyword parameters, then keyword-only ones; required first within each (Python
+    needs a positional one before the defaulted ones), else as declared."""
+    return [
+        p
+        for keyword_only in (False, True)
+        for required in (True, False)
+        for p in parameters
+        if p.keyword_only == keyword_only and p.required == required
+    ]
 
 
 def _python_names(parameters: list[ToolParameter]) -> list[str]:
@@ -124,6 +131,8 @@ def build_stub(tool: ToolDefinition) -> ToolStub:
     input_fields = []
     example: list[str] = []
     for p, name in zip(ordered, python_names, strict=True):
+        if p.keyword_only and "*" not in params:
+            params.append("*")
         schema = schemas.get(p.name, {})
         annotation = types.annotation(schema, base + class_name(p.name))
         input_fields.append((p.name, annotation, p.required, p.description))
@@ -147,7 +156,8 @@ def build_stub(tool: ToolDefinition) -> ToolStub:
             description += "."
         doc_args.append(f"{name} ({kind}): {description}{default_text}".replace(":  ", ": ").rstrip())
         api_lines.append(f"`{name}`: " + md_inline((description or annotation) + default_text))
-    params.append("*")
+    if "*" not in params:
+        params.append("*")
     params.append("idempotency_key: str | None = None")
     doc_args.append("idempotency_key (str, optional): calls repeating a key get the first call's result.")
 
@@ -196,6 +206,7 @@ def build_stub(tool: ToolDefinition) -> ToolStub:
         summary=summary,
         api_lines=api_lines,
         names=dict(zip(python_names, (p.name for p in ordered), strict=True)),
+        keyword_only=tuple(name for p, name in zip(ordered, python_names, strict=True) if p.keyword_only),
         doc=doc,
         class_defs=list(types.classes),
     )

@@ -28,7 +28,8 @@ class ToolStub:
     docstring: str
     summary: str
     api_lines: list[str] = field(default_factory=list)
-    names: dict[str, str] = field(default_factory=dict)
+    names: dict[str, str] = field(default_factory=dict)  # Python name -> the tool's, in signature order
+    keyword_only: tuple[str, ...] = ()  # the Python names of `names` that come after `*`
     doc: str = ""
     class_defs: list[TypedDictDef] = field(default_factory=list)
     fallback: bool = False

@@ -219,17 +219,25 @@ def _function(node: ast.stmt, stub: ToolStub, classes: frozenset[str]) -> None:
 
 def _arguments(args: ast.arguments, stub: ToolStub, classes: frozenset[str]) -> None:
     _require(not args.posonlyargs and args.vararg is None, "positional-only or *args parameters")
-    _require([a.arg for a in args.args] == list(stub.names), "the parameters are not the tool's")
-    for arg in args.args:
+    keyword = list(stub.keyword_only)
+    _require(
+        [a.arg for a in args.args] + [a.arg for a in args.kwonlyargs[:-1]] == list(stub.names)
+        and [a.arg for a in args.kwonlyargs[:-1]] == keyword,
+        "the parameters are not the tool's",
+    )
+    for arg in args.args + args.kwonlyargs[:-1]:
         _annotation(arg.annotation, classes)
     _require(all(_literal(d) for d in args.defaults), "a default that is not a literal")
+    _require(all(d is None or _literal(d) for d in args.kw_defaults), "a default that is not a literal")
+    last = args.kwonlyargs[-1] if args.kwonlyargs else None
     _require(
-        [a.arg for a in args.kwonlyargs] == ["idempotency_key"]
-        and args.kwonlyargs[0].annotation is not None
-        and ast.unparse(args.kwonlyargs[0].annotation) == "str | None"
-        and len(args.kw_defaults) == 1
-        and _constant(args.kw_defaults[0], None),
-        "idempotency_key is not the one keyword-only parameter",
+        last is not None
+        and last.arg == "idempotency_key"
+        and last.annotation is not None
+        and ast.unparse(last.annotation) == "str | None"
+        and len(args.kw_defaults) == len(args.kwonlyargs)
+        and _constant(args.kw_defaults[-1], None),
+        "idempotency_key is not the last keyword-only parameter",
     )
     if stub.fallback:
         _require(args.kwarg is not None and args.kwarg.arg == "params", "the minimal stub takes **params")

@@ -75,3 +75,7 @@ def test_demo(tmp_path):
     assert "sequential" in proc.stdout and "asyncio.gather" in proc.stdout
     assert "same result: True" in proc.stdout
     assert proc.stdout.count("get_team_budget") >= 8
+    # MCP + A2A: the demo's own agent, started on a free port and stopped again
+    assert "== MCP + A2A: 12 tool calls (4 to the A2A agent `advisor` at http://127.0.0.1:" in proc.stdout
+    assert proc.stdout.count("advisor.review_budget") == 4 and "ops-team-3: hold" in proc.stdout
+    assert "a2a_status events (submitted, working, completed); the agent is stopped" in proc.stdout

@@ -26,7 +26,7 @@ import time
 from collections.abc import Awaitable
 from typing import Any
 
-from ptc.events import EventBus, EventKind, ToolEvent
+from ptc.events import EventBus, EventKind, ToolEvent, emitting
 from ptc.hostcalls.calls.attempts import Breakers, attempts
 from ptc.hostcalls.calls.failures import CallFailed, clipped
 from ptc.hostcalls.calls.idempotency import IdempotencyCache, call_digest, once
@@ -71,7 +71,8 @@ class Router:
         """Run a prepared call and return its reply frame, charged to the execution's budget."""
         started = time.perf_counter()
         try:
-            reply = await self._run(record, call, context)
+            with emitting(lambda kind, **extra: self.emit(kind, record, context, **extra)):  # a backend's own events
+                reply = await self._run(record, call, context)
             self.emit("complete", record, context, duration=time.perf_counter() - started)
         except CallFailed as failure:
             reply = self.failed(record, failure, context)

@@ -58,7 +58,9 @@ class CallSession:
         if isinstance(request, dict) and "op" in request:
             return self._discover(request)
         name = request.get("tool") if isinstance(request, dict) else None
-        tool = self.router.tools.get(name)
+        tool = self.router.tools.find(name, request.get("domain") if isinstance(request, dict) else None)
+        if tool is not None:
+            name = tool.name  # the catalog's name (`call_tool` may name a skill by its domain and function)
         record = self._record(name if isinstance(name, str) else "<invalid frame>", request, tool)
         try:
             prepared = self.router.tools.prepare(record.tool, request)

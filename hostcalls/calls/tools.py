@@ -111,16 +111,23 @@ class ToolTable:
             tool = self._tools[name] = Tool(definition, binding, policy, open=name in self.open_tools)
         return tool
 
+    def find(self, name: object, domain: object = None) -> Tool | None:
+        """`get`, and for `call_tool(server="travel", tool_name="book")` also `travel.book` (an agent's skill)."""
+        tool = self.get(name)
+        if tool is None and isinstance(domain, str) and isinstance(name, str):
+            tool = self.get(f"{domain}.{name}")
+        return tool
+
     def prepare(self, name: str, request: dict[str, Any] | codec.FrameError) -> Prepared:
         """Authorize and validate a call, or raise CallFailed."""
         if isinstance(request, codec.FrameError):
             raise CallFailed("ToolError", f"rejected call: {request}")
-        tool = self.get(name)
+        domain = request.get("domain")
+        tool = self.find(name, domain)
         if tool is None:
             raise CallFailed("ToolNotFoundError", f"no tool named {clipped(name, 100)!r} in this catalog")
         if tool.binding is None:
             raise CallFailed("ToolError", f"tool {tool.name!r} has no handler bound")
-        domain = request.get("domain")
         if domain is not None and domain != tool.definition.domain:  # `call_tool(server=...)` names the domain
             raise CallFailed(
                 "ToolNotFoundError", f"no tool named {clipped(name, 100)!r} in {clipped(str(domain), 100)!r}"

@@ -3,8 +3,8 @@
 The SDK's client is anyio-based: a session must be entered and exited by one
 task. Each server therefore gets an owner task that holds the session open;
 calls from any task use it concurrently. All sessions of one `MCPServers`
-live on a private event loop thread, so they outlive any caller's loop
-(`execute_sync` makes a new loop per call) and close cleanly in one place.
+live on a private event loop thread (ptc.hostcalls.backends.loop), so they
+outlive any caller's loop and close cleanly in one place.
 """
 
 from __future__ import annotations
@@ -13,13 +13,13 @@ import asyncio
 import contextlib
 import shlex
 import tempfile
-import threading
 from collections.abc import Awaitable, Coroutine, Mapping
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, Field
 
 from ptc.errors import MCPConnectionError, MissingExtraError, require_mcp
+from ptc.hostcalls.backends.loop import LoopThread
 from ptc.private.mcp import http_client
 
 _T = TypeVar("_T")
@@ -169,16 +169,14 @@ class MCPServers:
         require_mcp("MCP servers")
         self.configs = {c.name: c for c in configs}
         self._connections = {c.name: _Connection(c) for c in configs}
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="ptc-mcp", daemon=True)
-        self._thread.start()
+        self._loop = LoopThread("ptc-mcp")
         self._closed = False
 
     def _submit(self, coro: Coroutine[Any, Any, _T]) -> Awaitable[_T]:
         if self._closed:
             coro.close()
             raise MCPConnectionError("*", "the MCP sessions are closed", public="the MCP sessions are closed")
-        return asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, self._loop))
+        return self._loop.submit(coro)
 
     async def list_tools(self, name: str) -> list[Any]:
         """Every tool the server offers (all pages)."""
@@ -226,9 +224,4 @@ class MCPServers:
         async def close_all() -> None:
             await asyncio.gather(*(c.close() for c in self._connections.values()), return_exceptions=True)
 
-        with contextlib.suppress(Exception):
-            asyncio.run_coroutine_threadsafe(close_all(), self._loop).result(timeout=20)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(timeout=5)
-        if not self._loop.is_running():
-            self._loop.close()
+        self._loop.close(close_all)

@@ -1,0 +1,44 @@
+"""A backend's private event loop, on a daemon thread of its own.
+
+A backend's clients (MCP sessions, A2A HTTP clients) belong to the loop
+they were made on, and the executor's callers come with loops of their own
+(`execute_sync` makes a new one per call). So each backend keeps its
+clients on one private loop, which outlives every caller's: calls are
+submitted to it from any loop, and it is closed in one place.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, TypeVar
+
+_T = TypeVar("_T")
+
+
+class LoopThread:
+    """An event loop running on a daemon thread until `close()`."""
+
+    def __init__(self, name: str) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name=name, daemon=True)
+        self._thread.start()
+
+    def submit(self, coro: Coroutine[Any, Any, _T]) -> Awaitable[_T]:
+        """Run `coro` on the private loop; await the result on the caller's loop.
+
+        Cancelling the awaiting task cancels `coro` on the private loop too.
+        """
+        return asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, self.loop))
+
+    def close(self, last: Callable[[], Coroutine[Any, Any, Any]] | None = None, timeout: float = 20) -> None:
+        """Run `last()` (the clients' own close) on the loop, then stop it and join the thread; blocks."""
+        if last is not None:
+            with contextlib.suppress(Exception):
+                asyncio.run_coroutine_threadsafe(last(), self.loop).result(timeout=timeout)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(timeout=5)
+        if not self.loop.is_running():
+            self.loop.close()
