@@ -137,11 +137,25 @@ class _Versioned(BaseModel):
     version: int
 
 
+def _opaque(value: Any) -> str:
+    return f"<{type(value).__qualname__}>"  # never a repr: it may hold an address, other in every process
+
+
 def fingerprint(catalog: ToolCatalog) -> str:
-    """A digest of the catalog's definitions: the stubs and validation a replay needs to be the same."""
+    """A digest of the catalog's definitions: the stubs and validation a replay needs to be the same.
+
+    Definitions hold upstream text (any string, lone surrogates too) and
+    defaults of any type: they are dumped as JSON with every non-ASCII
+    character escaped and a non-JSON value named by its type.
+    """
     digest = hashlib.sha256()
     for definition in sorted(catalog, key=lambda d: d.name):
-        digest.update(definition.model_dump_json().encode("utf-8", "surrogatepass") + b"\0")
+        try:
+            data = definition.model_dump(mode="json", fallback=_opaque)
+            text = json.dumps(data, sort_keys=True, ensure_ascii=True, default=_opaque)
+        except (ValueError, TypeError, RecursionError):  # say a default too large to write out: its name stands
+            text = json.dumps(["unrepresentable", definition.name], ensure_ascii=True)
+        digest.update(text.encode("ascii") + b"\0")
     return digest.hexdigest()
 
 
