@@ -40,10 +40,11 @@ def _never(request: Request, reply: Reply) -> Cancel | str:  # pragma: no cover 
 
 
 def _fresh(journal: Journal, limits: Limits) -> Instance | Outcome:
+    """An instance like the original's: a spare (warmed, so taken from the pool if one is ready), or not."""
     runtime = get_runtime(fuel=limits.fuel is not None)
     if not journal.warm:
         return instantiate(runtime, limits, spare=False)
-    instance = warm_instance(runtime)
+    instance = runtime.spares.take() or warm_instance(runtime)
     instance.store.set_limits(memory_size=limits.memory_bytes)
     return instance
 

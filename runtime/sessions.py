@@ -198,7 +198,7 @@ class Session:
         with self._lock:
             self._queued += 1
         try:
-            if before is not None:
+            if before is not None and not before.done():  # (awaiting a done one still costs a loop wake-up)
                 await asyncio.shield(asyncio.wrap_future(before))
             self._check_open()
             release = await self._admit(self.limits)
