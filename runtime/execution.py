@@ -82,9 +82,11 @@ class Runner:
     def journal(
         self, cells: list[JournalCell], *, session_id: str | None, warm: bool, cells_run: int, fuel: bool
     ) -> Journal:
-        """A journal of these cells, against this executor's catalog and the running guest (ours: not validated)."""
+        """A journal of these cells, against this executor's catalog and the running guest (ours: not validated).
+        Without a session id, one execution's."""
         return Journal.model_construct(
             version=JOURNAL_VERSION,
+            kind="session" if session_id is not None else "execution",
             catalog=self.fingerprints.current(),
             guest=get_runtime(fuel).guest,
             session_id=session_id,

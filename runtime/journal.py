@@ -34,7 +34,7 @@ import base64
 import binascii
 import hashlib
 import json
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -125,6 +125,9 @@ class Journal(BaseModel):
     model_config = _CONFIG
 
     version: int = Field(description="the journal format (JOURNAL_VERSION when written)")
+    kind: Literal["session", "execution"] = Field(
+        "session", description="a session's cells, or one execution's program (which replays only as itself)"
+    )
     catalog: str = Field(max_length=128, description="fingerprint of the tool catalog the cells ran against")
     guest: str = Field(max_length=128, description="the guest build the cells ran in (replay needs the same)")
     session_id: str | None = Field(None, max_length=256)
@@ -197,6 +200,11 @@ def load(source: Journal | str | bytes, *, catalog: str, guest: str, max_bytes: 
         raise JournalError(f"the journal has format {journal.version}; this ptc reads up to {JOURNAL_VERSION}")
     if journal.version < 1:
         raise JournalError(f"the journal's format {journal.version} is not one ptc ever wrote")
+    if journal.kind != "session":
+        raise JournalError(
+            "the journal is one execution's (result.journal), not a session's: a program runs its own event loop "
+            "to the end, a cell does not, so it does not replay as a session's cell"
+        )
     if journal.catalog != catalog:
         raise JournalError("the journal is from another tool catalog (its fingerprint differs from this executor's)")
     if journal.guest != guest:

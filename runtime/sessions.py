@@ -287,15 +287,23 @@ class Session:
         assert before is None
         try:
             release = await self._admit(self.limits)
-            try:
-                work = self._runner.work(
-                    lambda: replay(journal, self.limits, self._runner.module_source, f"restore-{self.id}")
-                )
-                restored = await asyncio.shield(asyncio.wrap_future(work))
-            finally:
-                release()
-        finally:
+        except BaseException:
             _end_turn(mine)
+            raise
+        try:
+            work = self._runner.work(
+                lambda: replay(journal, self.limits, self._runner.module_source, f"restore-{self.id}")
+            )
+        except BaseException:
+            release()
+            _end_turn(mine)
+            raise
+        work.add_done_callback(lambda _: (release(), _end_turn(mine)))  # when the replay ends, not its awaiter
+        try:
+            restored = await asyncio.shield(asyncio.wrap_future(work))
+        except asyncio.CancelledError:
+            work.add_done_callback(self._orphaned)
+            raise
         with self._lock:
             self._cells = list(journal.cells)
             self._journal_bytes = CELL_BYTES + sum(cell_size(c) for c in journal.cells)
@@ -305,6 +313,11 @@ class Session:
         self._instance = restored.instance
         if self._journal_bytes > self.max_journal_bytes:
             self._close(f"its journal is past max_journal_bytes ({self.max_journal_bytes} bytes)")
+
+    def _orphaned(self, work: Future[Restored]) -> None:
+        """A restore whose caller went away: its instance is nobody's."""
+        if not work.cancelled() and work.exception() is None:
+            self._retire(work.result().instance)
 
     # -- closing ----------------------------------------------------------------
     def _close(self, reason: str) -> bool:

@@ -114,14 +114,14 @@ async def test_a_journal_round_trips_as_json(executor):
     assert "journal" not in r.model_dump() and '"journal":' not in r.model_dump_json()  # seeds and replies stay out
 
 
-async def test_a_one_shot_journal_restores_as_a_session(executor):
+async def test_a_one_shot_journal_is_not_a_sessions(executor):
     r = await executor.execute(
-        "import random\nfrom tools.shop import stock\nx = [random.random(), await stock(sku='A1')]\nx"
+        "import random\nfrom tools.shop import stock\nx = [random.random(), await stock(sku='A1')]"
     )
+    assert r.journal.kind == "execution"
     before = CALLS.copy()
-    async with await executor.restore_session(r.journal) as session:
-        again = await session.execute("x")
-    assert again.error is None and again.result == r.result  # the program as its first cell, the same draws
+    with pytest.raises(JournalError, match="one execution's"):
+        await executor.restore_session(r.journal)
     assert CALLS == before
 
 
@@ -223,11 +223,12 @@ async def test_journals_are_bounded(executor):
 
 
 async def test_a_journal_from_another_catalog_is_refused(executor):
-    r = await executor.execute("1")
+    async with executor.session() as session:
+        await session.execute("1")
     other = ProgrammaticToolExecutor(shop("another"), limits=LIMITS)
     other.catalog.add_tool(other.catalog.get("price").model_copy(update={"name": "price2"}), lambda p: 1)
     with pytest.raises(JournalError, match="another tool catalog"):
-        await other.restore_session(r.journal)
+        await other.restore_session(session.journal())
     await other.aclose()
 
 

@@ -255,3 +255,20 @@ async def test_a_session_whose_restore_fails_is_closed():
     with pytest.raises(SessionClosedError, match="restore"):
         await session.execute("p")
     await ex.aclose()
+
+
+async def test_each_cell_ends_what_it_left_running_as_asyncio_run_does(executor):
+    async with executor.session() as session:
+        r = await session.execute(
+            "import asyncio\nfrom tools.shop import price\nevents = []\n"
+            "async def slow():\n    try:\n        await asyncio.sleep(30)\n    except asyncio.CancelledError:\n"
+            "        events.append('cancelled')\n        raise\n"
+            "left = asyncio.create_task(slow())\npending = asyncio.ensure_future(price(sku='A1'))\nawait asyncio.sleep(0)"
+        )
+        assert r.error is None and r.execution_time < 5
+        r = await session.execute("events, left.cancelled(), await price(sku='B2')")
+        assert r.error is None and r.result == [["cancelled"], True, 12.0]
+        r = await session.execute("asyncio.get_running_loop().close()")  # a program may close its loop
+        assert r.error is not None
+        r = await session.execute("await asyncio.sleep(0)\n'next'")
+        assert r.error is None and r.result == "next"

@@ -221,16 +221,43 @@ def _finish_loop(loop: HostEventLoop) -> None:
         loop.close()
 
 
-def _execute(code_obj: Any, namespace: dict[str, Any]) -> None:
+def _execute(code_obj: Any, namespace: dict[str, Any], session: bool = False) -> None:
     if code_obj.co_flags & inspect.CO_COROUTINE:
-        loop = HostEventLoop()
+        loop = _session_loop() if session else HostEventLoop()
         asyncio.set_event_loop(loop)
         try:
             loop.run_until_complete(eval(code_obj, namespace))
         finally:
-            _finish_loop(loop)
+            if session:
+                _end_cell(loop)
+            else:
+                _finish_loop(loop)
     else:
         exec(code_obj, namespace)
+
+
+_loop: HostEventLoop | None = None
+
+
+def _session_loop() -> HostEventLoop:
+    """A session's event loop, kept from cell to cell (making and closing one cost as much as the cell)."""
+    global _loop
+    if _loop is None or _loop.is_closed():  # (a program may close it)
+        _loop = HostEventLoop()
+    return _loop
+
+
+def _end_cell(loop: HostEventLoop) -> None:
+    """A cell's end, as asyncio.run's: what it left running is cancelled; the loop stays for the next cell."""
+    try:
+        pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
+        for task in pending:
+            task.cancel()
+        if pending:
+            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+    finally:
+        loop.forget_calls()  # a call still pending was this cell's execution's
+        asyncio.set_event_loop(None)
 
 
 def _value(namespace: dict[str, Any], own_result: bool = True) -> tuple[Any, bool]:
@@ -347,7 +374,7 @@ def _run(code: str, report_limit: int, namespace: dict[str, Any], filename: str,
     else:
         host.started()
         try:
-            _execute(code_obj, namespace)
+            _execute(code_obj, namespace, session)
             if not session:
                 value, report["repr"] = _value(namespace)
             else:

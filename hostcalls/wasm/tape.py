@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from array import array
 from dataclasses import dataclass
 from typing import Any
 
@@ -116,8 +117,8 @@ class Recorder(Tape):
         self.recording = room >= 0
         self.overflowed = False
         self.size = CELL_BYTES
-        self.clocks: list[int] = []
-        self.walls: list[int] = []
+        self.clocks = array("q")  # 8 bytes a reading (a list of ints took 36): a program may read the clock a lot
+        self.walls = array("q")
         self.calls: list[_Call] = []
         self.waits: list[list[int]] = []
         self.modules: list[str] = []
@@ -131,7 +132,7 @@ class Recorder(Tape):
         self.size += size
         if self.size > self.room:
             self.recording, self.overflowed = False, True
-            self.clocks, self.walls, self.calls, self.waits, self.modules = [], [], [], [], []
+            self.clocks, self.walls, self.calls, self.waits, self.modules = array("q"), array("q"), [], [], []
 
     def clock(self, value: int) -> int:
         if self.recording:
@@ -186,8 +187,8 @@ class Recorder(Tape):
             code=code,
             seed=self.seed.hex(),
             error=error,
-            clocks=self.clocks,
-            walls=self.walls,
+            clocks=self.clocks.tolist(),
+            walls=self.walls.tolist(),
             calls=calls,
             waits=self.waits,
             modules=self.modules,
