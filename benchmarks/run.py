@@ -2,7 +2,7 @@
 
     python benchmarks/run.py                  # full run (about 2.5 minutes)
     python benchmarks/run.py --quick          # smoke run (under ~40 s)
-    python benchmarks/run.py --only tools     # one section: sandbox, tools, throughput, cpu, mcp or all (default)
+    python benchmarks/run.py --only tools     # one section: sandbox, tools, throughput, cpu, mcp, sessions or all
 
 Prints a markdown table (metric | value | target | status) and writes every
 figure, plus the raw samples' summaries and the environment, to
@@ -33,6 +33,7 @@ SECTIONS = {
     "throughput": "executions/s: serial, 2 threads, 2 processes",
     "cpu": "import cost inside the sandbox; CPU-bound Python against native CPython",
     "mcp": "an MCP tool call direct and through the sandbox",
+    "sessions": "ten agent blocks in one session, a small cell, restoring a session from its journal",
 }
 
 
