@@ -8,52 +8,22 @@ import json
 import subprocess
 import sys
 import textwrap
-from collections import Counter
 from pathlib import Path
 
 import msgpack
 import pytest
+from session_tools import CALLS, shop
 
 from ptc import (
     Journal,
     JournalError,
     Limits,
-    Policy,
     ProgrammaticToolExecutor,
     ReplayDivergedError,
-    ToolCatalog,
 )
 from ptc.journal import JOURNAL_VERSION
 
-CALLS: Counter[str] = Counter()
 HERE = Path(__file__).resolve().parent
-
-
-def shop(source: str = "journal-test") -> ToolCatalog:
-    catalog = ToolCatalog(source=source)
-
-    @catalog.tool(domain="shop")
-    async def price(sku: str) -> float:
-        """The price of a sku."""
-        CALLS["price"] += 1
-        await asyncio.sleep(0.002 if sku == "A1" else 0.02)  # B2 comes back after A1 under gather
-        return {"A1": 3.5, "B2": 12.0}.get(sku, 1.0)
-
-    @catalog.tool(domain="shop", policy=Policy(inline=True))
-    def stock(sku: str) -> int:
-        """Units in stock (inline: answered at submit)."""
-        CALLS["stock"] += 1
-        return 7
-
-    @catalog.tool(domain="shop")
-    def label(sku: str) -> str:
-        """A label (sync, on the tool threads)."""
-        CALLS["label"] += 1
-        return f"<{sku}>"
-
-    return catalog
-
-
 LIMITS = Limits(timeout=5)
 CELLS = [
     "from tools.shop import price, stock, label\nimport random, uuid, time, os, secrets, asyncio, datetime",
@@ -72,7 +42,7 @@ STATE = "r, u, b, s, t, m, d, first, in_stock, both, order, name, raw, refused"
 
 @pytest.fixture(scope="module")
 def executor() -> ProgrammaticToolExecutor:
-    return ProgrammaticToolExecutor(shop(), limits=LIMITS, tenant_id="journal-tests")
+    return ProgrammaticToolExecutor(shop("journal-test"), limits=LIMITS, tenant_id="journal-tests")
 
 
 async def _session_with_state(executor):
@@ -241,11 +211,12 @@ async def test_restore_in_another_process_with_the_same_catalog(executor, tmp_pa
         f"""
         import asyncio, json, sys
         sys.path.insert(0, {str(HERE)!r})
-        from test_journal import CALLS, LIMITS, STATE, shop
+        from session_tools import CALLS, shop
+        from test_journal import LIMITS, STATE
         from ptc import ProgrammaticToolExecutor
 
         async def main():
-            executor = ProgrammaticToolExecutor(shop(), limits=LIMITS, tenant_id="journal-tests")
+            executor = ProgrammaticToolExecutor(shop("journal-test"), limits=LIMITS, tenant_id="journal-tests")
             session = await executor.restore_session(open({str(path)!r}).read())
             r = await session.execute(STATE)
             print(json.dumps({{"state": r.result, "calls": sum(CALLS.values())}}))

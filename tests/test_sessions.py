@@ -3,53 +3,20 @@ its journal, cells in call order, closing, quotas. Real guest, real tools, calls
 
 import asyncio
 import time
-from collections import Counter
 
 import pytest
+from session_tools import CALLS, shop
 
 from ptc import (
     ExecutorClosedError,
     Limits,
     OverCapacityError,
-    Policy,
     ProgrammaticToolExecutor,
     Quota,
     Session,
     SessionClosedError,
-    ToolCatalog,
     ToolDefinition,
-    ToolError,
 )
-
-CALLS: Counter[str] = Counter()
-
-
-def shop() -> ToolCatalog:
-    catalog = ToolCatalog(source="sessions-test")
-
-    @catalog.tool(domain="shop")
-    async def price(sku: str) -> float:
-        """The price of a sku."""
-        CALLS["price"] += 1
-        await asyncio.sleep(0.005)
-        return {"A1": 3.5, "B2": 12.0}.get(sku, 1.0)
-
-    @catalog.tool(domain="shop", policy=Policy(inline=True))
-    def stock(sku: str) -> int:
-        """Units in stock (inline)."""
-        CALLS["stock"] += 1
-        return 7
-
-    @catalog.tool(domain="shop")
-    def refund(order: str) -> str:
-        """Refund an order (sync, on the tool threads)."""
-        CALLS["refund"] += 1
-        if order == "bad":
-            raise ToolError("no such order")
-        return f"refunded {order}"
-
-    return catalog
-
 
 LIMITS = Limits(timeout=5)
 

@@ -207,14 +207,18 @@ def _binds_result(tree: ast.Module) -> bool:
     return False
 
 
-def _finish_loop(loop: HostEventLoop) -> None:
+def _cancel_left(loop: HostEventLoop) -> None:
     """Cancel what the program left running, as asyncio.run does."""
+    pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
+    for task in pending:
+        task.cancel()
+    if pending:
+        loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+
+
+def _finish_loop(loop: HostEventLoop) -> None:
     try:
-        pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
-        for task in pending:
-            task.cancel()
-        if pending:
-            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+        _cancel_left(loop)
         loop.run_until_complete(loop.shutdown_asyncgens())
     finally:
         asyncio.set_event_loop(None)
@@ -250,11 +254,7 @@ def _session_loop() -> HostEventLoop:
 def _end_cell(loop: HostEventLoop) -> None:
     """A cell's end, as asyncio.run's: what it left running is cancelled; the loop stays for the next cell."""
     try:
-        pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
-        for task in pending:
-            task.cancel()
-        if pending:
-            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+        _cancel_left(loop)
     finally:
         loop.forget_calls()  # a call still pending was this cell's execution's
         asyncio.set_event_loop(None)

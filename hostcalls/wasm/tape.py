@@ -230,18 +230,18 @@ class Player(Tape):
         raise error
 
     def clock(self, value: int) -> int:
-        i, clocks = self._clocks, self.cell.clocks
-        if i >= len(clocks):
-            self._diverge(f"it read the monotonic clock more than the {len(clocks)} times recorded")
-        self._clocks = i + 1
-        return clocks[i]
+        self._clocks += 1
+        return self._reading(self.cell.clocks, self._clocks, "the monotonic clock")
 
     def wall(self, value: int) -> int:
-        i, walls = self._walls, self.cell.walls
-        if i >= len(walls):
-            self._diverge(f"it read the wall clock more than the {len(walls)} times recorded")
-        self._walls = i + 1
-        return walls[i]
+        self._walls += 1
+        return self._reading(self.cell.walls, self._walls, "the wall clock")
+
+    def _reading(self, readings: list[int], count: int, clock: str) -> int:
+        """The count-th recorded reading."""
+        if count > len(readings):
+            self._diverge(f"it read {clock} more than the {len(readings)} times recorded")
+        return readings[count - 1]
 
     def call(self, frame: object, request: object) -> JournalCall:
         """The recorded call the program's next call must be (checked before anything runs)."""
