@@ -33,6 +33,7 @@ from ptc.hostcalls.wasm.state import ExecutionState, ModuleSource
 from ptc.hostcalls.wasm.tape import Recorder
 from ptc.journal import DEFAULT_MAX_JOURNAL_BYTES, JOURNAL_VERSION, Fingerprints, Journal, JournalCell
 from ptc.limits import Limits
+from ptc.replay import outcome_of
 from ptc.results import ExecutionResult
 from ptc.sandbox import Outcome, run_program
 from ptc.tenancy import EXECUTION_THREADS
@@ -203,7 +204,7 @@ class _OneShot:
         return outcome
 
     def finish(self, result: ExecutionResult, limits: Limits) -> None:
-        cell = self.recorder.cell(0, self.code, result.error.type if result.error else None)
+        cell = self.recorder.cell(0, self.code, outcome_of(result.error))
         if cell is not None:
             fuel = limits.fuel is not None
             result.journal = self.runner.journal([cell], session_id=None, warm=self.warm, cells_run=1, fuel=fuel)

@@ -25,8 +25,20 @@ from ptc.hostcalls.wasm.state import Cancel, ExecutionState, ModuleSource, Reply
 from ptc.hostcalls.wasm.tape import Player
 from ptc.journal import Journal
 from ptc.limits import Limits
+from ptc.results import ExecutionErrorInfo
 from ptc.sandbox import Outcome, instantiate, run_cell
 from ptc.spares import Instance, warm_instance
+
+
+def outcome_of(error: ExecutionErrorInfo | None) -> str | None:
+    """How a cell ended, as its journal says and its replay must end: the error's type, or None.
+
+    A result too large to return is not the program's doing (the host's room
+    for it differs from run to run): the cell ran to its end all the same.
+    """
+    if error is None or error.type == "ResultTooLargeError":
+        return None
+    return error.type
 
 
 @dataclass
@@ -64,7 +76,7 @@ def replay(journal: Journal, limits: Limits, module_source: ModuleSource, execut
             )
             outcome = run_cell(instance, cell.code, cell.index, state, limits, clock_offset=0)
             state.close()
-            error = outcome.error.type if outcome.error is not None else None
+            error = outcome_of(outcome.error)
             if outcome.trapped and player.diverged is None:
                 raise ReplayDivergedError(
                     f"replay diverged from the journal at cell {cell.index}: it was stopped ({outcome.error}), "

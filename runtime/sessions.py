@@ -52,7 +52,7 @@ from ptc.hostcalls.wasm.tape import Recorder
 from ptc.journal import CELL_BYTES, Journal, JournalCell, cell_size
 from ptc.limits import Limits
 from ptc.private.asyncio import running_loop
-from ptc.replay import Restored, replay
+from ptc.replay import Restored, outcome_of, replay
 from ptc.results import ExecutionResult
 from ptc.sandbox import Outcome, instantiate, run_cell
 from ptc.spares import Instance
@@ -250,7 +250,7 @@ class Session:
             self._current = None  # the program is done: closing from here on has nothing to cancel
         error = outcome.error
         if not outcome.trapped and (error is None or error.kind in _USABLE):
-            journaled = cell.recorder.cell(index, code, error.type if error is not None else None)
+            journaled = cell.recorder.cell(index, code, outcome_of(error))
             if journaled is None:
                 self._close(f"its journal grew past max_journal_bytes ({self.max_journal_bytes} bytes) in cell {index}")
             else:
