@@ -298,7 +298,12 @@ class Session:
             release()
             _end_turn(mine)
             raise
-        work.add_done_callback(lambda _: (release(), _end_turn(mine)))  # when the replay ends, not its awaiter
+
+        def ended(_: object) -> None:  # when the replay ends, not when its awaiter does
+            release()
+            _end_turn(mine)
+
+        work.add_done_callback(ended)
         try:
             restored = await asyncio.shield(asyncio.wrap_future(work))
         except asyncio.CancelledError:

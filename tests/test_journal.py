@@ -229,3 +229,17 @@ async def test_restore_in_another_process_with_the_same_catalog(executor, tmp_pa
     assert done.returncode == 0, done.stderr[-2000:]
     out = json.loads(done.stdout.strip().splitlines()[-1])
     assert out == {"state": state, "calls": 0}
+
+
+def test_the_guest_sees_no_clock_or_randomness_the_journal_does_not_hold():
+    from types import SimpleNamespace
+
+    from ptc import engine
+
+    runtime = engine.get_runtime()
+    names = engine._wasi_names(runtime.component, runtime.engine)
+    assert names.random.startswith("wasi:random/random@") and names.wall_clock.startswith("wasi:clocks/wall-clock@")
+    imports = {**dict.fromkeys(runtime.component.type.imports(runtime.engine)), "wasi:random/insecure@0.2.9": None}
+    component = SimpleNamespace(type=SimpleNamespace(imports=lambda _: imports))
+    with pytest.raises(RuntimeError, match="cannot record or replay"):
+        engine._wasi_names(component, runtime.engine)  # a guest built to import more is refused, not run
