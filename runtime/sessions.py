@@ -53,7 +53,7 @@ from ptc.journal import CELL_BYTES, Journal, JournalCell, cell_size
 from ptc.limits import Limits
 from ptc.private.asyncio import running_loop
 from ptc.replay import Restored, outcome_of, replay
-from ptc.results import ExecutionResult
+from ptc.results import ExecutionErrorInfo, ExecutionResult
 from ptc.sandbox import Outcome, instantiate, run_cell
 from ptc.spares import Instance
 
@@ -221,11 +221,16 @@ class Session:
     def _work(self, cell: _Cell, code: str, state: ExecutionState, limits: Limits) -> Outcome:
         """A cell on its execution thread: run it in the session's instance, and restore if it cannot go on."""
         with self._lock:
-            self._current = state
-            index = self._cells_run
-            self._cells_run += 1
-        cell.index = index
+            closed = self._closed
+            if closed is None:
+                self._current = state
+                index = self._cells_run
+                self._cells_run += 1
         try:
+            if closed is not None:  # closed after the cell was sent: it does not run
+                message = f"session {self.id} was closed before this cell ran: {closed}"
+                return Outcome(error=ExecutionErrorInfo(kind="cancelled", type="SessionClosedError", message=message))
+            cell.index = index
             return self._run(cell, code, index, state, limits)
         finally:
             with self._lock:

@@ -239,3 +239,18 @@ async def test_each_cell_ends_what_it_left_running_as_asyncio_run_does(executor)
         assert r.error is not None
         r = await session.execute("await asyncio.sleep(0)\n'next'")
         assert r.error is None and r.result == "next"
+
+
+async def test_closing_stops_the_running_cell_and_refuses_the_waiting_ones(executor):
+    session = executor.session()
+    await session.execute("x = 1")
+    running = asyncio.create_task(session.execute("import time\ntime.sleep(30)"))
+    waiting = asyncio.create_task(session.execute("x"))
+    await asyncio.sleep(0.3)
+    started = time.perf_counter()
+    await session.aclose()  # returns once the running cell has stopped and the instance is freed
+    assert time.perf_counter() - started < 2 and running.done()
+    r = await running
+    assert r.error.kind == "cancelled" and not r.session_restored
+    with pytest.raises(SessionClosedError):
+        await waiting
