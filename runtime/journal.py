@@ -56,6 +56,7 @@ DEFAULT_MAX_JOURNAL_BYTES = 16 << 20
 # that a restored clock can go on from the last one without wrapping.
 _Reading = Annotated[int, Field(ge=0, lt=1 << 63)]
 _Hex64 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+_Index = Annotated[int, Field(ge=0, lt=1 << 31)]  # a cell's number crosses the boundary as a u32
 
 
 def _frame_to_json(frame: str | None) -> str | None:
@@ -104,7 +105,7 @@ class JournalCell(BaseModel):
 
     model_config = _CONFIG
 
-    index: int = Field(ge=0, description="the cell's number in its session (0 for a one-shot execution)")
+    index: _Index = Field(description="the cell's number in its session (0 for a one-shot execution)")
     code: str
     seed: _Hex64 = Field(description="the seed of every random byte the cell was given")
     error: str | None = Field(None, max_length=256, description="the type of the error it ended with; None: ok")
@@ -114,7 +115,7 @@ class JournalCell(BaseModel):
     waits: list[list[int]] = Field(
         default_factory=list, description="per `wait`: the calls (indices into calls) whose replies it returned"
     )
-    modules: list[str] = Field(
+    modules: list[Annotated[str, Field(pattern=r"^([0-9a-f]{64})?$")]] = Field(
         default_factory=list, description="per stub module loaded: SHA-256 of its source ('' if there was none)"
     )
 
@@ -132,7 +133,7 @@ class Journal(BaseModel):
     guest: str = Field(max_length=128, description="the guest build the cells ran in (replay needs the same)")
     session_id: str | None = Field(None, max_length=256)
     warm: bool = Field(False, description="the instance ran the spare pool's warm-up before the first cell")
-    cells_run: int = Field(0, ge=0, description="cells run, also those a limit stopped (which are not kept)")
+    cells_run: _Index = Field(0, description="cells run, also those a limit stopped (which are not kept)")
     cells: list[JournalCell] = Field(default_factory=list, description="the completed cells, in order")
 
 
