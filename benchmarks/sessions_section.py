@@ -92,7 +92,7 @@ async def _measure(quick: bool) -> dict[str, Any]:
     log("sessions: `x = 1` in an open session")
     session = executor.session()
     check(await session.execute("x = 0"), "first cell")
-    small = await atimed(lambda: session.execute("x = 1"), settings.warm_up * 10)
+    await atimed(lambda: session.execute("x = 1"), settings.warm_up * 10)  # warm-up
     small = await atimed(lambda: session.execute("x = 1"), settings.small_cells)
     await session.aclose()
 
