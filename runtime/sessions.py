@@ -261,7 +261,7 @@ class Session:
             else:
                 with self._lock:
                     self._cells.append(journaled)
-                    self._journal_bytes += cell_size(journaled)
+                    self._journal_bytes += cell.recorder.size  # as ptc.journal.cell_size counts it
             return outcome
         self._instance = None
         self._retire(instance)
