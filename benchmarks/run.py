@@ -2,7 +2,7 @@
 
     python benchmarks/run.py                  # full run (about 2.5 minutes)
     python benchmarks/run.py --quick          # smoke run (under ~40 s)
-    python benchmarks/run.py --only tools     # one section: sandbox, tools, throughput, cpu, mcp, a2a or all (default)
+    python benchmarks/run.py --only tools     # one section: sandbox, tools, throughput, cpu, mcp, a2a, sessions or all
 
 Prints a markdown table (metric | value | target | status) and writes every
 figure, plus the raw samples' summaries and the environment, to
@@ -34,6 +34,7 @@ SECTIONS = {
     "cpu": "import cost inside the sandbox; CPU-bound Python against native CPython",
     "mcp": "an MCP tool call direct and through the sandbox",
     "a2a": "an A2A agent call direct and through the sandbox",
+    "sessions": "ten agent blocks in one session, a small cell, restoring a session from its journal",
 }
 
 

@@ -211,6 +211,11 @@ def _componentize(out: Path) -> None:
             raise GuestBuildError(f"componentize-py failed (exit {proc.returncode}):\n{tail}")
 
 
+def guest_key(wasm: Path) -> str:
+    """The source key of a component `guest_wasm()` returned (its file is named by it)."""
+    return wasm.stem.removeprefix("guest-")
+
+
 def guest_wasm(*, quiet: bool = False) -> Path:
     """Path of the built component, building it first if needed."""
     directory = cache_dir()

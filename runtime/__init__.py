@@ -6,11 +6,14 @@ from ptc.errors import (
     CircuitOpenError,
     ExecutorClosedError,
     GuestBuildError,
+    JournalError,
     MCPConnectionError,
     MissingExtraError,
     OverCapacityError,
     PtcError,
+    ReplayDivergedError,
     RetryableError,
+    SessionClosedError,
     ToolError,
     ToolNotFoundError,
     ToolTimeoutError,
@@ -19,10 +22,12 @@ from ptc.errors import (
 from ptc.events import ToolEvent
 from ptc.executor import ProgrammaticToolExecutor
 from ptc.hostcalls.calls.shim import MCPClientShim
+from ptc.journal import Journal, JournalCall, JournalCell
 from ptc.limits import Limits
 from ptc.policy import Policy
 from ptc.records import CallErrorInfo, ToolCallRecord
 from ptc.results import ExecutionError, ExecutionErrorInfo, ExecutionResult
+from ptc.sessions import Session
 from ptc.tenancy import Quota
 
 __all__ = [
@@ -35,6 +40,10 @@ __all__ = [
     "ExecutionErrorInfo",
     "ExecutorClosedError",
     "GuestBuildError",
+    "Journal",
+    "JournalCall",
+    "JournalCell",
+    "JournalError",
     "MCPConnectionError",
     "ExecutionResult",
     "Limits",
@@ -43,7 +52,10 @@ __all__ = [
     "Policy",
     "ProgrammaticToolExecutor",
     "PtcError",
+    "ReplayDivergedError",
     "RetryableError",
+    "Session",
+    "SessionClosedError",
     "ToolCallRecord",
     "ToolCatalog",
     "ToolDefinition",

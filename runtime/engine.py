@@ -20,7 +20,7 @@ from pathlib import Path
 from wasmtime import Config, Engine, WasmtimeError
 from wasmtime.component import Component, Linker
 
-from ptc.guest.build import guest_wasm, progress
+from ptc.guest.build import guest_key, guest_wasm, progress
 from ptc.hostcalls.wasm import boundary
 from ptc.private.wasmtime import set_async_stack_size
 from ptc.spares import SparePool, pool_size
@@ -69,6 +69,7 @@ class Runtime:
     component: Component
     linker: Linker
     fuel: bool
+    guest: str  # the guest build's key (a journal names it: replay needs the same build)
     spares: SparePool = field(init=False)
 
     def __post_init__(self) -> None:
@@ -80,23 +81,40 @@ class Runtime:
             self.engine.increment_epoch()
 
 
-def _monotonic_clock_name(component: Component, engine: Engine) -> str:
-    for name in component.type.imports(engine):
-        if name.startswith("wasi:clocks/monotonic-clock@"):
-            return name
-    raise RuntimeError("the guest does not import wasi:clocks/monotonic-clock")
+# The WASI interfaces ptc shadows (boundary.define); any other clock or randomness would reach the
+# guest unrecorded, and a replay could not give it again.
+_SHADOWED = {
+    "monotonic_clock": "wasi:clocks/monotonic-clock@",
+    "wall_clock": "wasi:clocks/wall-clock@",
+    "random": "wasi:random/random@",
+}
+
+
+def _wasi_names(component: Component, engine: Engine) -> boundary.WasiNames:
+    imports = list(component.type.imports(engine))
+    found = {}
+    for field_name, prefix in _SHADOWED.items():
+        names = [name for name in imports if name.startswith(prefix)]
+        if len(names) != 1:
+            raise RuntimeError(f"the guest imports {len(names)} versions of {prefix.rstrip('@')}, not one")
+        found[field_name] = names[0]
+    unshadowed = [n for n in imports if n.startswith(("wasi:clocks/", "wasi:random/")) and n not in found.values()]
+    if unshadowed:
+        raise RuntimeError(f"the guest imports {unshadowed}: ptc cannot record or replay them")
+    return boundary.WasiNames(**found)
 
 
 def _create(fuel: bool) -> Runtime:
     config, tag = _config(fuel)
     engine = Engine(config)
-    component = _load_component(engine, tag, guest_wasm())
+    wasm = guest_wasm()
+    component = _load_component(engine, tag, wasm)
     linker = Linker(engine)
     linker.add_wasip2()
     linker.allow_shadowing = True
     with linker.root() as root:
-        boundary.define(root, _monotonic_clock_name(component, engine))
-    runtime = Runtime(engine, component, linker, fuel)
+        boundary.define(root, _wasi_names(component, engine))
+    runtime = Runtime(engine, component, linker, fuel, guest_key(wasm))
     threading.Thread(target=runtime._tick, name="ptc-epoch", daemon=True).start()
     return runtime
 

@@ -4,7 +4,10 @@
     ├── MissingExtraError        (also ImportError) an optional feature's packages are not installed
     ├── GuestBuildError          (also RuntimeError) componentize-py could not build the guest
     ├── ExecutorClosedError      the executor was closed; make a new one
-    ├── OverCapacityError        the tenant's quota and queue are full
+    ├── SessionClosedError       the session was closed (by its caller, idle, its executor, a failed restore)
+    ├── JournalError             (also ValueError) a journal is malformed, truncated, too large or from elsewhere
+    ├── ReplayDivergedError      a replay asked for something its journal does not hold
+    ├── OverCapacityError        the tenant's quota and queue (or its sessions) are full
     ├── StubError                (also ValueError) a rendered stub is not what its template intends
     ├── RetryableError           raised by a tool: a transient failure the router may retry
     ├── BackendUnavailable       (also ConnectionError) a tool's backend could not be reached
@@ -19,7 +22,7 @@
 Internal ones, which never reach a caller of the public API, derive from
 PtcError too, so an `except PtcError` around ptc catches whatever leaks:
 `FrameError` (`FrameTooLarge`, `FrameTimeout`; ptc.hostcalls.wasm.codec),
-`Abort` (ptc.hostcalls.wasm.state), `ParameterError`
+`Abort` and its `Diverged` (ptc.hostcalls.wasm.state, .tape), `ParameterError`
 (ptc.hostcalls.calls.validation), `CallFailed`, `CallAbandoned` and
 `DeadlinePassed` (ptc.hostcalls.calls), `A2AReplyTooLarge`
 (ptc.hostcalls.backends.a2a: an agent sent more than its limits allow).
@@ -57,8 +60,33 @@ class ExecutorClosedError(PtcError):
     """The executor was closed (`aclose()`); it runs nothing more. Make a new one."""
 
 
+class SessionClosedError(PtcError):
+    """The session is closed; it runs nothing more. The message says why (aclose(), idle, its executor
+    closed, its journal grew past max_journal_bytes, a restore that failed). Start or restore another."""
+
+
+class JournalError(PtcError, ValueError):
+    """A journal that cannot be replayed: malformed, truncated, too large, of a newer format, or from
+    another catalog or guest build. Nothing ran."""
+
+
+class ReplayDivergedError(PtcError):
+    """A replay departed from its journal: another tool, other parameters, more calls (or clock readings,
+    waits, modules) than recorded, or a cell that ended otherwise. No real tool ran.
+
+    `cell` and `call` (None when not a call) say where; `recorded` and `asked` what differed.
+    """
+
+    def __init__(self, message: str, *, cell: int, call: int | None = None, recorded: str = "", asked: str = ""):
+        super().__init__(message)
+        self.cell = cell
+        self.call = call
+        self.recorded = recorded
+        self.asked = asked
+
+
 class OverCapacityError(PtcError):
-    """The tenant's concurrent executions and queue are full; try again later."""
+    """The tenant's concurrent executions and queue (or its open sessions) are full; try again later."""
 
 
 class StubError(PtcError, ValueError):
@@ -200,12 +228,15 @@ __all__ = [
     "CircuitOpenError",
     "ExecutorClosedError",
     "GuestBuildError",
+    "JournalError",
     "MCPConnectionError",
     "MissingExtraError",
     "OverCapacityError",
     "PROGRAM_ERRORS",
     "PtcError",
+    "ReplayDivergedError",
     "RetryableError",
+    "SessionClosedError",
     "StubError",
     "ToolError",
     "ToolNotFoundError",

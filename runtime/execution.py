@@ -5,6 +5,12 @@ cache of threads: it is sized far above what 2 cores run at once so that one
 execution never waits for another's thread to start. Who gets a thread is
 decided before it is asked for: the tenant's quota, then the fair share of
 `tenancy.admission` (so the pool itself never queues).
+
+A session's cell is an execution too: the same admission, state, calls,
+audit and result, with the session's `Cell` deciding what runs on the
+thread (its own instance, and a restore from its journal when the cell
+cannot leave that instance usable), the tape that records it and what the
+result says of the session. A one-shot execution's journal is its one cell.
 """
 
 from __future__ import annotations
@@ -14,20 +20,26 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Protocol, TypeVar
 
 from ptc.audit import Auditor
+from ptc.engine import get_runtime
 from ptc.hostcalls.calls.router import Router
 from ptc.hostcalls.calls.session import CallSession
 from ptc.hostcalls.wasm.budget import HostBudget
 from ptc.hostcalls.wasm.state import ExecutionState, ModuleSource
+from ptc.hostcalls.wasm.tape import Recorder
+from ptc.journal import DEFAULT_MAX_JOURNAL_BYTES, JOURNAL_VERSION, Fingerprints, Journal, JournalCell
 from ptc.limits import Limits
+from ptc.replay import outcome_of
 from ptc.results import ExecutionResult
 from ptc.sandbox import Outcome, run_program
 from ptc.tenancy import EXECUTION_THREADS
 from ptc.wasm_threads import WasmThreadPool
 
+T = TypeVar("T")
 _pool: ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()
 
@@ -41,6 +53,22 @@ def _threads() -> ThreadPoolExecutor:
     return _pool
 
 
+class Cell(Protocol):
+    """What one kind of execution decides (a one-shot program, a session's cell: ptc.sessions)."""
+
+    def tape(self) -> Recorder:
+        """The recorder of this execution's journal."""
+        ...
+
+    def start(self, code: str, state: ExecutionState, limits: Limits) -> Future[Outcome]:
+        """Start it on an execution thread (`Runner.work`)."""
+        ...
+
+    def finish(self, result: ExecutionResult, limits: Limits) -> None:
+        """Say in the result what this kind of execution adds (its journal, its session)."""
+        ...
+
+
 @dataclass(frozen=True)
 class Runner:
     """What every execution of one executor shares."""
@@ -49,8 +77,32 @@ class Runner:
     router: Router
     module_source: ModuleSource
     auditor: Auditor
+    fingerprints: Fingerprints
+    max_journal_bytes: int = DEFAULT_MAX_JOURNAL_BYTES  # a one-shot execution's journal (past it: none)
 
-    async def run(self, code: str, limits: Limits, release: Callable[[], None]) -> ExecutionResult:
+    def journal(
+        self, cells: list[JournalCell], *, session_id: str | None, warm: bool, cells_run: int, fuel: bool
+    ) -> Journal:
+        """A journal of these cells, against this executor's catalog and the running guest (ours: not validated).
+        Without a session id, one execution's."""
+        return Journal.model_construct(
+            version=JOURNAL_VERSION,
+            kind="session" if session_id is not None else "execution",
+            catalog=self.fingerprints.current(),
+            guest=get_runtime(fuel).guest,
+            session_id=session_id,
+            warm=warm,
+            cells_run=cells_run,
+            cells=cells,
+        )
+
+    def work(self, fn: Callable[[], T]) -> Future[T]:
+        """Run `fn` on an execution thread."""
+        return _threads().submit(fn)
+
+    async def run(
+        self, code: str, limits: Limits, release: Callable[[], None], cell: Cell | None = None
+    ) -> ExecutionResult:
         """Run on a worker thread; `release` the tenant's slot once the instance is gone.
 
         When the caller is cancelled, the program is stopped and the slot is
@@ -60,25 +112,23 @@ class Runner:
         """
         release_later = False
         try:
+            kind = cell if cell is not None else _OneShot(self, code)
             execution_id = f"ptc_{uuid.uuid4().hex}"
             loop = asyncio.get_running_loop()
             budget = HostBudget(limits.host_bytes)
             session = CallSession(
                 self.router, execution_id, loop, limits.max_frame_bytes, budget, deadline=lambda: state.deadline
             )
-            state = ExecutionState(
-                execution_id=execution_id,
-                timeout=limits.timeout,
-                max_output_bytes=limits.max_output_bytes,
-                max_tool_calls=limits.max_tool_calls,
-                max_frame_bytes=limits.max_frame_bytes,
-                max_frame_items=limits.max_frame_items,
+            state = ExecutionState.under(
+                execution_id,
+                limits,
                 budget=budget,
                 dispatch=session.dispatch,
                 module_source=self.module_source,
+                tape=kind.tape(),
             )
             started_at, started = time.time(), time.perf_counter()
-            work = _threads().submit(run_program, code, state, limits)
+            work = kind.start(code, state, limits)
             try:
                 outcome = await asyncio.shield(asyncio.wrap_future(work))
             except asyncio.CancelledError:
@@ -102,6 +152,7 @@ class Runner:
                 raise
             session.cancel_all()  # a call still running belongs to no one now
             result = self._result(execution_id, state, session, outcome, started)
+            kind.finish(result, limits)
             state.close()
         finally:
             if not release_later:
@@ -129,3 +180,31 @@ class Runner:
             host_memory_peak=state.budget.peak,
             tool_calls=session.records,
         )
+
+
+@dataclass
+class _OneShot:
+    """A program in a fresh instance of its own; its journal is one cell (none past max_journal_bytes)."""
+
+    runner: Runner
+    code: str
+    recorder: Recorder = field(init=False)
+    warm: bool = False
+
+    def tape(self) -> Recorder:
+        self.recorder = Recorder(self.runner.max_journal_bytes)
+        return self.recorder
+
+    def start(self, code: str, state: ExecutionState, limits: Limits) -> Future[Outcome]:
+        return self.runner.work(lambda: self._run(code, state, limits))
+
+    def _run(self, code: str, state: ExecutionState, limits: Limits) -> Outcome:
+        outcome = run_program(code, state, limits)
+        self.warm = outcome.warm
+        return outcome
+
+    def finish(self, result: ExecutionResult, limits: Limits) -> None:
+        cell = self.recorder.cell(0, self.code, outcome_of(result.error))
+        if cell is not None:
+            fuel = limits.fuel is not None
+            result.journal = self.runner.journal([cell], session_id=None, warm=self.warm, cells_run=1, fuel=fuel)

@@ -2,12 +2,13 @@
 
     unopened --(connect(), async with, with, the first execute())--> open --(aclose(), close())--> closed
 
-Closed is final: execute(), connect() and warm_up() on a closed executor
-raise ExecutorClosedError (nothing reconnects behind the caller's back);
-closing twice is fine. The jobs it holds are each in a module of their own:
-the tools' pipeline (ptc.hostcalls.calls), MCP connections
-(ptc.connections), tenancy (ptc.tenancy), one execution (ptc.execution) and
-audit (ptc.audit).
+Closed is final: execute(), connect(), warm_up(), session() and
+restore_session() on a closed executor raise ExecutorClosedError (nothing
+reconnects behind the caller's back); closing twice is fine, and closing
+closes the executor's open sessions. The jobs it holds are each in a module
+of their own: the tools' pipeline (ptc.hostcalls.calls), MCP connections
+(ptc.connections), tenancy (ptc.tenancy), one execution (ptc.execution),
+sessions (ptc.sessions, ptc.replay, ptc.journal) and audit (ptc.audit).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import Any, Literal
 from ptc.audit import AuditCallback, Auditor
 from ptc.catalog import ToolCatalog
 from ptc.connections import A2AConnections, MCPConnections
-from ptc.engine import prepare_runtime, runtime_ready
+from ptc.engine import get_runtime, prepare_runtime, runtime_ready
 from ptc.errors import ExecutorClosedError
 from ptc.events import EventBus, EventCallback
 from ptc.execution import Runner
@@ -29,14 +30,17 @@ from ptc.hostcalls.backends.a2a.client import A2AAgentConfig
 from ptc.hostcalls.backends.mcp.client import MCPServerConfig
 from ptc.hostcalls.calls.idempotency import DEFAULT_CACHE_BYTES, DEFAULT_CACHE_ENTRIES, IdempotencyCache
 from ptc.hostcalls.calls.shim import MCPClientShim
+from ptc.journal import DEFAULT_MAX_JOURNAL_BYTES, Fingerprints, Journal, load
 from ptc.limits import Limits
 from ptc.policy import Policy
 from ptc.results import ExecutionResult
+from ptc.sessions import Session
 from ptc.stubgen import StubCache, render_api_reference, write_stubs
 from ptc.stubgen.discovery import describe_tool, search_tools
 from ptc.tenancy import Quota, admission, tenants
 
 Lifecycle = Literal["unopened", "open", "closed"]
+_EXECUTOR_CLOSED = "its executor was closed"
 
 
 class ProgrammaticToolExecutor:
@@ -129,9 +133,10 @@ class ProgrammaticToolExecutor:
         self._written_revision = -1
         self._sync_stub_dir()
         self._auditor = Auditor(tenant_id, [on_audit] if on_audit else [])
-        self._runner = Runner(tenant_id, self.router, self.stubs.source, self._auditor)
+        self._runner = Runner(tenant_id, self.router, self.stubs.source, self._auditor, Fingerprints(self.catalog))
         self._lifecycle: Lifecycle = "unopened"
         self._lock = threading.Lock()
+        self._sessions: dict[str, Session] = {}
 
     @property
     def mcp_configs(self) -> list[MCPServerConfig]:
@@ -163,15 +168,19 @@ class ProgrammaticToolExecutor:
         await self._a2a.connect()
 
     async def aclose(self) -> None:
-        """Close the executor: its MCP sessions (and their subprocesses) and its tool threads. Final."""
+        """Close the executor: its sessions, its MCP sessions (and their subprocesses) and its tool threads. Final."""
         if self._close():
+            for session in self._open_sessions():
+                await session.aclose(_EXECUTOR_CLOSED)
             await asyncio.to_thread(self._mcp.close)
             await asyncio.to_thread(self._a2a.close)
             self.router.close()
 
     def close(self) -> None:
-        """aclose() for callers without an event loop."""
+        """aclose() for callers without an event loop (a session's running cell is cancelled, not waited for)."""
         if self._close():
+            for session in self._open_sessions():
+                session.close(_EXECUTOR_CLOSED)
             self._mcp.close()
             self._a2a.close()
             self.router.close()
@@ -180,6 +189,10 @@ class ProgrammaticToolExecutor:
         with self._lock:
             was, self._lifecycle = self._lifecycle, "closed"
         return was != "closed"
+
+    def _open_sessions(self) -> list[Session]:
+        with self._lock:
+            return list(self._sessions.values())
 
     def __enter__(self) -> ProgrammaticToolExecutor:
         self._open()
@@ -258,9 +271,17 @@ class ProgrammaticToolExecutor:
         `execution_time` starts after that.
         """
         limits = limits or self.limits
+        release = await self._admit(limits)
+        return await self._runner.run(code, limits, release)
+
+    async def _ready(self, limits: Limits) -> None:
         if not self._mcp.connected or not self._a2a.connected or self._lifecycle != "open":
             await self.connect()
         await self.warm_up(limits=limits)  # before the slot and the clock: the build is not the program's
+
+    async def _admit(self, limits: Limits) -> Callable[[], None]:
+        """Wait for the tenant's slot and share of the threads; returns what releases them."""
+        await self._ready(limits)
         gate = tenants.gate(self.tenant_id)
         await gate.acquire()
         try:
@@ -279,7 +300,7 @@ class ProgrammaticToolExecutor:
         except BaseException:
             release()
             raise
-        return await self._runner.run(code, limits, release)
+        return release
 
     def execute_sync(self, code: str, *, limits: Limits | None = None) -> ExecutionResult:
         """execute() for callers without an event loop."""
@@ -288,6 +309,96 @@ class ProgrammaticToolExecutor:
         except RuntimeError:
             return asyncio.run(self.execute(code, limits=limits))
         raise RuntimeError("execute_sync() called from a running event loop; use `await executor.execute(code)`")
+
+    # -- sessions -----------------------------------------------------------------
+    def session(
+        self,
+        session_id: str | None = None,
+        limits: Limits | None = None,
+        idle_timeout: float = 300.0,
+        max_journal_bytes: int = DEFAULT_MAX_JOURNAL_BYTES,
+    ) -> Session:
+        """A session: cells that run one after another in one sandbox instance of their own (ptc.sessions).
+
+        `async with executor.session() as session: await session.execute(code)`.
+        Variables, functions, imports and stubs persist from cell to cell;
+        `limits` apply per cell (the executor's by default), but memory is
+        the instance's over the session's life. The session closes after
+        `idle_timeout` seconds without a cell, when its journal grows past
+        `max_journal_bytes`, and when the executor closes. Raises
+        OverCapacityError at once past the tenant's `Quota.max_sessions`,
+        ExecutorClosedError after aclose(), ValueError for an id already open here.
+        """
+        return self._new_session(session_id, limits, idle_timeout, max_journal_bytes)
+
+    async def restore_session(
+        self,
+        journal: Journal | str | bytes,
+        *,
+        session_id: str | None = None,
+        limits: Limits | None = None,
+        idle_timeout: float = 300.0,
+        max_journal_bytes: int = DEFAULT_MAX_JOURNAL_BYTES,
+    ) -> Session:
+        """A session rebuilt from a journal (a Journal or its JSON), in this or any process with the same catalog.
+
+        Its cells run again in a fresh instance, every tool call, clock reading
+        and random byte answered from the journal: no tool runs. The session id
+        is the journal's unless `session_id` is given. Raises JournalError (and
+        runs nothing) for a journal that is malformed, truncated, larger than
+        `max_journal_bytes`, of a newer format, or from another catalog or guest
+        build; ReplayDivergedError if the replay departs from it.
+        """
+        limits = limits or self.limits
+        await self._ready(limits)
+        checked = load(
+            journal,
+            catalog=self._runner.fingerprints.current(),
+            guest=get_runtime(limits.fuel is not None).guest,
+            max_bytes=max_journal_bytes,
+        )
+        session = self._new_session(
+            session_id if session_id is not None else checked.session_id, limits, idle_timeout, max_journal_bytes
+        )
+        try:
+            await session._rebuild(checked)
+        except BaseException:
+            session.close("its restore failed")
+            raise
+        return session
+
+    def _new_session(
+        self, session_id: str | None, limits: Limits | None, idle_timeout: float, max_journal_bytes: int
+    ) -> Session:
+        if self.closed:
+            raise ExecutorClosedError("this executor is closed (aclose() was called); make a new one")
+        gate = tenants.gate(self.tenant_id)
+        with self._lock:
+            if session_id is not None and session_id in self._sessions:
+                raise ValueError(f"a session {session_id!r} is already open in this executor")
+            gate.open_session()
+            try:
+                session = Session(
+                    self._runner,
+                    self._admit,
+                    self._forget_session,
+                    session_id=session_id,
+                    limits=limits or self.limits,
+                    idle_timeout=idle_timeout,
+                    max_journal_bytes=max_journal_bytes,
+                )
+            except BaseException:
+                gate.close_session()
+                raise
+            self._sessions[session.id] = session
+        return session
+
+    def _forget_session(self, session: Session) -> None:
+        """A session closed (from any thread): its id and its tenant slot are free again."""
+        with self._lock:
+            if self._sessions.get(session.id) is session:
+                del self._sessions[session.id]
+        tenants.gate(self.tenant_id).close_session()
 
 
 def _limits(limits: Limits | None, timeout: float | None) -> Limits:

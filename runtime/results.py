@@ -6,6 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from ptc.journal import Journal
 from ptc.records import Subscriptable, ToolCallRecord
 
 ErrorKind = Literal[
@@ -58,6 +59,23 @@ class ExecutionResult(Subscriptable):
         ),
     )
     tool_calls: list[ToolCallRecord] = Field(default_factory=list, description="every call, in call order")
+    session_id: str | None = Field(None, description="the session this cell ran in (None: a one-shot execution)")
+    cell: int | None = Field(None, description="the cell's number in its session (0, 1, ...)")
+    session_restored: bool = Field(
+        False,
+        description=(
+            "a limit, trap or cancellation stopped this cell, and the session went on from its journal in a fresh "
+            "instance: its state is the one after the last completed cell"
+        ),
+    )
+    journal: Journal | None = Field(
+        None,
+        exclude=True,
+        description=(
+            "what the execution (or the session, after this cell) was given, to replay it "
+            "(executor.restore_session); None past max_journal_bytes. Not in model_dump(): it holds seeds and replies"
+        ),
+    )
 
     @property
     def ok(self) -> bool:

@@ -1,12 +1,16 @@
-"""One execution in one fresh Store: set the limits, run, name the outcome.
+"""One execution in one fresh Store, or one cell in a session's: set the limits, run, name the outcome.
 
 Runs on a worker thread (wasmtime-py has no async component calls; ctypes
 releases the GIL while wasm runs). Every way an execution can end maps to one
-error kind here; nothing the guest does raises out of `run_program`.
+error kind here; nothing the guest does raises out of `run_program` or
+`run_cell`. An outcome says whether the instance trapped: a trapped store is
+poisoned, so a session cannot run another cell in it (ptc.sessions).
 """
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,7 +22,7 @@ from ptc.hostcalls.wasm.budget import REPORT_RESERVE, decoded_cost
 from ptc.hostcalls.wasm.state import Abort, ExecutionState
 from ptc.limits import Limits
 from ptc.results import ErrorKind, ExecutionErrorInfo
-from ptc.spares import new_instance
+from ptc.spares import Instance, new_instance
 
 
 @dataclass
@@ -28,6 +32,8 @@ class Outcome:
     error: ExecutionErrorInfo | None = None
     fuel_used: int | None = None
     memory_used: int | None = None
+    trapped: bool = False  # the store trapped (or the run never started): its instance is unusable
+    warm: bool = False  # the instance had run the spare pool's warm-up
 
 
 def _error(kind: ErrorKind, type_: str, message: str, traceback: str = "") -> ExecutionErrorInfo:
@@ -134,43 +140,87 @@ def _report(state: ExecutionState, limits: Limits) -> Outcome:
 SPARE_MIN_MEMORY = 64 * 1024 * 1024
 
 
-def run_program(code: str, state: ExecutionState, limits: Limits) -> Outcome:
+def _not_text(code: str) -> Outcome | None:
     try:
         code.encode("utf-8")
     except UnicodeEncodeError as exc:  # a lone surrogate: no valid UTF-8 to give the guest
         message = f"the program contains a character that is not valid Unicode text at position {exc.start}"
         return Outcome(error=_error("syntax_error", "SyntaxError", message))
-    runtime = get_runtime(fuel=limits.fuel is not None)
-    instance = runtime.spares.take() if limits.memory_bytes >= SPARE_MIN_MEMORY else None
+    return None
+
+
+def instantiate(runtime: Any, limits: Limits, *, spare: bool = True) -> Instance | Outcome:
+    """An instance for `limits` (a spare, if one is ready and may be used), or the outcome of failing to make one."""
+    instance = runtime.spares.take() if spare and limits.memory_bytes >= SPARE_MIN_MEMORY else None
     if instance is None:
         try:
             instance = new_instance(runtime, limits.memory_bytes)
         except WasmtimeError as exc:
             if "memory" in str(exc):
                 message = f"the sandbox needs more than {limits.memory_bytes} bytes to start"
-                return Outcome(error=_error("memory_limit", "MemoryError", message))
+                return Outcome(error=_error("memory_limit", "MemoryError", message), trapped=True)
             raise
+    instance.store.set_limits(memory_size=limits.memory_bytes)
+    return instance
+
+
+def run_program(code: str, state: ExecutionState, limits: Limits) -> Outcome:
+    bad = _not_text(code)
+    if bad is not None:
+        return bad
+    runtime = get_runtime(fuel=limits.fuel is not None)
+    instance = instantiate(runtime, limits)
+    if isinstance(instance, Outcome):
+        return instance
+    call = functools.partial(instance.run, instance.store, code, state.report_cap())
+    outcome = _run_in(instance, state, limits, call)
+    del call  # the store's last references go with the instance, on the spare thread
+    outcome.warm = instance.warm
+    runtime.spares.retire(instance)
+    return outcome
+
+
+def run_cell(
+    instance: Instance, code: str, cell: int, state: ExecutionState, limits: Limits, clock_offset: int
+) -> Outcome:
+    """One cell of a session in its instance; afterwards the instance is ready for the next, unless trapped."""
+    bad = _not_text(code)
+    if bad is not None:
+        return bad
+    call = functools.partial(instance.run_cell, instance.store, code, cell, state.report_cap())
+    outcome = _run_in(instance, state, limits, call, clock_offset)
+    if not outcome.trapped:
+        try:
+            instance.run_cell.post_return(instance.store)
+        except WasmtimeError as trap:
+            outcome.trapped = True
+            _release(trap)
+    instance.data.state = None
+    return outcome
+
+
+def _run_in(
+    instance: Instance, state: ExecutionState, limits: Limits, call: Callable[[], None], clock_offset: int | None = None
+) -> Outcome:
     store = instance.store
-    store.set_limits(memory_size=limits.memory_bytes)
     if limits.fuel is not None:
         store.set_fuel(limits.fuel)
     instance.data.state = state
-    state.start()
+    state.start(clock_offset)
     store.set_epoch_deadline(1)
     try:
-        instance.run(store, code, state.report_cap())
+        call()
         outcome = _report(state, limits)
     except ExitTrap as trap:  # os._exit(): no report, but 0 is a success
         outcome = Outcome(error=None if trap.code == 0 and state.abort is None else _classify_trap(trap, state, limits))
+        outcome.trapped = True
         _release(trap)
     except WasmtimeError as trap:
-        outcome = Outcome(error=_classify_trap(trap, state, limits))
+        outcome = Outcome(error=_classify_trap(trap, state, limits), trapped=True)
         _release(trap)
     if limits.fuel is not None:
         try:
             outcome.fuel_used = limits.fuel - store.get_fuel()
         except WasmtimeError:
             outcome.fuel_used = limits.fuel
-    del store
-    runtime.spares.retire(instance)
     return outcome

@@ -38,6 +38,8 @@ class Instance:
     store: Store
     data: StoreData
     run: Any
+    run_cell: Any
+    warm: bool = False  # it ran the warm-up program (a replay must start from the same kind of instance)
 
 
 def new_instance(runtime: Any, memory_limit: int) -> Instance:
@@ -49,12 +51,13 @@ def new_instance(runtime: Any, memory_limit: int) -> Instance:
         store.set_fuel(_INSTANTIATE_FUEL)  # instantiation runs guest code too
     watch(store)
     instance = runtime.linker.instantiate(store, runtime.component)
-    run = instance.get_func(store, "run")
-    assert run is not None
-    return Instance(store, data, run)
+    run, run_cell = instance.get_func(store, "run"), instance.get_func(store, "run-cell")
+    assert run is not None and run_cell is not None
+    return Instance(store, data, run, run_cell)
 
 
-def _warm(runtime: Any) -> Instance:
+def warm_instance(runtime: Any) -> Instance:
+    """A new instance that has run the warm-up program, as every spare has (set its memory limit at checkout)."""
     spare = new_instance(runtime, _WARM_UP_LIMIT)
     state = ExecutionState("warm-up", timeout=10, max_output_bytes=0, max_tool_calls=0, max_frame_bytes=1 << 20)
     spare.data.state = state
@@ -65,6 +68,7 @@ def _warm(runtime: Any) -> Instance:
     spare.run(spare.store, WARM_UP, 1 << 20)
     spare.run.post_return(spare.store)
     spare.data.state = None
+    spare.warm = True
     return spare
 
 
@@ -120,7 +124,7 @@ class SparePool:
                 self._retired.popleft()  # the last reference: the store is freed here
             while len(self._spares) < self._size:
                 try:
-                    self._spares.append(_warm(self._runtime))
+                    self._spares.append(warm_instance(self._runtime))
                 except WasmtimeError:  # pragma: no cover - executions instantiate on their own then
                     break
 

@@ -2,7 +2,10 @@
 
 Every tenant has a gate (admission is on by default): at most
 `max_concurrent` executions run and `max_queued` wait; past the queue,
-`execute` fails at once with OverCapacityError instead of piling up work. A
+`execute` fails at once with OverCapacityError instead of piling up work.
+At most `max_sessions` sessions are open (each holds an instance between
+its cells); past that, opening another fails at once with OverCapacityError.
+A session's cells are executions like any other, under the same gate. A
 tenant without a Quota of its own gets the default `Quota()`. Gates are
 process-wide and keyed by tenant id, so every executor of a tenant shares
 its quota: the first quota given for a tenant holds, and a different one
@@ -33,6 +36,7 @@ class Quota(BaseModel):
 
     max_concurrent: int = Field(8, ge=1, description="executions running at once")
     max_queued: int = Field(32, ge=0, description="executions waiting for a slot; more fail at once")
+    max_sessions: int = Field(64, ge=0, description="sessions open at once (each keeps its sandbox instance)")
 
 
 class _Gate:
@@ -41,6 +45,7 @@ class _Gate:
         self.quota = quota
         self.given = given  # an executor gave this quota (else it is the default, until one does)
         self.active = 0
+        self.sessions = 0  # open sessions
         self._lock = threading.Lock()
         self._waiters: WaitQueues[None, None] = WaitQueues(self._lock, lambda _: self.release())
 
@@ -67,6 +72,20 @@ class _Gate:
                 if self._waiters.grant(None, None):
                     return
             self.active -= 1
+
+    def open_session(self) -> None:
+        """Count one more open session, or OverCapacityError at once."""
+        with self._lock:
+            if self.sessions >= self.quota.max_sessions:
+                raise OverCapacityError(
+                    f"tenant {self.tenant_id!r} has {self.sessions} sessions open, its quota "
+                    f"(max_sessions={self.quota.max_sessions}); close one first"
+                )
+            self.sessions += 1
+
+    def close_session(self) -> None:
+        with self._lock:
+            self.sessions -= 1
 
     def widen(self) -> None:
         """One more slot (the quota grew): a waiter gets it, else it stays free."""

@@ -25,6 +25,10 @@ class _Sink:
         self.size = 0
         self.open = True
 
+    def reopen(self) -> None:
+        """A new cell of a session: its output starts empty, under its own cap."""
+        self.parts, self.size, self.open = [], 0, True
+
     def add(self, fd: int, text: str) -> None:
         if not self.open or not text:
             return

@@ -45,9 +45,10 @@ class HostEventLoop(asyncio.BaseEventLoop):
     def time(self) -> float:
         """The loop's clock, read every iteration.
 
-        The monotonic clock is the host's Python shim (it must be, see
-        hostcalls.boundary) at ~6 µs a read; the wall clock is native. Clamped
-        so it never runs backwards, it times an execution's few seconds well.
+        Both clocks are the host's (every reading goes to the execution's
+        journal, ptc.hostcalls.wasm.tape); the wall clock's typed host function
+        is the cheaper of the two. Clamped so it never runs backwards, it
+        times an execution's few seconds well.
         """
         now = _wall_clock()
         if now < self._last_time:
@@ -85,10 +86,14 @@ class HostEventLoop(asyncio.BaseEventLoop):
         # call_soon_threadsafe: there are no other threads to wake us.
         pass
 
-    def close(self) -> None:
+    def forget_calls(self) -> None:
+        """Let go of the host calls still pending (their execution is over: a session's next cell is another)."""
         for call_id in list(self._calls):
             host.cancel(call_id)
         self._calls.clear()
+
+    def close(self) -> None:
+        self.forget_calls()
         super().close()
 
 

@@ -1,4 +1,14 @@
-"""Runs one program: compile, execute (top-level await allowed), report.
+"""Runs one program, or one cell of a session: compile, execute (top-level await allowed), report.
+
+A session's cells (`run_cell`) share one namespace, made by the first cell
+(which also seeds `random`, once: a cell must not reset what the one before
+it left). Each cell's source is `<cell N>` in tracebacks and linecache, so a
+function defined by an earlier cell still shows its own lines. A cell's value
+is `result` if the cell itself binds it (an assignment, import, `global
+result`, ... anywhere in its own scope, or a new object under that name),
+else its last expression: a `result` left by an earlier cell is not
+reported again. An exception a cell raises is kept as `sys.last_exc`, as in
+the REPL.
 
 The report is one msgpack map: `value` (plain data, or the value's repr when
 `repr` is true), `error` (kind, type,
@@ -141,47 +151,125 @@ def _kind(exc: BaseException) -> str:
     return "runtime_error"
 
 
-def _compile(code: str) -> Any:
-    tree = ast.parse(code, PROGRAM, "exec")
+def _parse(code: str, filename: str) -> ast.Module:
+    tree = ast.parse(code, filename, "exec")
     if tree.body and isinstance(tree.body[-1], ast.Expr):
         last = tree.body[-1]
-        assign = ast.Assign(targets=[ast.Name(_LAST, ast.Store())], value=last.value)
-        tree.body[-1] = ast.copy_location(assign, last)
-        ast.fix_missing_locations(tree)
-    return compile(tree, PROGRAM, "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT, dont_inherit=True)
+        # the two new nodes get the expression's place (fix_missing_locations would walk the whole tree)
+        target = ast.copy_location(ast.Name(_LAST, ast.Store()), last)
+        tree.body[-1] = ast.copy_location(ast.Assign(targets=[target], value=last.value), last)
+    return tree
+
+
+def _code(tree: ast.Module, filename: str) -> Any:
+    return compile(tree, filename, "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT, dont_inherit=True)
+
+
+def _compile(code: str) -> Any:
+    return _code(_parse(code, PROGRAM), PROGRAM)
+
+
+_SCOPES = (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef)
+
+
+def _binds_result(tree: ast.Module) -> bool:
+    """Whether the cell's own (module) scope binds `result`, as the compiler sees it."""
+    stack: list[Any] = list(tree.body)
+    while stack:
+        node = stack.pop()
+        if isinstance(node, ast.Global) and "result" in node.names:
+            return True
+        if isinstance(node, _SCOPES):
+            if getattr(node, "name", None) == "result":
+                return True
+            # a nested scope binds its own names; only its decorators, defaults and bases are the cell's
+            stack.extend(getattr(node, "decorator_list", ()))
+            stack.extend(getattr(node, "bases", ()))
+            args = getattr(node, "args", None)
+            if args is not None:
+                stack.extend(args.defaults)
+                stack.extend(d for d in args.kw_defaults if d is not None)
+            body = node.body if isinstance(node.body, list) else []
+            stack.extend(n for n in ast.walk(ast.Module(body=body, type_ignores=[])) if isinstance(n, ast.Global))
+            continue
+        if isinstance(node, ast.Name) and node.id == "result" and not isinstance(node.ctx, ast.Load):
+            return True
+        if isinstance(node, ast.alias) and (node.asname or node.name.partition(".")[0]) == "result":
+            return True
+        if isinstance(node, (ast.ExceptHandler, ast.MatchAs, ast.MatchStar)) and node.name == "result":
+            return True
+        if isinstance(node, ast.MatchMapping) and node.rest == "result":
+            return True
+        if isinstance(node, ast.comprehension):  # its target is the comprehension's own; a walrus in it is not
+            stack.extend([node.iter, *node.ifs])
+            continue
+        stack.extend(ast.iter_child_nodes(node))
+    return False
+
+
+def _cancel_left(loop: HostEventLoop) -> None:
+    """Cancel what the program left running, as asyncio.run does."""
+    pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
+    for task in pending:
+        task.cancel()
+    if pending:
+        loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
 
 
 def _finish_loop(loop: HostEventLoop) -> None:
-    """Cancel what the program left running, as asyncio.run does."""
     try:
-        pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
-        for task in pending:
-            task.cancel()
-        if pending:
-            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+        _cancel_left(loop)
         loop.run_until_complete(loop.shutdown_asyncgens())
     finally:
         asyncio.set_event_loop(None)
         loop.close()
 
 
-def _execute(code_obj: Any, namespace: dict[str, Any]) -> None:
+def _execute(code_obj: Any, namespace: dict[str, Any], session: bool = False) -> None:
     if code_obj.co_flags & inspect.CO_COROUTINE:
-        loop = HostEventLoop()
+        loop = _session_loop() if session else HostEventLoop()
         asyncio.set_event_loop(loop)
         try:
             loop.run_until_complete(eval(code_obj, namespace))
         finally:
-            _finish_loop(loop)
+            if session:
+                _end_cell(loop)
+            else:
+                _finish_loop(loop)
     else:
         exec(code_obj, namespace)
 
 
-def _value(namespace: dict[str, Any]) -> tuple[Any, bool]:
+_loop: HostEventLoop | None = None
+
+
+def _session_loop() -> HostEventLoop:
+    """A session's event loop, kept from cell to cell (making and closing one cost as much as the cell)."""
+    global _loop
+    if _loop is None or _loop.is_closed():  # (a program may close it)
+        _loop = HostEventLoop()
+    return _loop
+
+
+def _end_cell(loop: HostEventLoop) -> None:
+    """A cell's end, as asyncio.run's: what it left running is cancelled; the loop stays for the next cell."""
+    try:
+        _cancel_left(loop)
+    finally:
+        loop.forget_calls()  # a call still pending was this cell's execution's
+        asyncio.set_event_loop(None)
+
+
+def _value(namespace: dict[str, Any], own_result: bool = True) -> tuple[Any, bool]:
     """The program's value: `result` if it set one, else its last expression; as plain
     data, or as its repr (and True) when it is not plain data. Models write
-    `result = something` all the time: that is never the program's failure."""
-    value = namespace["result"] if "result" in namespace else namespace.get(_LAST)
+    `result = something` all the time: that is never the program's failure.
+    (A cell that did not bind `result` itself passes own_result=False.)"""
+    value = namespace["result"] if own_result and "result" in namespace else namespace.get(_LAST)
+    return _shown(value)
+
+
+def _shown(value: Any) -> tuple[Any, bool]:
     try:
         return _plain(value), False
     except _NotPlain:
@@ -204,11 +292,18 @@ def _sleep(seconds: float) -> None:
     host.sleep(int(seconds * 1e9))
 
 
+# Most reports (a cell that assigns) say only how much memory: encoded from this prefix (~10x cheaper).
+_PLAIN_REPORT = _ptc_codec.pack({"value": None, "error": None, "repr": False, "memory": None})[:-1]
+
+
 def _send(report: dict[str, Any], limit: int) -> bool:
-    try:
-        frame = _ptc_codec.pack(report)
-    except UnicodeEncodeError:
-        frame = _ptc_codec.pack(_valid_text(report))
+    if len(report) == 4 and report["value"] is None and report["error"] is None and report["repr"] is False:
+        frame = _PLAIN_REPORT + _ptc_codec.pack(report["memory"])
+    else:
+        try:
+            frame = _ptc_codec.pack(report)
+        except UnicodeEncodeError:
+            frame = _ptc_codec.pack(_valid_text(report))
     report["size"] = len(frame)
     # Past the limit the host would refuse it: do not spend memory handing it over.
     return len(frame) <= limit and host.report(frame.decode("latin-1"))
@@ -229,34 +324,78 @@ def _smaller(report: dict[str, Any]) -> dict[str, Any]:
 
 
 def run(code: str, report_limit: int = 1 << 62) -> None:
-    sink, stdout, stderr = make_streams()
-    sys.stdout, sys.stderr = stdout, stderr
+    """One program, in a namespace of its own."""
     random.seed()  # the snapshot's state is shared by every instance
-    time.sleep = _sleep
-    linecache.cache[PROGRAM] = (len(code), None, code.splitlines(True), PROGRAM)
     namespace: dict[str, Any] = {"__name__": "__main__", "__file__": PROGRAM, "__builtins__": builtins}
     _LEFT.append(namespace)
+    _run(code, report_limit, namespace, PROGRAM, session=False)
+
+
+_MISSING = object()
+_session: dict[str, Any] | None = None  # the namespace a session's cells share
+
+
+def run_cell(code: str, cell: int, report_limit: int = 1 << 62) -> None:
+    """One cell of a session: the namespace is the one the earlier cells left."""
+    global _session
+    if _session is None:
+        random.seed()  # once: a cell's random state is what the one before it left
+        _session = {"__name__": "__main__", "__file__": PROGRAM, "__builtins__": builtins}
+    _run(code, report_limit, _session, "<cell %d>" % cell, session=True)
+
+
+_streams: Any = None
+
+
+def _session_streams() -> Any:
+    """A session's stdout and stderr, the same from cell to cell (one an earlier cell kept still writes here)."""
+    global _streams
+    if _streams is None:
+        _streams = make_streams()
+    _streams[0].reopen()
+    return _streams
+
+
+def _run(code: str, report_limit: int, namespace: dict[str, Any], filename: str, session: bool) -> None:
+    """Compile, run and report (a session's cell: in the namespace its earlier cells left)."""
+    earlier = namespace.get("result", _MISSING)  # what a session's earlier cells left
+    namespace.pop(_LAST, None)
+    sink, stdout, stderr = _session_streams() if session else make_streams()
+    sys.stdout, sys.stderr = stdout, stderr
+    time.sleep = _sleep
+    linecache.cache[filename] = (len(code), None, code.splitlines(True), filename)
     report: dict[str, Any] = {"value": None, "error": None}
     try:
-        code_obj = _compile(code)
+        tree = _parse(code, filename)
+        code_obj = _code(tree, filename)
     except (SyntaxError, ValueError, MemoryError, RecursionError) as exc:
         # MemoryError/RecursionError here: a parser bomb, not a memory limit.
         report["error"] = _error("syntax_error", exc)
     else:
         host.started()
         try:
-            _execute(code_obj, namespace)
-            value, report["repr"] = _value(namespace)
+            _execute(code_obj, namespace, session)
+            if not session:
+                value, report["repr"] = _value(namespace)
+            else:
+                now = namespace.get("result", _MISSING)
+                own = now is not earlier or (now is not _MISSING and _binds_result(tree))
+                value, report["repr"] = _value(namespace, own)
             report["value"] = value
             _ptc_codec.pack(value)  # a lone surrogate in it raises UnicodeEncodeError: the program's error
         except SystemExit as exc:
             if exc.code not in (None, 0):
                 report["error"] = _error("runtime_error", exc)
         except BaseException as exc:  # everything the program raises is its own error
-            if isinstance(exc, MemoryError):
-                namespace.clear()  # frees memory for the report
-            _LEFT.append(exc)  # and its frames' locals
-            report["error"] = _error(_kind(exc), exc)
+            kind = _kind(exc)
+            if isinstance(exc, MemoryError) and (not session or kind == "memory_limit"):
+                namespace.clear()  # frees memory for the report (a session's instance is replaced then)
+            if not session:
+                _LEFT.append(exc)  # and its frames' locals
+            else:
+                sys.last_exc = sys.last_value = exc  # as the REPL: the next cell may look at it
+                sys.last_type, sys.last_traceback = type(exc), exc.__traceback__
+            report["error"] = _error(kind, exc)
     try:
         sys.stdout.flush()
     except Exception:
@@ -286,7 +425,9 @@ def warm_up() -> None:
     """
     for _ in range(3):
         namespace: dict[str, Any] = {"__name__": "__main__", "__builtins__": builtins}
-        _execute(_compile(_WARM_UP_PROGRAM), namespace)
+        tree = _parse(_WARM_UP_PROGRAM, PROGRAM)
+        _binds_result(tree)
+        _execute(_code(tree, PROGRAM), namespace)
         report = {"value": _value(namespace)[0], "error": None, "memory": 0}
         _ptc_codec.unpack(_ptc_codec.pack(report))
         try:

@@ -91,3 +91,6 @@ gc.freeze()
 class WitWorld(wit_world.WitWorld):
     def run(self, code: str, report_limit: int) -> None:
         _ptc_run.run(code, report_limit)
+
+    def run_cell(self, code: str, cell: int, report_limit: int) -> None:
+        _ptc_run.run_cell(code, cell, report_limit)

@@ -16,6 +16,7 @@ the trampolines and wasmtime-py's own for the clock's generic functions.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from wasmtime import WasmtimeError
@@ -61,8 +62,8 @@ def _write(state: ExecutionState, fd: int, text: str | Oversize) -> bool:
     return state.output.write(fd, text)
 
 
-def _load_module(state: ExecutionState, name: str | Oversize) -> str | None:
-    return state.module_source(name) if isinstance(name, str) else None
+def _resolution(data: StoreData) -> tuple[int, int]:
+    return (0, 1)
 
 
 def _generic(method: Callable[..., Any]) -> Callable[..., Any]:
@@ -71,8 +72,23 @@ def _generic(method: Callable[..., Any]) -> Callable[..., Any]:
     return lambda store, *args: function(context_data(store), *args)
 
 
-def define(root: LinkerInstance, monotonic_clock: str) -> None:
-    """Add the ptc host interface, and a monotonic clock whose waits cannot outlive the deadline."""
+@dataclass(frozen=True)
+class WasiNames:
+    """The versioned names of the WASI interfaces ptc shadows, as the guest imports them."""
+
+    monotonic_clock: str
+    wall_clock: str
+    random: str
+
+
+def define(root: LinkerInstance, wasi: WasiNames) -> None:
+    """Add the ptc host interface, and WASI's clocks and randomness as the execution's tape gives them.
+
+    Every clock reading and random byte the guest gets comes from its
+    ExecutionState (so from its journal's tape, ptc.hostcalls.wasm.tape):
+    shadowed here over wasmtime's own, which ptc could neither record nor
+    replay. The monotonic clock's waits cannot outlive the deadline.
+    """
     add = trampolines.add_func
     with root.add_instance(HOST_INTERFACE) as host:
         add(host, "submit", _barrier(ExecutionState.submit), ("frame",), "submitted")
@@ -83,13 +99,19 @@ def define(root: LinkerInstance, monotonic_clock: str) -> None:
         add(host, "write", _barrier(_write), ("u8", "output"), "bool")
         add(host, "report", _barrier(ExecutionState.set_report), ("report",), "bool")
         add(host, "started", _barrier(ExecutionState.mark_started))
-        add(host, "load-module", _barrier(_load_module), ("string",), "option-string")
+        add(host, "load-module", _barrier(ExecutionState.load_module), ("string",), "option-string")
     # wasmtime's own subscribe-duration/instant block inside the host where
     # neither epochs nor our deadline reach; the guest runtime never uses
     # them (it sleeps through `host.sleep`), so a program that digs out the
     # C-level sleep ends instead of pinning a host thread.
-    with root.add_instance(monotonic_clock) as clock:
+    with root.add_instance(wasi.monotonic_clock) as clock:
         add(clock, "now", _barrier(ExecutionState.now), (), "u64")
         clock.add_func("resolution", lambda store: 1)
         clock.add_func("subscribe-duration", _generic(_deny_blocking))
         clock.add_func("subscribe-instant", _generic(_deny_blocking))
+    with root.add_instance(wasi.wall_clock) as wall:
+        add(wall, "now", _barrier(ExecutionState.wall_now), (), "datetime")
+        add(wall, "resolution", _resolution, (), "datetime")
+    with root.add_instance(wasi.random) as random:
+        add(random, "get-random-bytes", _barrier(ExecutionState.random_bytes), ("u64",), "bytes")
+        add(random, "get-random-u64", _barrier(ExecutionState.random_u64), (), "u64")

@@ -10,6 +10,13 @@ first (see ptc.hostcalls.wasm.budget): a decoded call (its record keeps the
 parameters to the end), a reply from when it is queued until the guest has
 it, the output, the report. Host work done for the guest (decoding a frame)
 happens here, on the execution's own thread, under its deadline.
+
+Everything nondeterministic the guest is given (random bytes, clock
+readings, tool replies and when they come back, stub sources) goes through
+the execution's tape (ptc.hostcalls.wasm.tape): recorded for its journal, or,
+in a replay, answered from one, in which case no call is dispatched, no
+sleep or wait blocks, and each recorded reply is given to the guest under
+the same frame and budget checks as a tool's.
 """
 
 from __future__ import annotations
@@ -28,6 +35,8 @@ from ptc.errors import PtcError
 from ptc.hostcalls.wasm import codec
 from ptc.hostcalls.wasm.budget import RECORD_COST, REPORT_RESERVE, HostBudget, Oversize, decoded_cost
 from ptc.hostcalls.wasm.output import Output
+from ptc.hostcalls.wasm.tape import Player, Recorder, Tape
+from ptc.limits import Limits
 from ptc.results import ErrorKind, ExecutionErrorInfo
 
 # dispatch(request or the reason it was rejected, reply) -> the reply frame if the
@@ -41,6 +50,7 @@ Reply = Callable[[str], None]
 Cancel = Callable[[], None]
 Dispatch = Callable[[Request, Reply], Cancel | str]
 ModuleSource = Callable[[str], str | None]
+MAX_RANDOM_BYTES = 1 << 20  # one request for random bytes (wasi-libc asks for at most 256 at a time)
 
 
 class Abort(PtcError):
@@ -87,21 +97,58 @@ class ExecutionState:
     _inflight: dict[int, Cancel] = field(default_factory=dict)
     _replies: queue.SimpleQueue[tuple[int, str] | None] = field(default_factory=queue.SimpleQueue)
     _early: list[tuple[int, str]] = field(default_factory=list)
+    tape: Tape = field(default_factory=Recorder.off)
     output: Output = field(init=False)
 
     def __post_init__(self) -> None:
         self.output = Output(self.max_output_bytes, self.budget)
 
-    def start(self) -> None:
+    @classmethod
+    def under(cls, execution_id: str, limits: Limits, **parts: Any) -> ExecutionState:
+        """A state with the limits' timeout, output, call and frame bounds, and a budget of its host bytes."""
+        parts.setdefault("budget", HostBudget(limits.host_bytes))
+        return cls(
+            execution_id=execution_id,
+            timeout=limits.timeout,
+            max_output_bytes=limits.max_output_bytes,
+            max_tool_calls=limits.max_tool_calls,
+            max_frame_bytes=limits.max_frame_bytes,
+            max_frame_items=limits.max_frame_items,
+            **parts,
+        )
+
+    def start(self, clock_offset: int | None = None) -> None:
+        """The clock starts: the deadline from now, and the guest's monotonic clock
+        (a session passes its own offset, so its clock runs on from cell to cell)."""
         self.deadline = time.monotonic() + self.timeout
         # The guest's monotonic clock starts at a random point: it must not show host uptime.
-        self.clock_offset = time.monotonic_ns() - secrets.randbelow(1 << 40)
+        self.clock_offset = random_clock_offset() if clock_offset is None else clock_offset
 
     def mark_started(self) -> None:
         self.started = True
 
+    # -- what the guest reads: clocks and randomness, through the tape -------
     def now(self) -> int:
-        return time.monotonic_ns() - self.clock_offset
+        return self.tape.clock(time.monotonic_ns() - self.clock_offset)
+
+    def wall_now(self) -> tuple[int, int]:
+        """wasi:clocks/wall-clock `now`: (seconds, nanoseconds) since the epoch."""
+        return divmod(self.tape.wall(time.time_ns()), 1_000_000_000)
+
+    def random_bytes(self, count: int) -> bytes:
+        """wasi:random/random `get-random-bytes`, drawn from the tape's seed."""
+        if count > MAX_RANDOM_BYTES:
+            message = f"the program asked for more than {MAX_RANDOM_BYTES} random bytes at once"
+            raise Abort("runtime_error", "SandboxError", message)
+        return self.tape.random(count)
+
+    def random_u64(self) -> int:
+        return int.from_bytes(self.tape.random(8), "little")
+
+    def load_module(self, name: str | Oversize) -> str | None:
+        source = self.module_source(name) if isinstance(name, str) else None
+        self.tape.module(source)
+        return source
 
     def cancel(self) -> None:
         """Stop the execution promptly (from any thread): a wait or sleep in the host
@@ -141,12 +188,28 @@ class ExecutionState:
         self.tool_calls += 1
         call_id = next(self._ids)
         request = self._request(frame)
+        tape = self.tape
+        if tape.replaying:  # answered from the journal, once it is the call recorded: nothing is dispatched
+            assert isinstance(tape, Player)
+            recorded = tape.call(frame, request)
+            if recorded.at_once:
+                assert recorded.reply is not None  # ptc.journal.load checked
+                return self._given(recorded.reply)
+            return call_id
         dispatched = self.dispatch(request, functools.partial(self._deliver, call_id))
         if isinstance(dispatched, str):
+            tape.submitted(frame, request, dispatched)
             self._remaining()  # an inline call may have run past the deadline
             return dispatched
+        tape.submitted(frame, request, None)
         self._inflight[call_id] = dispatched
         return call_id
+
+    def _given(self, reply: str) -> str:
+        """A recorded reply, as the guest may take it: within the frame limit and the host budget."""
+        if len(reply) > min(self.max_frame_bytes, self.budget.room()):
+            return codec.error_frame("ToolError", "the journal's reply is larger than this execution may take")
+        return reply
 
     def _request(self, frame: str | Oversize) -> Request:
         """The decoded call, charged to the budget (its record keeps it), or why it was refused."""
@@ -237,13 +300,24 @@ class ExecutionState:
         return finished
 
     def wait(self, timeout_ns: int) -> list[tuple[int, str]]:
+        tape = self.tape
+        if tape.replaying:
+            assert isinstance(tape, Player)
+            self._remaining()
+            return [(call_id, self._given(reply)) for call_id, reply in tape.wait()]
         early, self._early = self._early, []
-        return early + self._finished(0 if early else (None if timeout_ns < 0 else timeout_ns / 1e9))
+        items = early + self._finished(0 if early else (None if timeout_ns < 0 else timeout_ns / 1e9))
+        tape.waited(items)
+        return items
 
     def call(self, frame: str | Oversize) -> str:
         call_id = self.submit(frame)
         if isinstance(call_id, str):
             return call_id
+        tape = self.tape
+        if tape.replaying:
+            assert isinstance(tape, Player)
+            return self._given(tape.take(call_id))
         while True:
             for item in self._finished(None):
                 if item[0] == call_id:
@@ -251,12 +325,15 @@ class ExecutionState:
                 else:
                     self._early.append(item)
             if call_id not in self._inflight:
+                tape.took(call_id, reply)
                 return reply
 
     # -- time and the report ------------------------------------------------
     def sleep(self, ns: int) -> None:
         seconds = ns / 1e9
         remaining = self._remaining()
+        if self.tape.replaying:  # the clock readings after it are the journal's: no need to wait
+            return
         if self.stop.wait(min(seconds, remaining)) or seconds >= remaining:
             self._remaining()
 
@@ -277,6 +354,11 @@ class ExecutionState:
         """How this execution was stopped (cancelled unless told otherwise)."""
         abort = self.abort or _cancelled()
         return ExecutionErrorInfo(kind=abort.kind, type=abort.type, message=abort.message)
+
+
+def random_clock_offset() -> int:
+    """An offset for the guest's monotonic clock: it starts at a random point, never at host uptime."""
+    return time.monotonic_ns() - secrets.randbelow(1 << 40)
 
 
 @dataclass

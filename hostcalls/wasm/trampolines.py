@@ -4,8 +4,9 @@ wasmtime-py's generic trampoline rebuilds the function's type through ctypes
 on every call (the FuncType, each parameter's type, and for a variant each
 case, twice): about 7 µs for a call without arguments and about 50 µs for
 `submit` (a string in, a variant out). The host interface's types are fixed by
-guest/wit/world.wit, so these trampolines convert exactly those (all but the
-clock's rare `resolution` and `subscribe-*`), the way
+guest/wit/world.wit (and WASI's for the clocks and randomness ptc shadows), so
+these trampolines convert exactly those (all but the monotonic clock's rare
+`resolution` and `subscribe-*`), the way
 wasmtime-py's own converters do (same C calls, same ownership: argument
 strings are ours to free, results are handed to wasmtime). A string
 argument is read out of the guest only up to what the execution may hold
@@ -134,6 +135,45 @@ def _set_option_string(val: Any, value: str | None) -> None:
     val.of.option = None if value is None else _boxed(_set_string, value)
 
 
+_VAL_SIZE = ctypes.sizeof(ffi.wasmtime_component_val_t)
+_VAL_KIND = ffi.wasmtime_component_val_t.kind.offset
+_VAL_OF = ffi.wasmtime_component_val_t.of.offset
+_U8_KIND = bytes([ffi.WASMTIME_COMPONENT_U8.value])
+
+
+def _set_bytes(val: Any, data: bytes) -> None:
+    """`list<u8>` (random bytes): its vals laid out in one buffer and copied in at once.
+
+    One val per byte, each `{kind: U8, of.u8: byte}`: filled by slice
+    assignment (two C loops) where building the vals one by one through
+    ctypes cost ~1 µs a byte (a CPython random seed asks for 2,496).
+    """
+    count = len(data)
+    items = ffi.wasmtime_component_vallist_t()
+    ffi.wasmtime_component_vallist_new_uninit(items, count)
+    if count:
+        raw = bytearray(count * _VAL_SIZE)
+        raw[_VAL_KIND::_VAL_SIZE] = _U8_KIND * count
+        raw[_VAL_OF::_VAL_SIZE] = data
+        ctypes.memmove(items.data, (ctypes.c_char * len(raw)).from_buffer(raw), len(raw))
+    val.kind = ffi.WASMTIME_COMPONENT_LIST
+    val.of.list = items
+
+
+def _set_datetime(val: Any, value: tuple[int, int]) -> None:
+    """wasi:clocks/wall-clock's `record datetime { seconds: u64, nanoseconds: u32 }`."""
+    record = ffi.wasmtime_component_valrecord_t()
+    ffi.wasmtime_component_valrecord_new_uninit(record, 2)
+    seconds, nanoseconds = record.data[0], record.data[1]
+    seconds.name = ffi.str_to_capi("seconds")
+    _set_u64(seconds.val, value[0])
+    nanoseconds.name = ffi.str_to_capi("nanoseconds")
+    nanoseconds.val.kind = ffi.WASMTIME_COMPONENT_U32
+    nanoseconds.val.of.u32 = value[1]
+    val.kind = ffi.WASMTIME_COMPONENT_RECORD
+    val.of.record = record
+
+
 LIFT: dict[str, Lift] = {
     "string": _lift_string,  # a name: at most 1 KiB
     "frame": _lift_frame,  # a call frame: at most what the execution may still hold
@@ -150,6 +190,8 @@ LOWER: dict[str, Lower] = {
     "submitted": _set_submitted,
     "replies": _set_replies,
     "option-string": _set_option_string,
+    "bytes": _set_bytes,
+    "datetime": _set_datetime,
 }
 
 
