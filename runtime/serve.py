@@ -22,6 +22,7 @@ from pydantic import Field
 from ptc.errors import BackendUnavailable, PtcError, require_mcp
 from ptc.executor import ProgrammaticToolExecutor
 from ptc.results import ExecutionResult
+from ptc.serve_sessions import MAX_PER_CONNECTION, ServeSessions
 from ptc.stubgen import render_api_reference
 
 if TYPE_CHECKING:
@@ -107,6 +108,16 @@ def compact(result: ExecutionResult) -> dict[str, Any]:
     }
 
 
+SESSION_NOTE = """Pass `session="NAME"` to keep state between calls: variables, functions and imports persist from
+one call to the next in that session (made on first use, private to this connection); close it with close_session.
+
+"""
+
+SESSION_DESCRIPTION = (
+    "Optional: a session name (1-64 letters, digits, _ . -) to run in; its variables persist between calls. "
+    "Omit it for a fresh sandbox."
+)
+
 CODE_DESCRIPTION = (
     "The Python 3.14 program to run. Import the tools from `tools.<domain>` and `await` them (top-level await "
     "works); print what you need, or set `result` (else the last expression is the value)."
@@ -125,15 +136,16 @@ def error_text(result: ExecutionResult) -> str:
     return "\n\n".join(parts)
 
 
-def tool_result(result: ExecutionResult) -> "CallToolResult":
+def tool_result(result: ExecutionResult, session: dict[str, Any] | None = None) -> "CallToolResult":
     """The MCP CallToolResult for one execution: an error result when the program failed.
 
     The first text block is the error (see error_text) or, on success, the
-    JSON of `compact(result)`; structuredContent is `compact(result)` either way.
+    JSON of `compact(result)`; structuredContent is `compact(result)` either
+    way, with `session` (the session's name, cell number, ...) added for a cell.
     """
     from mcp.types import CallToolResult, TextContent
 
-    payload = compact(result)
+    payload = {**compact(result), **(session or {})}
     text = pydantic_core.to_json(payload, indent=2, fallback=repr, inf_nan_mode="null").decode()
     data = TextContent(type="text", text=text)
     if result.error is None:
@@ -142,13 +154,21 @@ def tool_result(result: ExecutionResult) -> "CallToolResult":
     return CallToolResult(content=[first, data], structured_content=payload, is_error=True)
 
 
-def build_server(executor: ProgrammaticToolExecutor, name: str = "ptc") -> Any:
+def build_server(
+    executor: ProgrammaticToolExecutor,
+    name: str = "ptc",
+    *,
+    max_sessions_per_connection: int = MAX_PER_CONNECTION,
+    session_idle_timeout: float = 300.0,
+) -> Any:
     """An MCPServer (official SDK) whose tools run programs against the executor's catalog.
 
+    `execute_python(code, session=NAME)` runs a cell in the connection's
+    session NAME (ptc.serve_sessions); `close_session(NAME)` closes it.
     Raises MissingExtraError (an ImportError) without the `mcp` extra.
     """
     require_mcp("ptc serve")
-    from mcp.server.mcpserver import MCPServer
+    from mcp.server.mcpserver import Context, MCPServer
     from mcp.server.mcpserver.exceptions import ToolError
     from mcp.types import CallToolResult
 
@@ -163,18 +183,36 @@ def build_server(executor: ProgrammaticToolExecutor, name: str = "ptc") -> Any:
         name, instructions="Programmatic tool calling: write one program that calls many tools.", log_level="WARNING"
     )
 
-    @server.tool(name="execute_python", description=EXECUTE_DESCRIPTION + reference)
+    sessions = ServeSessions(
+        executor, max_per_connection=max_sessions_per_connection, idle_timeout=session_idle_timeout
+    )
+
+    @server.tool(name="execute_python", description=EXECUTE_DESCRIPTION + SESSION_NOTE + reference)
     async def execute_python(
         code: Annotated[str, Field(description=CODE_DESCRIPTION)],
+        ctx: Context,
+        session: Annotated[str | None, Field(description=SESSION_DESCRIPTION)] = None,
     ) -> Annotated[CallToolResult, dict[str, Any]]:
         try:
-            result = await executor.execute(code)
-        except PtcError as exc:  # OverCapacityError and the like: the client's to know, not a crash
-            raise ToolError(str(exc)) from None
+            if session is None:
+                return tool_result(await executor.execute(code))
+            return await _run_cell(sessions, ctx, session, code)
         except BackendUnavailable as exc:  # an upstream that cannot be (re)discovered: its public sentence only
             _log.warning("execute_python: %r", str(exc))  # the operator's detail (command line, stderr), on one line
             raise ToolError(exc.public) from None
-        return tool_result(result)
+        except PtcError as exc:  # OverCapacityError, SessionRefused and the like: the client's to know, not a crash
+            raise ToolError(str(exc)) from None
+
+    @server.tool(name="close_session")
+    async def close_session(
+        session: Annotated[str, Field(description="the session's name, as given to execute_python")],
+        ctx: Context,
+    ) -> bool:
+        """Close one of this connection's sessions (its variables are gone); true if it was open."""
+        try:
+            return await sessions.close(ctx, session)
+        except PtcError as exc:
+            raise ToolError(str(exc)) from None
 
     @server.tool(name="search_tools")
     def search_tools(
@@ -195,6 +233,21 @@ def build_server(executor: ProgrammaticToolExecutor, name: str = "ptc") -> Any:
         return str(described["stub"])
 
     return server
+
+
+async def _run_cell(sessions: ServeSessions, ctx: Any, name: str, code: str) -> "CallToolResult":
+    """One cell in the connection's session `name` (made on first use), rendered with the session's name and cell."""
+    session, replaced = sessions.get(ctx, name)
+    fresh = session.cells == 0
+    result = await session.execute(code)
+    about: dict[str, Any] = {"session": name, "cell": result.cell}
+    if fresh:
+        about["new_session"] = True
+    if replaced is not None:
+        about["previous_session_closed"] = replaced
+    if result.session_restored:
+        about["session_restored"] = True  # the cell was stopped; the session goes on from the cells before it
+    return tool_result(result, about)
 
 
 def run_http(server: Any, host: str, port: int, *, on_listening: Callable[[str], None] | None = None) -> None:

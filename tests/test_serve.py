@@ -30,7 +30,7 @@ def payload(result):
 
 async def check_server(client: Client) -> None:
     tools = {t.name: t for t in (await client.list_tools()).tools}
-    assert set(tools) == {"execute_python", "search_tools", "describe_tool"}
+    assert set(tools) == {"execute_python", "close_session", "search_tools", "describe_tool"}
     description = tools["execute_python"].description
     assert "## tools.shop" in description and "async def search_orders(" in description
     assert "## tools.finance" in description
@@ -161,6 +161,7 @@ async def test_serve_http_says_where_it_listens():
         async with Client(found.group(1)) as client:
             assert {t.name for t in (await client.list_tools()).tools} == {
                 "execute_python",
+                "close_session",
                 "search_tools",
                 "describe_tool",
             }
