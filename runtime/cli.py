@@ -274,6 +274,13 @@ def _run(args: argparse.Namespace) -> int:
         return _print_result(executor.execute_sync(code), args.json, raw=args.raw, value=not args.no_value)
 
 
+def _repl(args: argparse.Namespace) -> int:
+    from ptc.repl import run_repl
+
+    with _connected(args) as executor:
+        return run_repl(executor, _print_result, raw=args.raw)
+
+
 def _stubs(args: argparse.Namespace) -> int:
     with _connected(args) as executor:
         for path in write_stubs(executor.catalog, Path(args.out)):
@@ -401,6 +408,23 @@ def build_parser() -> argparse.ArgumentParser:
     _add_limit_flags(run)
     _add_tool_flags(run)
     run.set_defaults(handler=_run)
+
+    repl = commands.add_parser(
+        "repl",
+        help="an interactive Python in a sandbox session, the tools importable",
+        description=(
+            "An interactive Python whose cells run in one sandbox session: what a cell defines, the next sees; "
+            "top-level await works. Ctrl-C stops a running cell (the session goes on from the cells before it), "
+            "Ctrl-D leaves. History in ~/.ptc_history. With stdin not a terminal, runs its cells in order "
+            "(exit status 1 if any failed)."
+        ),
+    )
+    repl.add_argument(
+        "--raw", action="store_true", help="write the cells' output as is (terminal control sequences included)"
+    )
+    _add_limit_flags(repl)
+    _add_tool_flags(repl)
+    repl.set_defaults(handler=_repl)
 
     stubs = commands.add_parser("stubs", help="write the generated stub package")
     _add_tool_flags(stubs)

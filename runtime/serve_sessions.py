@@ -47,7 +47,8 @@ def connection_key(context: Any) -> object | None:
     connection = getattr(context.session, "_connection", None)
     if connection is None or not getattr(connection, "has_standalone_channel", False):
         return None
-    return connection.outbound
+    channel: object = connection.outbound
+    return channel
 
 
 def check_name(name: str) -> str:
