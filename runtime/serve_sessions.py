@@ -73,7 +73,7 @@ class ServeSessions:
         self.executor = executor
         self.max_per_connection = max_per_connection
         self.idle_timeout = idle_timeout
-        self._by_connection: weakref.WeakKeyDictionary[object, dict[str, Session]] = weakref.WeakKeyDictionary()
+        self._by_connection: weakref.WeakKeyDictionary[object, _Open] = weakref.WeakKeyDictionary()
 
     def get(self, context: Any, name: str) -> tuple[Session, str | None]:
         """This connection's session `name`, made if new: (session, why an earlier one of that name closed).
@@ -90,37 +90,61 @@ class ServeSessions:
                 "call execute_python without `session`"
             )
         sessions = self._sessions_of(context, key)
-        previous = sessions.get(name)
-        if previous is not None and not previous.closed:
-            return previous, None
-        open_now = sum(not s.closed for s in sessions.values())
-        if open_now >= self.max_per_connection:
+        replaced = _sweep(sessions).pop(name, None)
+        if name in sessions:
+            return sessions[name], None
+        if len(sessions) >= self.max_per_connection:
             raise SessionRefused(
-                f"this connection has {open_now} sessions open (at most {self.max_per_connection}); "
+                f"this connection has {len(sessions)} sessions open (at most {self.max_per_connection}); "
                 "close one with close_session first"
             )
         sessions[name] = self.executor.session(idle_timeout=self.idle_timeout)
-        return sessions[name], previous.closed_reason if previous is not None else None
+        return sessions[name], replaced
 
     async def close(self, context: Any, name: str) -> bool:
         """Close this connection's session `name`; whether it was open."""
         check_name(name)
         key = connection_key(context)
-        session = self._by_connection.get(key, {}).pop(name, None) if key is not None else None
+        sessions = self._by_connection.get(key) if key is not None else None
+        session = sessions.pop(name, None) if sessions is not None else None
         if session is None or session.closed:
             return False
         await session.aclose("close_session was called")
         return True
 
-    def _sessions_of(self, context: Any, key: object) -> dict[str, Session]:
+    def _sessions_of(self, context: Any, key: object) -> _Open:
         sessions = self._by_connection.get(key)
         if sessions is None:
-            sessions = self._by_connection[key] = {}
+            sessions = self._by_connection[key] = _Open()
             # The connection's end closes its sessions: collected (every transport), or torn down
             # (the handshake path's Connection lives as long as the connection, and unwinds its exit stack).
             weakref.finalize(key, _close_all, sessions, "its MCP connection closed")
             _hook_teardown(context.session._connection, sessions)
         return sessions
+
+
+class _Open(dict[str, Session]):
+    """One connection's sessions by name; `ended` keeps, for a while, why the ones that closed by themselves did."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ended: dict[str, str] = {}
+
+
+_MAX_ENDED = 64
+
+
+def _sweep(sessions: _Open) -> dict[str, str]:
+    """Drop the sessions that closed by themselves (idle, journal full, ...), keeping only why: a closed
+    session still holds its journal. Returns `ended`, the newest _MAX_ENDED reasons by name."""
+    for name, session in list(sessions.items()):
+        if session.closed:
+            del sessions[name]
+            sessions.ended.pop(name, None)
+            sessions.ended[name] = session.closed_reason or "it was closed"
+    while len(sessions.ended) > _MAX_ENDED:
+        del sessions.ended[next(iter(sessions.ended))]
+    return sessions.ended
 
 
 def _hook_teardown(connection: Any, sessions: dict[str, Session]) -> None:

@@ -8,6 +8,7 @@ import time
 
 import pytest
 from test_first_contact import ptc
+from test_mcp import STDIO
 
 from ptc.repl import STOPPED
 
@@ -30,6 +31,18 @@ def test_piped_input_runs_as_the_console_cuts_it(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == "410000\n\\x1b[2Jcleared\n0\n1\n", proc.stdout
     assert ">>>" not in proc.stdout + proc.stderr  # no prompts without a terminal
+
+
+def test_repl_with_an_mcp_server(tmp_path):
+    proc = ptc(
+        "repl",
+        "--mcp",
+        f"shop={STDIO}",
+        cwd=tmp_path,
+        input="from tools.shop import get_weather\nawait get_weather(city='Lima')\n",
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "'sunny in Lima'\n"
 
 
 def test_piped_input_with_a_failing_cell_goes_on_and_exits_1(tmp_path):

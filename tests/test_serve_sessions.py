@@ -109,6 +109,11 @@ async def test_a_closed_session_is_replaced_and_says_why():
         first.close("it was idle for 300 s (idle_timeout)")
         second, why = sessions.get(context, "a")
         assert second is not first and why == "it was idle for 300 s (idle_timeout)"
+        second.close("its journal grew past max_journal_bytes")
+        sessions.get(context, "b")
+        held = sessions._by_connection[context.session._connection.outbound]
+        assert list(held) == ["b"] and held.ended == {"a": "its journal grew past max_journal_bytes"}  # no journal kept
+        assert sessions.get(context, "a")[1] == "its journal grew past max_journal_bytes"
 
 
 async def test_a_connection_that_goes_away_closes_its_sessions():
