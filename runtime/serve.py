@@ -238,10 +238,9 @@ def build_server(
 async def _run_cell(sessions: ServeSessions, ctx: Any, name: str, code: str) -> "CallToolResult":
     """One cell in the connection's session `name` (made on first use), rendered with the session's name and cell."""
     session, replaced = sessions.get(ctx, name)
-    fresh = session.cells == 0
     result = await session.execute(code)
     about: dict[str, Any] = {"session": name, "cell": result.cell}
-    if fresh:
+    if result.cell == 0:  # (not `session.cells` before it: two first calls at once would both say new)
         about["new_session"] = True
     if replaced is not None:
         about["previous_session_closed"] = replaced

@@ -27,7 +27,7 @@ LAYERS: list[tuple[str, list[str]]] = [
     ("tool calls and backends", [r"ptc\.hostcalls\.calls(\..*)?", r"ptc\.hostcalls\.backends(\..*)?"]),
     ("sandbox", [r"ptc\.guest(\..*)?", r"ptc\.(wasm_threads|interrupts|spares|engine|sandbox|replay)"]),
     ("executor", [r"ptc\.(tenancy|audit|executor|lifecycle|connections|admission|execution|sessions)(\..*)?"]),
-    ("front ends", [r"ptc", r"ptc\.(__main__|cli|serve|demo)", r"ptc\.examples(\..*)?"]),
+    ("front ends", [r"ptc", r"ptc\.(__main__|cli|repl|serve|serve_sessions|demo)", r"ptc\.examples(\..*)?"]),
 ]
 # Siblings in one layer that must not know each other.
 INDEPENDENT = [(r"ptc\.hostcalls\.calls(\..*)?", r"ptc\.hostcalls\.backends(\..*)?")]
