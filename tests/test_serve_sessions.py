@@ -9,6 +9,7 @@ from mcp.client.stdio import StdioServerParameters, stdio_client
 from test_serve import SERVE, http_serve, payload  # noqa: F401 - http_serve is a fixture
 
 from ptc import ProgrammaticToolExecutor
+from ptc.serve import build_server
 from ptc.serve_sessions import ServeSessions, SessionRefused, check_name
 
 STDIO = StdioServerParameters(command=SERVE[0], args=[*SERVE[1:], "--timeout", "2"])
@@ -74,6 +75,20 @@ async def test_stateless_http_has_no_connection_to_keep_a_session(http_serve):  
 
 class _Channel:
     """A connection's channel back to its client (weakly referenceable, as the SDK's are)."""
+
+
+async def test_the_end_of_a_connection_closes_its_sessions():
+    """In process, over the SDK's handshake transport: its teardown closes the connection's sessions."""
+    async with ProgrammaticToolExecutor() as executor:
+        server = build_server(executor)
+        async with Client(server, mode="legacy") as a, Client(server, mode="legacy") as b:
+            assert payload(await cell(a, "x = 1"))["new_session"] is True
+            assert payload(await cell(b, "x = 2"))["new_session"] is True  # a's name, b's own session
+            assert payload(await cell(a, "x"))["result"] == 1
+            assert len(executor._sessions) == 2
+        assert executor._sessions == {}  # both connections ended: their sessions are closed
+        async with Client(server) as modern:  # the 2026-07-28 path in process: no connection to keep
+            assert (await cell(modern, "1")).is_error
 
 
 def _context(channel=True):
