@@ -23,7 +23,7 @@ class AuditEvent(BaseModel):
     started_at: float = Field(description="unix time")
     duration: float
     limits: dict[str, Any]
-    outcome: str = Field(description='"ok", an error kind, or "cancelled"')
+    outcome: str = Field(description='"ok", an error kind, "cancelled", or "suspended" (waiting for approvals)')
     error_type: str | None = None
     fuel_used: int | None = None
     memory_used: int | None = Field(None, description="bytes of sandbox memory at the end (its peak), if it finished")
@@ -47,7 +47,7 @@ def audit_event(
         started_at=started_at,
         duration=result.execution_time,
         limits=limits.model_dump(),
-        outcome=outcome or (result.error.kind if result.error else "ok"),
+        outcome=outcome or ("suspended" if result.suspended else result.error.kind if result.error else "ok"),
         error_type=result.error.type if result.error else None,
         fuel_used=result.fuel_used,
         memory_used=result.memory_used,
@@ -61,6 +61,8 @@ def audit_event(
                 "error": call.error.type if call.error else None,
                 "attempts": call.attempts,
                 "cache_hit": call.cache_hit,
+                "approval": call.approval,
+                "approved_by": call.approved_by,
             }
             for call in result.tool_calls
         ],

@@ -166,6 +166,10 @@ class ToolNotFoundError(ToolError):
     """No tool of that name in the catalog."""
 
 
+class ToolApprovalDenied(ToolError):
+    """The call needed an approval and was denied (or not given in time); the message holds the reason."""
+
+
 # The program-facing family, root first: what `from tools import ...` offers inside the sandbox.
 PROGRAM_ERRORS: tuple[type[ToolError], ...] = (
     ToolError,
@@ -173,6 +177,7 @@ PROGRAM_ERRORS: tuple[type[ToolError], ...] = (
     ToolTimeoutError,
     CircuitOpenError,
     ToolNotFoundError,
+    ToolApprovalDenied,
 )
 PROGRAM_ERROR_NAMES: frozenset[str] = frozenset(cls.__name__ for cls in PROGRAM_ERRORS)
 
@@ -239,6 +244,7 @@ __all__ = [
     "SessionClosedError",
     "StubError",
     "ToolError",
+    "ToolApprovalDenied",
     "ToolNotFoundError",
     "ToolTimeoutError",
     "ToolValidationError",
