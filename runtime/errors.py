@@ -17,7 +17,8 @@
         ├── ToolValidationError  the parameters did not match the tool's definition
         ├── ToolTimeoutError     the tool did not answer within its timeout
         ├── CircuitOpenError     the backend failed repeatedly; calls fail fast for a while
-        └── ToolNotFoundError    no tool of that name in the catalog
+        ├── ToolNotFoundError    no tool of that name in the catalog
+        └── ToolApprovalDenied   the call needed an approval and was denied or not decided in time
 
 Internal ones, which never reach a caller of the public API, derive from
 PtcError too, so an `except PtcError` around ptc catches whatever leaks:

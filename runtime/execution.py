@@ -199,14 +199,12 @@ class Runner:
 
 
 def suspend(result: ExecutionResult, state: ExecutionState, session: CallSession) -> None:
-    """A result that waits for approvals: not an error; its journal names the calls and can be resumed once."""
+    """A result that waits for approvals: not an error; its journal names the calls and can be resumed once.
+
+    The deferred calls' records have no error (the suspension cancelled them; resume decides them)."""
     result.error = None
     result.suspended = True
     result.pending_approvals = list(session.context.deferred.values())
-    waiting = set(session.context.deferred)
-    for record in result.tool_calls:
-        if record.caller.tool_id in waiting:
-            record.error = None  # cancelled by the suspension, not failed: resume decides it
     if result.journal is not None:
         pending = [
             JournalPending(call_id=tool_id, index=call_id - 1) for call_id, tool_id in state.deferred_ids.items()

@@ -336,14 +336,7 @@ class ProgrammaticToolExecutor:
         ValueError naming a call id that is not waiting for a decision.
         """
         limits = limits or self.limits
-        await self._ready(limits)
-        checked = load(
-            journal,
-            catalog=self._runner.fingerprints.current(),
-            guest=get_runtime(limits.fuel is not None).guest,
-            max_bytes=self._runner.max_journal_bytes,
-            kind="execution",
-        )
+        checked = await self._load(journal, limits, self._runner.max_journal_bytes, "execution")
         if not checked.pending or len(checked.cells) != 1:
             raise JournalError("the journal is not a suspended execution's: it has no calls waiting for a decision")
         given = decisions_for(checked, decisions)
@@ -405,13 +398,7 @@ class ProgrammaticToolExecutor:
         build; ReplayDivergedError if the replay departs from it.
         """
         limits = limits or self.limits
-        await self._ready(limits)
-        checked = load(
-            journal,
-            catalog=self._runner.fingerprints.current(),
-            guest=get_runtime(limits.fuel is not None).guest,
-            max_bytes=max_journal_bytes,
-        )
+        checked = await self._load(journal, limits, max_journal_bytes, "session")
         session = self._new_session(
             session_id if session_id is not None else checked.session_id, limits, idle_timeout, max_journal_bytes
         )
@@ -421,6 +408,14 @@ class ProgrammaticToolExecutor:
             session.close("its restore failed")
             raise
         return session
+
+    async def _load(
+        self, journal: Journal | str | bytes, limits: Limits, max_bytes: int, kind: Literal["session", "execution"]
+    ) -> Journal:
+        """The journal, checked against this executor's catalog and the guest `limits` run (JournalError if not)."""
+        await self._ready(limits)
+        guest = get_runtime(limits.fuel is not None).guest
+        return load(journal, catalog=self._runner.fingerprints.current(), guest=guest, max_bytes=max_bytes, kind=kind)
 
     def _new_session(
         self, session_id: str | None, limits: Limits | None, idle_timeout: float, max_journal_bytes: int

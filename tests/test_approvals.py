@@ -250,6 +250,25 @@ async def test_a_tampered_journal_is_only_ever_an_answer_to_the_program():
     assert CALLS["balance"] == 1
 
 
+def _rerun_balance(data):
+    """The first call (balance, which ran) made to look pending: its reply and its wait taken out."""
+    cell = data["cells"][0]
+    cell["calls"][0]["reply"] = None
+    cell["waits"] = [[i for i in wait if i != 0] for wait in cell["waits"]]
+    data["pending"].append({"call_id": "tool_call_1", "index": 0})
+
+
+async def test_a_journal_edited_to_run_a_finished_call_again_runs_nothing_twice():
+    ex = executor()
+    result = await _suspended(ex)
+    try:
+        resumed = await ex.resume(_edit(result.journal, _rerun_balance), {"tool_call_1": True, "tool_call_2": True})
+    except JournalError:
+        resumed = None
+    assert resumed is None or resumed.status in ("completed", "failed")
+    assert CALLS["balance"] == 1 and CALLS["transfer"] <= 1
+
+
 async def test_status_is_on_every_result():
     ex = executor()
     assert (await ex.execute("1 + 1")).status == "completed"

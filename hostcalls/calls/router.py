@@ -85,7 +85,8 @@ class Router:
             reply = self.failed(record, failure, context)
             context.budget.force(len(reply))
         except asyncio.CancelledError:
-            record.error = CallErrorInfo(type="CancelledError", message="the program stopped waiting for this call")
+            if record.caller.tool_id not in context.deferred:  # a deferred call is not failed: resume decides it
+                record.error = CallErrorInfo(type="CancelledError", message="the program stopped waiting for this call")
             raise
         finally:
             record.completed_at = time.time()

@@ -66,6 +66,8 @@ class CallSession:
         record = self._record(name if isinstance(name, str) else "<invalid frame>", request, tool, tool_id)
         try:
             prepared = self.router.tools.prepare(record.tool, request)
+            if tool_id is not None and not prepared.policy.requires_approval:  # a journal's word only: no rerun
+                raise CallFailed("ToolError", "the call was in flight when the execution suspended")
         except CallFailed as failure:
             return self._refused(record, failure)
         if prepared.policy.inline and not prepared.policy.requires_approval:  # a decision is waited for on the loop

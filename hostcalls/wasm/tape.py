@@ -314,6 +314,11 @@ class Player(Tape):
         cell = self.cell
         if error != cell.error:
             self._diverge(f"it ended with {error or 'no error'}, recorded {cell.error or 'no error'}")
+        self.used_up("it made")
+
+    def used_up(self, made: str) -> None:
+        """Every recorded input was asked for (else ReplayDivergedError: `made` starts its message)."""
+        cell = self.cell
         for what, used, recorded in (
             ("tool calls", self._calls, len(cell.calls)),
             ("monotonic clock readings", self._clocks, len(cell.clocks)),
@@ -322,7 +327,7 @@ class Player(Tape):
             ("stub modules", self._modules, len(cell.modules)),
         ):
             if used != recorded:
-                self._diverge(f"it made {used} {what}, the journal records {recorded}")
+                self._diverge(f"{made} {used} {what}, the journal records {recorded}")
 
 
 # What a resumed execution does with the calls it was waiting on: (call id, the decoded request, record id or
@@ -362,16 +367,8 @@ class Resumer(Recorder):
         return kind == "waits" and player._waits < len(cell.waits)
 
     def _go_live(self) -> None:
-        player, cell = self.player, self.player.cell
-        for what, used, recorded in (
-            ("tool calls", player._calls, len(cell.calls)),
-            ("monotonic clock readings", player._clocks, len(cell.clocks)),
-            ("wall-clock readings", player._walls, len(cell.walls)),
-            ("waits", player._waits, len(cell.waits)),
-            ("stub modules", player._modules, len(cell.modules)),
-        ):
-            if used != recorded:
-                player._diverge(f"it went past the journal having made {used} {what}, the journal records {recorded}")
+        player = self.player
+        player.used_up("it went past the journal having made")
         self.live = True
         waiting = [(index + 1, self._requests.get(index), self.pending.get(index)) for index in sorted(player._pending)]
         player._pending.clear()
@@ -390,27 +387,30 @@ class Resumer(Recorder):
         self._go_live()
         return False
 
+    def _in_prefix(self, used: int, recorded: int) -> bool:
+        """This input is the journal's (True), or the tape is live (from now on, if it was not)."""
+        if self.live:
+            return False
+        if used < recorded:
+            return True
+        self._go_live()
+        return False
+
     def clock(self, value: int) -> int:
-        if not self.live and self.player._clocks < len(self.player.cell.clocks):
+        if self._in_prefix(self.player._clocks, len(self.player.cell.clocks)):
             return self.player.clock(value)
-        if not self.live:
-            self._go_live()
         return super().clock(value)
 
     def wall(self, value: int) -> int:
-        if not self.live and self.player._walls < len(self.player.cell.walls):
+        if self._in_prefix(self.player._walls, len(self.player.cell.walls)):
             return self.player.wall(value)
-        if not self.live:
-            self._go_live()
         return super().wall(value)
 
     def module(self, source: str | None) -> None:
-        if not self.live and self.player._modules < len(self.player.cell.modules):
+        if self._in_prefix(self.player._modules, len(self.player.cell.modules)):
             self.player.module(source)
-            return
-        if not self.live:
-            self._go_live()
-        super().module(source)
+        else:
+            super().module(source)
 
     def call(self, frame: object, request: object) -> JournalCall:
         recorded = self.player.call(frame, request)
