@@ -57,6 +57,8 @@ def _threads() -> ThreadPoolExecutor:
 class Cell(Protocol):
     """What one kind of execution decides (a one-shot program, a session's cell: ptc.sessions)."""
 
+    session_id: str | None  # the session it is a cell of (None: a one-shot execution, which may suspend)
+
     def tape(self) -> Recorder:
         """The recorder of this execution's journal."""
         ...
@@ -131,7 +133,8 @@ class Runner:
                 deadline=lambda: state.deadline,
                 first_id=kind.journal.records + 1 if isinstance(kind, _Resumed) and kind.journal else 1,
             )
-            session.context.suspendable = isinstance(kind, _OneShot)
+            session.context.session_id = kind.session_id
+            session.context.suspendable = kind.session_id is None
             session.context.decisions = dict(decisions or {})
             state = ExecutionState.under(
                 execution_id,
@@ -223,6 +226,7 @@ class _OneShot:
     code: str
     recorder: Recorder = field(init=False)
     warm: bool = False
+    session_id: str | None = None
 
     def tape(self) -> Recorder:
         self.recorder = Recorder(self.runner.max_journal_bytes)
