@@ -10,6 +10,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from ptc.limits import Limits
+from ptc.records import ToolCallRecord
 from ptc.results import ExecutionResult
 
 audit_logger = logging.getLogger("ptc.audit")
@@ -54,19 +55,22 @@ def audit_event(
         host_memory_peak=result.host_memory_peak,
         output_bytes=len(result.output.encode("utf-8", "surrogatepass")),
         output_truncated=result.output_truncated,
-        tool_calls=[
-            {
-                "tool": call.tool,
-                "duration": call.duration,
-                "error": call.error.type if call.error else None,
-                "attempts": call.attempts,
-                "cache_hit": call.cache_hit,
-                "approval": call.approval,
-                "approved_by": call.approved_by,
-            }
-            for call in result.tool_calls
-        ],
+        tool_calls=[_call(call) for call in result.tool_calls],
     )
+
+
+def _call(call: ToolCallRecord) -> dict[str, Any]:
+    """One call in the audit event; a call that waited for a decision also says which, and who made it."""
+    entry: dict[str, Any] = {
+        "tool": call.tool,
+        "duration": call.duration,
+        "error": call.error.type if call.error else None,
+        "attempts": call.attempts,
+        "cache_hit": call.cache_hit,
+    }
+    if call.approval is not None:
+        entry.update(approval=call.approval, approved_by=call.approved_by)
+    return entry
 
 
 AuditCallback = Callable[[AuditEvent], None]

@@ -74,7 +74,8 @@ class ExecutionResult(Subscriptable):
         exclude=True,
         description=(
             "what the execution (or the session, after this cell) was given, to replay it "
-            "(executor.restore_session); None past max_journal_bytes. Not in model_dump(): it holds seeds and replies"
+            "(executor.restore_session; a suspended execution's: executor.resume); None past max_journal_bytes. "
+            "Not in model_dump(): it holds seeds and replies"
         ),
     )
 

@@ -136,6 +136,14 @@ async def test_waiting_for_a_decision_does_not_count_against_the_programs_timeou
     assert result.status == "failed" and result.error.kind == "timeout"
 
 
+async def test_an_executor_wide_policy_makes_every_call_wait_for_a_decision():
+    asked = []
+    ex = executor(policy=Policy(requires_approval=True), on_approval=lambda r: asked.append(r.tool) or True)
+    result = await ex.execute(PROGRAM)
+    assert result.result == [100.0, "sent 50 to bob"] and asked == ["balance", "transfer"]
+    assert [c.approval for c in result.tool_calls] == ["approved", "approved"]
+
+
 async def test_an_inline_tool_that_needs_approval_waits_for_it_on_the_loop():
     result = await executor(on_approval=lambda r: True).execute(
         "from tools.bank import close_account\nawait close_account(account='A')"
