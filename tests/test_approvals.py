@@ -41,6 +41,13 @@ def bank() -> ToolCatalog:
         CALLS["transfer"] += 1
         return f"sent {amount:g} to {to}"
 
+    @catalog.tool(domain="bank")
+    async def slow_report(seconds: float) -> str:
+        """A report that takes a while (needs no approval)."""
+        CALLS["slow_report"] += 1
+        await asyncio.sleep(seconds)
+        return "report"
+
     @catalog.tool(domain="bank", policy=Policy(requires_approval=True, inline=True))
     def close_account(account: str) -> str:
         """Close an account (needs an approval; inline, which an approval overrides)."""
@@ -299,3 +306,57 @@ async def test_in_a_session_the_callback_decides_and_the_request_names_the_sessi
         result = await session.execute(PROGRAM)
     assert result.result == [100.0, "sent 50 to bob"]
     assert asked[0].session_id == session.id and asked[0].line.startswith("sent = await transfer(")
+
+
+async def test_a_tool_running_beside_an_approval_still_counts_against_the_timeout():
+    async def slow(request):
+        await asyncio.sleep(1.5)
+        return True
+
+    program = (
+        "import asyncio\nfrom tools.bank import transfer, slow_report\n"
+        "await asyncio.gather(transfer(to='a', amount=1), slow_report(seconds=3))"
+    )
+    result = await executor(on_approval=slow).execute(program, limits=Limits(timeout=1.0))
+    assert result.status == "failed" and result.error.kind == "timeout"
+
+
+async def test_cancelling_an_execution_stops_its_wait_for_a_decision():
+    async def never(request):
+        await asyncio.sleep(60)
+
+    ex = executor(on_approval=never)
+    task = asyncio.create_task(ex.execute(PROGRAM))
+    await asyncio.sleep(0.3)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert CALLS == {"balance": 1}
+
+
+async def test_a_callback_that_raises_denies_the_call():
+    def broken(request):
+        raise RuntimeError("the approvals service is down")
+
+    result = await executor(on_approval=broken).execute(PROGRAM)
+    assert result.result == [100.0, "denied: transfer: denied: the approval callback failed"]
+    assert CALLS == {"balance": 1}
+
+
+async def test_a_decision_given_to_resume_may_say_who_made_it():
+    ex = executor()
+    result = await _suspended(ex)
+    resumed = await ex.resume(result.journal, {"tool_call_2": ApprovalDecision(approved=True, by="ops")})
+    assert resumed.tool_calls[0].approval == "approved" and resumed.tool_calls[0].approved_by == "ops"
+
+
+async def test_only_a_suspended_executions_journal_resumes():
+    ex = executor()
+    completed = await ex.execute("from tools.bank import balance\nawait balance(account='A')")
+    with pytest.raises(JournalError, match="not a suspended"):
+        await ex.resume(completed.journal, {})
+    session = executor().session()
+    await session.execute("x = 1")
+    with pytest.raises(JournalError):
+        await ex.resume(session.journal(), {})
+    await session.aclose()
