@@ -167,6 +167,7 @@ class Runner:
 
                 work.add_done_callback(finished)
                 raise
+            session.context.suspended = state.suspended
             session.cancel_all()  # a call still running belongs to no one now
             result = self._result(execution_id, state, session, outcome, started)
             kind.finish(result, limits)
@@ -207,7 +208,8 @@ def suspend(result: ExecutionResult, state: ExecutionState, session: CallSession
     The deferred calls' records have no error (the suspension cancelled them; resume decides them)."""
     result.error = None
     result.suspended = True
-    result.pending_approvals = list(session.context.deferred.values())
+    waiting = set(state.deferred_ids.values())  # deferred, and not given up on by the program since
+    result.pending_approvals = [r for call_id, r in session.context.deferred.items() if call_id in waiting]
     if result.journal is not None:
         pending = [
             JournalPending(call_id=tool_id, index=call_id - 1) for call_id, tool_id in state.deferred_ids.items()

@@ -360,3 +360,22 @@ async def test_only_a_suspended_executions_journal_resumes():
     with pytest.raises(JournalError):
         await ex.resume(session.journal(), {})
     await session.aclose()
+
+
+async def test_a_call_the_program_gave_up_on_before_the_suspension_never_runs_on_resume():
+    program = (
+        "import asyncio\nfrom tools.bank import transfer, slow_report\n"
+        "async def impatient():\n"
+        "    try:\n        return await asyncio.wait_for(transfer(to='a', amount=1), 0.05)\n"
+        "    except TimeoutError:\n        return 'gave up'\n"
+        "got = await asyncio.gather(impatient(), slow_report(seconds=0.3))\n"
+        "later = await transfer(to='c', amount=3)\nresult = [got, later]"
+    )
+    ex = executor()
+    result = await _suspended(ex, program)
+    decisions = {p.call_id: True for p in result.pending_approvals}
+    assert list(decisions) == ["tool_call_3"]
+    assert result.tool_calls[0].error.type == "CancelledError" and result.tool_calls[2].error is None
+    resumed = await ex.resume(result.journal, decisions)
+    assert resumed.result == [["gave up", "report"], "sent 3 to c"], resumed.error
+    assert CALLS == {"slow_report": 1, "transfer": 1}

@@ -55,6 +55,7 @@ class CallContext:
     suspendable: bool = False  # a deferred approval may suspend the execution (a one-shot one)
     decisions: dict[str, ApprovalDecision] = field(default_factory=dict)  # given to resume, by call id
     deferred: dict[str, ApprovalRequest] = field(default_factory=dict)  # calls waiting for resume, by call id
+    suspended: bool = False  # the execution suspended: its deferred calls are cancelled, not failed
 
 
 def inline_loop() -> asyncio.AbstractEventLoop:

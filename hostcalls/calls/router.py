@@ -85,7 +85,7 @@ class Router:
             reply = self.failed(record, failure, context)
             context.budget.force(len(reply))
         except asyncio.CancelledError:
-            if record.caller.tool_id not in context.deferred:  # a deferred call is not failed: resume decides it
+            if not (context.suspended and record.caller.tool_id in context.deferred):  # resume decides it
                 record.error = CallErrorInfo(type="CancelledError", message="the program stopped waiting for this call")
             raise
         finally:

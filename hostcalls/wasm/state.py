@@ -346,7 +346,7 @@ class ExecutionState:
     def _only_approvals(self) -> bool:
         """The program waits on calls that all wait for a decision (True); raises the suspension if all deferred."""
         inflight = self._inflight
-        if not inflight or not self._replies.empty():
+        if not self._approvals or not inflight or not self._replies.empty():  # the common case: no lock taken
             return False
         with self._approvals_lock:
             hows = [self._approvals.get(call_id) for call_id in inflight]
@@ -358,6 +358,11 @@ class ExecutionState:
         return True
 
     def cancel_call(self, call_id: int) -> None:
+        """The program stopped waiting for this call: it is no longer pending (nor, deferred, to be resumed)."""
+        self.tape.cancelled(call_id)
+        if self.deferred_ids.pop(call_id, None) is not None:
+            with self._approvals_lock:
+                self._approvals.pop(call_id, None)
         cancel = self._inflight.pop(call_id, None)
         if cancel is not None:
             cancel()

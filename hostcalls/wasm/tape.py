@@ -101,6 +101,9 @@ class Tape:
     def module(self, source: str | None) -> None:
         """A stub module was served (or None: there is none)."""
 
+    def cancelled(self, call_id: int) -> None:
+        """The program stopped waiting for this call (a replay need not answer it, nor a resume dispatch it)."""
+
     def replays(self, kind: str, call_id: int = 0) -> bool:
         """This `kind` of host call ("calls", "waits", "take", "sleep") is answered from a journal."""
         return self.replaying
@@ -411,6 +414,10 @@ class Resumer(Recorder):
             self.player.module(source)
         else:
             super().module(source)
+
+    def cancelled(self, call_id: int) -> None:
+        if not self.live:
+            self.player._pending.discard(call_id - 1)
 
     def call(self, frame: object, request: object) -> JournalCall:
         recorded = self.player.call(frame, request)
