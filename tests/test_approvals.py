@@ -379,3 +379,16 @@ async def test_a_call_the_program_gave_up_on_before_the_suspension_never_runs_on
     resumed = await ex.resume(result.journal, decisions)
     assert resumed.result == [["gave up", "report"], "sent 3 to c"], resumed.error
     assert CALLS == {"slow_report": 1, "transfer": 1}
+
+
+@pytest.mark.parametrize("line, shown", [("x" * 100_000, "x" * 500), (5, None), (["a"], None)])
+async def test_the_line_a_frame_claims_is_only_ever_bounded_text(line, shown):
+    asked = []
+    program = (
+        "import sys\nhost = sys.modules['wit_world.imports.host']\nimport _ptc_codec\n"
+        f"frame = {{'tool': 'transfer', 'args': {{'to': 'x', 'amount': 1}}, 'key': None, 'line': {line!r}}}\n"
+        "raw = _ptc_codec.unpack(host.call(_ptc_codec.pack(frame).decode('latin-1')).encode('latin-1'))"
+    )
+    result = await executor(on_approval=lambda r: asked.append(r) or True).execute(program + "\nraw")
+    assert result.result == {"ok": "sent 1 to x"}, result.error
+    assert asked[0].line == shown

@@ -348,6 +348,8 @@ class ExecutionState:
         inflight = self._inflight
         if not self._approvals or not inflight or not self._replies.empty():  # the common case: no lock taken
             return False
+        if self._early:  # replies a sync call set aside, not given yet: a journal could not say so
+            return False
         with self._approvals_lock:
             hows = [self._approvals.get(call_id) for call_id in inflight]
         if None in hows:
