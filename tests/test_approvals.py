@@ -87,6 +87,8 @@ async def test_an_approved_call_runs_once_and_its_record_says_who_approved():
         return ApprovalDecision(approved=True, by="alice")
 
     ex = executor(on_approval=approve, on_audit=audits.append)
+    events = []
+    ex.on_event(lambda event: events.append(event) if event.kind == "approval" else None)
     result = await ex.execute(PROGRAM)
     assert result.status == "completed", result.error
     assert result.result == [100.0, "sent 50 to bob"]
@@ -101,6 +103,9 @@ async def test_an_approved_call_runs_once_and_its_record_says_who_approved():
     assert record.approval == "approved" and record.approved_by == "alice"
     assert result.tool_calls[0].approval is None
     assert audits[0].tool_calls[1]["approval"] == "approved" and audits[0].tool_calls[1]["approved_by"] == "alice"
+    [event] = events
+    assert event.tool == "transfer" and event.state == "approved" and event.text == "alice"
+    assert "approval" not in audits[0].tool_calls[0]
 
 
 @pytest.mark.parametrize("answer, reason", [(False, "denied"), ("over the limit", "over the limit")])

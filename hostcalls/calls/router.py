@@ -77,7 +77,11 @@ class Router:
         started = time.perf_counter()
         try:
             if call.policy.requires_approval:
-                await approve(self.approvals, record, call, context, waiting)
+                try:
+                    await approve(self.approvals, record, call, context, waiting)
+                finally:
+                    if record.approval is not None:
+                        self.emit("approval", record, context, state=record.approval, text=record.approved_by)
             with emitting(lambda kind, **extra: self.emit(kind, record, context, **extra)):  # a backend's own events
                 reply = await self._run(record, call, context)
             self.emit("complete", record, context, duration=time.perf_counter() - started)
