@@ -279,6 +279,10 @@ class _Resumed(_OneShot):
             outcome.error = ExecutionErrorInfo(kind="internal_error", type="ReplayDivergedError", message=str(diverged))
         return outcome
 
+    def finish(self, result: ExecutionResult, limits: Limits) -> None:
+        if self.resumer.player.diverged is None:  # a run that left its journal has none worth keeping
+            super().finish(result, limits)
+
 
 def resumed(runner: Runner, journal: Journal) -> Cell:
     """The kind of execution that goes on with a suspended one (its journal checked by ptc.journal.load)."""

@@ -259,6 +259,7 @@ async def test_a_tampered_journal_is_only_ever_an_answer_to_the_program():
     # an edited reply is what the program sees, nothing more: the transfer's parameters follow it
     resumed = await ex.resume(_edit(result.journal, _balance_reply), {"tool_call_2": True})
     assert resumed.status == "failed" and resumed.error.type == "ReplayDivergedError"  # the transfer's amount changed
+    assert resumed.journal is None
     assert CALLS == {"balance": 1}
     # a completed call marked pending, or a session's journal, is refused before anything runs
     with pytest.raises(JournalError):
