@@ -88,8 +88,7 @@ class Replier:
         self.state._approval(self.call_id, None)
 
     def defer(self, tool_id: str) -> None:
-        self.state.deferred_ids[self.call_id] = tool_id
-        self.state._approval(self.call_id, "deferred")
+        self.state._approval(self.call_id, "deferred", tool_id)
 
 
 SUSPENDED = "SuspendedForApproval"
@@ -329,19 +328,16 @@ class ExecutionState:
             else:
                 self._inflight[call_id] = dispatched
 
-    def _approval(self, call_id: int, how: str | None) -> None:
+    def _approval(self, call_id: int, how: str | None, tool_id: str | None = None) -> None:
         """From the loop: a call's approval is being asked, decided (None) or deferred; wakes a blocked wait."""
         with self._approvals_lock:
             if how is None:
                 self._approvals.pop(call_id, None)
             else:
                 self._approvals[call_id] = how
+            if tool_id is not None:
+                self.deferred_ids[call_id] = tool_id
         self._replies.put(None)
-
-    def deferred(self) -> list[int]:
-        """The calls whose approval was deferred (a suspended execution waits on them)."""
-        with self._approvals_lock:
-            return [call_id for call_id, how in self._approvals.items() if how == "deferred"]
 
     def _only_approvals(self) -> bool:
         """The program waits on calls that all wait for a decision (True); raises the suspension if all deferred."""
@@ -362,8 +358,8 @@ class ExecutionState:
     def cancel_call(self, call_id: int) -> None:
         """The program stopped waiting for this call: it is no longer pending (nor, deferred, to be resumed)."""
         self.tape.cancelled(call_id)
-        if self.deferred_ids.pop(call_id, None) is not None:
-            with self._approvals_lock:
+        with self._approvals_lock:
+            if self.deferred_ids.pop(call_id, None) is not None:
                 self._approvals.pop(call_id, None)
         cancel = self._inflight.pop(call_id, None)
         if cancel is not None:
