@@ -121,7 +121,8 @@ class Runner:
         release_later = False
         try:
             kind = cell if cell is not None else _OneShot(self, code)
-            execution_id = f"ptc_{uuid.uuid4().hex}"
+            resumed = kind.journal if isinstance(kind, _Resumed) else None
+            execution_id = (resumed.execution_id if resumed else None) or f"ptc_{uuid.uuid4().hex}"
             loop = asyncio.get_running_loop()
             budget = HostBudget(limits.host_bytes)
             session = CallSession(
@@ -131,7 +132,7 @@ class Runner:
                 limits.max_frame_bytes,
                 budget,
                 deadline=lambda: state.deadline,
-                first_id=kind.journal.records + 1 if isinstance(kind, _Resumed) and kind.journal else 1,
+                first_id=resumed.records + 1 if resumed else 1,
             )
             session.context.session_id = kind.session_id
             session.context.suspendable = kind.session_id is None
@@ -216,7 +217,12 @@ def suspend(result: ExecutionResult, state: ExecutionState, session: CallSession
         ]
         records = max((int(r.caller.tool_id.rpartition("_")[2]) for r in result.tool_calls), default=0)
         result.journal = result.journal.model_copy(
-            update={"pending": pending, "resume_id": uuid.uuid4().hex, "records": max(records, result.journal.records)}
+            update={
+                "pending": pending,
+                "resume_id": uuid.uuid4().hex,
+                "records": max(records, result.journal.records),
+                "execution_id": result.execution_id,
+            }
         )
 
 

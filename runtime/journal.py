@@ -151,6 +151,9 @@ class Journal(BaseModel):
     resume_id: str | None = Field(
         None, max_length=64, description="a suspended execution's: one resume per journal (a second is refused)"
     )
+    execution_id: str | None = Field(
+        None, pattern=r"^ptc_[0-9a-f]{32}$", description="a suspended execution's id, which its resumed run keeps"
+    )
 
 
 class _Versioned(BaseModel):

@@ -184,6 +184,7 @@ async def test_without_a_decision_the_execution_suspends_and_resume_runs_no_earl
     assert CALLS == {"balance": 1, "transfer": 1}  # balance answered from the journal
     [record] = resumed.tool_calls
     assert record.caller.tool_id == "tool_call_2" and record.approval == "approved"
+    assert resumed.execution_id == result.execution_id == pending.execution_id  # one execution, suspended and resumed
 
 
 async def test_resume_in_another_executor_from_json_with_a_denial():
