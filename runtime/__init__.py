@@ -1,5 +1,6 @@
 """ptc: run an LLM's Python program against a tool catalog in a WebAssembly sandbox."""
 
+from ptc.approvals import DEFER, ApprovalDecision, ApprovalRequest
 from ptc.audit import AuditEvent
 from ptc.catalog import ToolCatalog, ToolDefinition, ToolParameter
 from ptc.errors import (
@@ -14,6 +15,7 @@ from ptc.errors import (
     ReplayDivergedError,
     RetryableError,
     SessionClosedError,
+    ToolApprovalDenied,
     ToolError,
     ToolNotFoundError,
     ToolTimeoutError,
@@ -31,6 +33,9 @@ from ptc.sessions import Session
 from ptc.tenancy import Quota
 
 __all__ = [
+    "DEFER",
+    "ApprovalDecision",
+    "ApprovalRequest",
     "AuditEvent",
     "OverCapacityError",
     "Quota",
@@ -59,6 +64,7 @@ __all__ = [
     "ToolCallRecord",
     "ToolCatalog",
     "ToolDefinition",
+    "ToolApprovalDenied",
     "ToolError",
     "ToolEvent",
     "ToolNotFoundError",

@@ -10,6 +10,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from ptc.limits import Limits
+from ptc.records import ToolCallRecord
 from ptc.results import ExecutionResult
 
 audit_logger = logging.getLogger("ptc.audit")
@@ -23,7 +24,7 @@ class AuditEvent(BaseModel):
     started_at: float = Field(description="unix time")
     duration: float
     limits: dict[str, Any]
-    outcome: str = Field(description='"ok", an error kind, or "cancelled"')
+    outcome: str = Field(description='"ok", an error kind, "cancelled", or "suspended" (waiting for approvals)')
     error_type: str | None = None
     fuel_used: int | None = None
     memory_used: int | None = Field(None, description="bytes of sandbox memory at the end (its peak), if it finished")
@@ -47,24 +48,29 @@ def audit_event(
         started_at=started_at,
         duration=result.execution_time,
         limits=limits.model_dump(),
-        outcome=outcome or (result.error.kind if result.error else "ok"),
+        outcome=outcome or ("suspended" if result.suspended else result.error.kind if result.error else "ok"),
         error_type=result.error.type if result.error else None,
         fuel_used=result.fuel_used,
         memory_used=result.memory_used,
         host_memory_peak=result.host_memory_peak,
         output_bytes=len(result.output.encode("utf-8", "surrogatepass")),
         output_truncated=result.output_truncated,
-        tool_calls=[
-            {
-                "tool": call.tool,
-                "duration": call.duration,
-                "error": call.error.type if call.error else None,
-                "attempts": call.attempts,
-                "cache_hit": call.cache_hit,
-            }
-            for call in result.tool_calls
-        ],
+        tool_calls=[_call(call) for call in result.tool_calls],
     )
+
+
+def _call(call: ToolCallRecord) -> dict[str, Any]:
+    """One call in the audit event; a call that waited for a decision also says which, and who made it."""
+    entry: dict[str, Any] = {
+        "tool": call.tool,
+        "duration": call.duration,
+        "error": call.error.type if call.error else None,
+        "attempts": call.attempts,
+        "cache_hit": call.cache_hit,
+    }
+    if call.approval is not None:
+        entry.update(approval=call.approval, approved_by=call.approved_by)
+    return entry
 
 
 AuditCallback = Callable[[AuditEvent], None]

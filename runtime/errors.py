@@ -17,7 +17,8 @@
         ├── ToolValidationError  the parameters did not match the tool's definition
         ├── ToolTimeoutError     the tool did not answer within its timeout
         ├── CircuitOpenError     the backend failed repeatedly; calls fail fast for a while
-        └── ToolNotFoundError    no tool of that name in the catalog
+        ├── ToolNotFoundError    no tool of that name in the catalog
+        └── ToolApprovalDenied   the call needed an approval and was denied or not decided in time
 
 Internal ones, which never reach a caller of the public API, derive from
 PtcError too, so an `except PtcError` around ptc catches whatever leaks:
@@ -166,6 +167,10 @@ class ToolNotFoundError(ToolError):
     """No tool of that name in the catalog."""
 
 
+class ToolApprovalDenied(ToolError):
+    """The call needed an approval and was denied (or not given in time); the message holds the reason."""
+
+
 # The program-facing family, root first: what `from tools import ...` offers inside the sandbox.
 PROGRAM_ERRORS: tuple[type[ToolError], ...] = (
     ToolError,
@@ -173,6 +178,7 @@ PROGRAM_ERRORS: tuple[type[ToolError], ...] = (
     ToolTimeoutError,
     CircuitOpenError,
     ToolNotFoundError,
+    ToolApprovalDenied,
 )
 PROGRAM_ERROR_NAMES: frozenset[str] = frozenset(cls.__name__ for cls in PROGRAM_ERRORS)
 
@@ -239,6 +245,7 @@ __all__ = [
     "SessionClosedError",
     "StubError",
     "ToolError",
+    "ToolApprovalDenied",
     "ToolNotFoundError",
     "ToolTimeoutError",
     "ToolValidationError",

@@ -28,6 +28,7 @@ EventKind = Literal[
     "circuit_half_open",
     "circuit_closed",
     "a2a_status",
+    "approval",
 ]
 
 
@@ -45,6 +46,7 @@ class ToolEvent:
     backend: str | None = None
     # a2a_status: the remote task's state ("working", "input-required", ...), its id, and the
     # agent's status text (upstream text, cut to A2A_STATUS_TEXT characters).
+    # approval: the decision in `state` ("approved", "denied", "timed_out"), who made it in `text`.
     state: str | None = None
     task_id: str | None = None
     text: str | None = None

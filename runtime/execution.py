@@ -24,17 +24,18 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
+from ptc.approvals import ApprovalDecision
 from ptc.audit import Auditor
 from ptc.engine import get_runtime
 from ptc.hostcalls.calls.router import Router
 from ptc.hostcalls.calls.session import CallSession
 from ptc.hostcalls.wasm.budget import HostBudget
 from ptc.hostcalls.wasm.state import ExecutionState, ModuleSource
-from ptc.hostcalls.wasm.tape import Recorder
-from ptc.journal import DEFAULT_MAX_JOURNAL_BYTES, JOURNAL_VERSION, Fingerprints, Journal, JournalCell
+from ptc.hostcalls.wasm.tape import Recorder, Resumer
+from ptc.journal import DEFAULT_MAX_JOURNAL_BYTES, JOURNAL_VERSION, Fingerprints, Journal, JournalCell, JournalPending
 from ptc.limits import Limits
-from ptc.replay import outcome_of
-from ptc.results import ExecutionResult
+from ptc.replay import fresh, outcome_of
+from ptc.results import ExecutionErrorInfo, ExecutionResult
 from ptc.sandbox import Outcome, run_program
 from ptc.tenancy import EXECUTION_THREADS
 from ptc.wasm_threads import WasmThreadPool
@@ -55,6 +56,8 @@ def _threads() -> ThreadPoolExecutor:
 
 class Cell(Protocol):
     """What one kind of execution decides (a one-shot program, a session's cell: ptc.sessions)."""
+
+    session_id: str | None  # the session it is a cell of (None: a one-shot execution, which may suspend)
 
     def tape(self) -> Recorder:
         """The recorder of this execution's journal."""
@@ -101,7 +104,12 @@ class Runner:
         return _threads().submit(fn)
 
     async def run(
-        self, code: str, limits: Limits, release: Callable[[], None], cell: Cell | None = None
+        self,
+        code: str,
+        limits: Limits,
+        release: Callable[[], None],
+        cell: Cell | None = None,
+        decisions: dict[str, ApprovalDecision] | None = None,
     ) -> ExecutionResult:
         """Run on a worker thread; `release` the tenant's slot once the instance is gone.
 
@@ -113,12 +121,22 @@ class Runner:
         release_later = False
         try:
             kind = cell if cell is not None else _OneShot(self, code)
-            execution_id = f"ptc_{uuid.uuid4().hex}"
+            resumed = kind.journal if isinstance(kind, _Resumed) else None
+            execution_id = (resumed.execution_id if resumed else None) or f"ptc_{uuid.uuid4().hex}"
             loop = asyncio.get_running_loop()
             budget = HostBudget(limits.host_bytes)
             session = CallSession(
-                self.router, execution_id, loop, limits.max_frame_bytes, budget, deadline=lambda: state.deadline
+                self.router,
+                execution_id,
+                loop,
+                limits.max_frame_bytes,
+                budget,
+                deadline=lambda: state.deadline,
+                first_id=resumed.records + 1 if resumed else 1,
             )
+            session.context.session_id = kind.session_id
+            session.context.suspendable = kind.session_id is None
+            session.context.decisions = dict(decisions or {})
             state = ExecutionState.under(
                 execution_id,
                 limits,
@@ -150,9 +168,12 @@ class Runner:
 
                 work.add_done_callback(finished)
                 raise
+            session.context.suspended = state.suspended
             session.cancel_all()  # a call still running belongs to no one now
             result = self._result(execution_id, state, session, outcome, started)
             kind.finish(result, limits)
+            if state.suspended:
+                suspend(result, state, session)
             state.close()
         finally:
             if not release_later:
@@ -182,6 +203,29 @@ class Runner:
         )
 
 
+def suspend(result: ExecutionResult, state: ExecutionState, session: CallSession) -> None:
+    """A result that waits for approvals: not an error; its journal names the calls and can be resumed once.
+
+    The deferred calls' records have no error (the suspension cancelled them; resume decides them)."""
+    result.error = None
+    result.suspended = True
+    waiting = set(state.deferred_ids.values())  # deferred, and not given up on by the program since
+    result.pending_approvals = [r for call_id, r in session.context.deferred.items() if call_id in waiting]
+    if result.journal is not None:
+        pending = [
+            JournalPending(call_id=tool_id, index=call_id - 1) for call_id, tool_id in state.deferred_ids.items()
+        ]
+        records = max((int(r.caller.tool_id.rpartition("_")[2]) for r in result.tool_calls), default=0)
+        result.journal = result.journal.model_copy(
+            update={
+                "pending": pending,
+                "resume_id": uuid.uuid4().hex,
+                "records": max(records, result.journal.records),
+                "execution_id": result.execution_id,
+            }
+        )
+
+
 @dataclass
 class _OneShot:
     """A program in a fresh instance of its own; its journal is one cell (none past max_journal_bytes)."""
@@ -190,6 +234,7 @@ class _OneShot:
     code: str
     recorder: Recorder = field(init=False)
     warm: bool = False
+    session_id: str | None = None
 
     def tape(self) -> Recorder:
         self.recorder = Recorder(self.runner.max_journal_bytes)
@@ -208,3 +253,43 @@ class _OneShot:
         if cell is not None:
             fuel = limits.fuel is not None
             result.journal = self.runner.journal([cell], session_id=None, warm=self.warm, cells_run=1, fuel=fuel)
+
+
+@dataclass
+class _Resumed(_OneShot):
+    """A suspended execution's program again: replayed to where it stopped, in an instance like the original's,
+    then live (ptc.hostcalls.wasm.tape.Resumer), the decisions applied by the calls' approval step."""
+
+    journal: Journal | None = None  # given by `resumed` (a dataclass field after _OneShot's defaults)
+    resumer: Resumer = field(init=False)
+
+    def tape(self) -> Recorder:
+        assert self.journal is not None
+        cell = self.journal.cells[0]
+        pending = {p.index: p.call_id for p in self.journal.pending}
+        self.recorder = self.resumer = Resumer(cell, self.runner.max_journal_bytes, pending)
+        return self.recorder
+
+    def start(self, code: str, state: ExecutionState, limits: Limits) -> Future[Outcome]:
+        self.resumer.on_live = state.go_live
+        return self.runner.work(lambda: self._resume(code, state, limits))
+
+    def _resume(self, code: str, state: ExecutionState, limits: Limits) -> Outcome:
+        assert self.journal is not None
+        clocks = self.journal.cells[0].clocks
+        offset = time.monotonic_ns() - (max(clocks) if clocks else 0)  # the guest's clock goes on, never back
+        outcome = run_program(code, state, limits, fresh(self.journal, limits), clock_offset=offset)
+        self.warm = self.journal.warm
+        diverged = self.resumer.player.diverged
+        if diverged is not None:
+            outcome.error = ExecutionErrorInfo(kind="internal_error", type="ReplayDivergedError", message=str(diverged))
+        return outcome
+
+    def finish(self, result: ExecutionResult, limits: Limits) -> None:
+        if self.resumer.player.diverged is None:  # a run that left its journal has none worth keeping
+            super().finish(result, limits)
+
+
+def resumed(runner: Runner, journal: Journal) -> Cell:
+    """The kind of execution that goes on with a suspended one (its journal checked by ptc.journal.load)."""
+    return _Resumed(runner, journal.cells[0].code, journal=journal)

@@ -19,21 +19,24 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
+from ptc.approvals import ApprovalCallback, ApprovalDecision
 from ptc.audit import AuditCallback, Auditor
 from ptc.catalog import ToolCatalog
 from ptc.connections import A2AConnections, MCPConnections
 from ptc.engine import get_runtime, prepare_runtime, runtime_ready
-from ptc.errors import ExecutorClosedError
+from ptc.errors import ExecutorClosedError, JournalError
 from ptc.events import EventBus, EventCallback
-from ptc.execution import Runner
+from ptc.execution import Runner, resumed
 from ptc.hostcalls.backends.a2a.client import A2AAgentConfig
 from ptc.hostcalls.backends.mcp.client import MCPServerConfig
+from ptc.hostcalls.calls.approval import DEFAULT_APPROVAL_TIMEOUT, Approvals
 from ptc.hostcalls.calls.idempotency import DEFAULT_CACHE_BYTES, DEFAULT_CACHE_ENTRIES, IdempotencyCache
 from ptc.hostcalls.calls.shim import MCPClientShim
 from ptc.journal import DEFAULT_MAX_JOURNAL_BYTES, Fingerprints, Journal, load
 from ptc.limits import Limits
 from ptc.policy import Policy
 from ptc.results import ExecutionResult
+from ptc.resume import decisions_for, resumes
 from ptc.sessions import Session
 from ptc.stubgen import StubCache, render_api_reference, write_stubs
 from ptc.stubgen.discovery import describe_tool, search_tools
@@ -84,6 +87,13 @@ class ProgrammaticToolExecutor:
         context_id=None, data=None)` plus `send_message`, returning an
         AgentReply. They need the `a2a` extra (`pip install 'ptc[a2a]'`).
 
+    on_approval / approval_timeout: who decides the calls of tools whose
+        Policy says `requires_approval` (ptc.hostcalls.calls.approval), and
+        the longest wait for a decision (then the call is denied,
+        "timed_out"); the wait does not count against the program's timeout.
+        Without a callback (or when it returns ptc.DEFER) the execution
+        suspends: `result.status == "suspended"`, then `executor.resume()`.
+
     Aliases, the walkthrough's spellings: `timeout=S` is `limits.timeout`
     (giving both, different, is a ValueError); `enable_stubs=False` writes
     no stub_dir.
@@ -108,6 +118,8 @@ class ProgrammaticToolExecutor:
         idempotency_max_entries: int = DEFAULT_CACHE_ENTRIES,
         timeout: float | None = None,
         enable_stubs: bool = True,
+        on_approval: ApprovalCallback | None = None,
+        approval_timeout: float = DEFAULT_APPROVAL_TIMEOUT,
     ) -> None:
         self.catalog = catalog if catalog is not None else ToolCatalog()
         self.limits = _limits(limits, timeout)
@@ -126,6 +138,7 @@ class ProgrammaticToolExecutor:
             idempotency=IdempotencyCache(max_bytes=idempotency_max_bytes, max_entries=idempotency_max_entries),
         )
         self.router = self.shim.router
+        self.router.approvals = Approvals(on_approval, approval_timeout)
         self._mcp = MCPConnections(mcp_servers or {}, self.catalog, self.router.tools.bind)
         self._a2a = A2AConnections(a2a_agents or {}, self.catalog, self.router.tools.bind, taken=mcp_servers or {})
         self.stubs = StubCache(self.catalog)
@@ -302,6 +315,41 @@ class ProgrammaticToolExecutor:
             raise
         return release
 
+    async def resume(
+        self,
+        journal: Journal | str | bytes,
+        decisions: Mapping[str, bool | str | ApprovalDecision] | None = None,
+        *,
+        limits: Limits | None = None,
+    ) -> ExecutionResult:
+        """Go on with a suspended execution (`result.journal`, in this or another process with the same catalog).
+
+        The program runs again from its start in a fresh instance, every tool
+        reply, clock reading and random byte up to the suspension answered from
+        the journal (no earlier tool runs again); then the calls it waited on
+        get their decisions (`call_id -> True | False | "reason"` or an
+        ApprovalDecision: approved runs the tool now, denied raises
+        ToolApprovalDenied in the program) and it runs on, live. A call given
+        no decision is asked again (on_approval, or another suspension).
+        Raises JournalError for a journal that is malformed, another
+        catalog's or guest's, not a suspended execution's, or resumed before;
+        ValueError naming a call id that is not waiting for a decision.
+        """
+        limits = limits or self.limits
+        checked = await self._load(journal, limits, self._runner.max_journal_bytes, "execution")
+        if not checked.pending or len(checked.cells) != 1:
+            raise JournalError("the journal is not a suspended execution's: it has no calls waiting for a decision")
+        given = decisions_for(checked, decisions)
+        release = await self._admit(limits)
+        try:
+            resumes.claim(checked)
+        except BaseException:
+            release()
+            raise
+        return await self._runner.run(
+            checked.cells[0].code, limits, release, resumed(self._runner, checked), decisions=given
+        )
+
     def execute_sync(self, code: str, *, limits: Limits | None = None) -> ExecutionResult:
         """execute() for callers without an event loop."""
         try:
@@ -350,13 +398,7 @@ class ProgrammaticToolExecutor:
         build; ReplayDivergedError if the replay departs from it.
         """
         limits = limits or self.limits
-        await self._ready(limits)
-        checked = load(
-            journal,
-            catalog=self._runner.fingerprints.current(),
-            guest=get_runtime(limits.fuel is not None).guest,
-            max_bytes=max_journal_bytes,
-        )
+        checked = await self._load(journal, limits, max_journal_bytes, "session")
         session = self._new_session(
             session_id if session_id is not None else checked.session_id, limits, idle_timeout, max_journal_bytes
         )
@@ -366,6 +408,14 @@ class ProgrammaticToolExecutor:
             session.close("its restore failed")
             raise
         return session
+
+    async def _load(
+        self, journal: Journal | str | bytes, limits: Limits, max_bytes: int, kind: Literal["session", "execution"]
+    ) -> Journal:
+        """The journal, checked against this executor's catalog and the guest `limits` run (JournalError if not)."""
+        await self._ready(limits)
+        guest = get_runtime(limits.fuel is not None).guest
+        return load(journal, catalog=self._runner.fingerprints.current(), guest=guest, max_bytes=max_bytes, kind=kind)
 
     def _new_session(
         self, session_id: str | None, limits: Limits | None, idle_timeout: float, max_journal_bytes: int

@@ -120,6 +120,15 @@ class JournalCell(BaseModel):
     )
 
 
+class JournalPending(BaseModel):
+    """A call a suspended execution waits on: its record id, and which of the cell's calls it is."""
+
+    model_config = _CONFIG
+
+    call_id: str = Field(pattern=r"^tool_call_[1-9][0-9]{0,9}$")
+    index: _Index = Field(description="the call in the last cell's calls (it has no reply)")
+
+
 class Journal(BaseModel):
     """A session's (or one execution's) journal: `model_dump_json()` to keep it, `load` to check it back."""
 
@@ -135,6 +144,16 @@ class Journal(BaseModel):
     warm: bool = Field(False, description="the instance ran the spare pool's warm-up before the first cell")
     cells_run: _Index = Field(0, description="cells run, also those a limit stopped (which are not kept)")
     cells: list[JournalCell] = Field(default_factory=list, description="the completed cells, in order")
+    records: _Index = Field(0, description="tool-call records the execution made (its next call is records + 1)")
+    pending: list[JournalPending] = Field(
+        default_factory=list, description="a suspended execution: the calls awaiting a decision (executor.resume)"
+    )
+    resume_id: str | None = Field(
+        None, max_length=64, description="a suspended execution's: one resume per journal (a second is refused)"
+    )
+    execution_id: str | None = Field(
+        None, pattern=r"^ptc_[0-9a-f]{32}$", description="a suspended execution's id, which its resumed run keeps"
+    )
 
 
 class _Versioned(BaseModel):
@@ -178,7 +197,14 @@ class Fingerprints:
         return self._value
 
 
-def load(source: Journal | str | bytes, *, catalog: str, guest: str, max_bytes: int) -> Journal:
+def load(
+    source: Journal | str | bytes,
+    *,
+    catalog: str,
+    guest: str,
+    max_bytes: int,
+    kind: Literal["session", "execution"] = "session",
+) -> Journal:
     """The journal, checked: JournalError (and nothing run) for one that is malformed, truncated,
     too large, of a newer format, or from another catalog or guest build."""
     if isinstance(source, (str, bytes)):
@@ -201,7 +227,9 @@ def load(source: Journal | str | bytes, *, catalog: str, guest: str, max_bytes: 
         raise JournalError(f"the journal has format {journal.version}; this ptc reads up to {JOURNAL_VERSION}")
     if journal.version < 1:
         raise JournalError(f"the journal's format {journal.version} is not one ptc ever wrote")
-    if journal.kind != "session":
+    if kind == "execution" and journal.kind != "execution":
+        raise JournalError("the journal is a session's, not a suspended execution's (executor.restore_session)")
+    if kind == "session" and journal.kind != "session":
         raise JournalError(
             "the journal is one execution's (result.journal), not a session's: a program runs its own event loop "
             "to the end, a cell does not, so it does not replay as a session's cell"
@@ -248,6 +276,15 @@ def _check_structure(journal: Journal) -> None:
         for index, call in enumerate(cell.calls):
             if call.at_once and call.reply is None:
                 raise JournalError(f"journal cell {cell.index}: call {index} was answered at once with no reply")
+    if journal.pending:
+        if journal.kind != "execution" or len(journal.cells) != 1 or journal.resume_id is None:
+            raise JournalError("only a suspended execution's journal (one cell, a resume id) has pending calls")
+        calls = journal.cells[0].calls
+        for pending in journal.pending:
+            if pending.index >= len(calls) or calls[pending.index].reply is not None or calls[pending.index].at_once:
+                raise JournalError(f"the journal's pending call {pending.call_id} is not a call without a reply")
+        if len({p.call_id for p in journal.pending}) != len(journal.pending):
+            raise JournalError("the journal names a pending call twice")
     if journal.cells and journal.cells_run <= last:
         raise JournalError(f"the journal says {journal.cells_run} cells ran, but holds cell {last}")
 

@@ -37,6 +37,14 @@ class Policy(BaseModel):
         ),
     )
 
+    requires_approval: bool = Field(
+        False,
+        description=(
+            "ask the executor's on_approval callback before each call runs (none, or ptc.DEFER: the execution "
+            "suspends until executor.resume() brings the decision); the call never runs inline"
+        ),
+    )
+
     def merged(self, override: Policy | None) -> Policy:
         if override is None:
             return self

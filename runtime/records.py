@@ -54,6 +54,10 @@ class ToolCallRecord(Subscriptable):
     error: CallErrorInfo | None = None
     attempts: int = 0
     cache_hit: bool = False
+    approval: Literal["approved", "denied", "timed_out"] | None = Field(
+        None, description="the decision on a call its policy made wait for one (None: none was needed or made)"
+    )
+    approved_by: str | None = Field(None, description="who decided, if the callback said (ApprovalDecision.by)")
     caller: Caller
 
 

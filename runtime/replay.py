@@ -51,7 +51,7 @@ def _never(request: Request, reply: Reply) -> Cancel | str:  # pragma: no cover 
     return codec.error_frame("ToolError", "no tool runs in a replay")
 
 
-def _fresh(journal: Journal, limits: Limits) -> Instance | Outcome:
+def fresh(journal: Journal, limits: Limits) -> Instance | Outcome:
     """An instance like the original's: a spare (warmed, so taken from the pool if one is ready), or not."""
     runtime = get_runtime(fuel=limits.fuel is not None)
     if not journal.warm:
@@ -63,7 +63,7 @@ def _fresh(journal: Journal, limits: Limits) -> Instance | Outcome:
 
 def replay(journal: Journal, limits: Limits, module_source: ModuleSource, execution_id: str) -> Restored:
     """The journal's state in a new instance (on an execution thread); ReplayDivergedError if it departs."""
-    made = _fresh(journal, limits)
+    made = fresh(journal, limits)
     if isinstance(made, Outcome):
         raise ReplayDivergedError(f"the replay could not start an instance: {made.error}", cell=0)
     instance = made

@@ -6,6 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from ptc.approvals import ApprovalRequest
 from ptc.journal import Journal
 from ptc.records import Subscriptable, ToolCallRecord
 
@@ -73,13 +74,28 @@ class ExecutionResult(Subscriptable):
         exclude=True,
         description=(
             "what the execution (or the session, after this cell) was given, to replay it "
-            "(executor.restore_session); None past max_journal_bytes. Not in model_dump(): it holds seeds and replies"
+            "(executor.restore_session; a suspended execution's: executor.resume); None past max_journal_bytes. "
+            "Not in model_dump(): it holds seeds and replies"
         ),
+    )
+
+    suspended: bool = Field(
+        False, description="the program waits for approvals (pending_approvals): executor.resume(journal, decisions)"
+    )
+    pending_approvals: list[ApprovalRequest] = Field(
+        default_factory=list, description="the calls a suspended execution waits on, each for a decision"
     )
 
     @property
     def ok(self) -> bool:
-        return self.error is None
+        return self.error is None and not self.suspended
+
+    @property
+    def status(self) -> Literal["completed", "failed", "suspended"]:
+        """ "suspended" (waiting for approvals), "failed" (an error ended it) or "completed"."""
+        if self.suspended:
+            return "suspended"
+        return "failed" if self.error is not None else "completed"
 
 
 ExecutionError = ExecutionErrorInfo  # the name before 0.2: data about an error, not an exception

@@ -164,16 +164,23 @@ def instantiate(runtime: Any, limits: Limits, *, spare: bool = True) -> Instance
     return instance
 
 
-def run_program(code: str, state: ExecutionState, limits: Limits) -> Outcome:
+def run_program(
+    code: str,
+    state: ExecutionState,
+    limits: Limits,
+    made: Instance | Outcome | None = None,
+    clock_offset: int | None = None,
+) -> Outcome:
+    """A program in a fresh instance (`made`: one made already, as a resume makes it like the original's)."""
     bad = _not_text(code)
     if bad is not None:
         return bad
     runtime = get_runtime(fuel=limits.fuel is not None)
-    instance = instantiate(runtime, limits)
+    instance = instantiate(runtime, limits) if made is None else made
     if isinstance(instance, Outcome):
         return instance
     call = functools.partial(instance.run, instance.store, code, state.report_cap())
-    outcome = _run_in(instance, state, limits, call)
+    outcome = _run_in(instance, state, limits, call, clock_offset)
     del call  # the store's last references go with the instance, on the spare thread
     outcome.warm = instance.warm
     runtime.spares.retire(instance)

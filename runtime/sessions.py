@@ -401,6 +401,7 @@ class _Cell:
         self.restored = False
         self.index: int | None = None
         self.recorder = Recorder(-1)
+        self.session_id: str | None = session.id  # its calls' approval requests name it
 
     def tape(self) -> Recorder:
         session = self.session

@@ -20,13 +20,16 @@ ROOT = Path(__file__).resolve().parent.parent
 LAYERS: list[tuple[str, list[str]]] = [
     (
         "vocabulary",
-        [r"ptc\.(errors|limits|policy|records|events|results|schemas|catalog|handoff|journal)", r"ptc\.private(\..*)?"],
+        [
+            r"ptc\.(errors|limits|policy|records|events|results|schemas|catalog|handoff|journal|approvals)",
+            r"ptc\.private(\..*)?",
+        ],
     ),
     ("stub generation", [r"ptc\.stubgen(\..*)?"]),
     ("wasm boundary", [r"ptc\.hostcalls", r"ptc\.hostcalls\.wasm(\..*)?"]),
     ("tool calls and backends", [r"ptc\.hostcalls\.calls(\..*)?", r"ptc\.hostcalls\.backends(\..*)?"]),
     ("sandbox", [r"ptc\.guest(\..*)?", r"ptc\.(wasm_threads|interrupts|spares|engine|sandbox|replay)"]),
-    ("executor", [r"ptc\.(tenancy|audit|executor|lifecycle|connections|admission|execution|sessions)(\..*)?"]),
+    ("executor", [r"ptc\.(tenancy|audit|executor|lifecycle|connections|admission|execution|sessions|resume)(\..*)?"]),
     ("front ends", [r"ptc", r"ptc\.(__main__|cli|repl|serve|serve_sessions|demo)", r"ptc\.examples(\..*)?"]),
 ]
 # Siblings in one layer that must not know each other.

@@ -26,8 +26,27 @@ ToolError = _ERRORS["ToolError"]
 ToolValidationError = _ERRORS["ToolValidationError"]
 
 
+MAX_LINE = 500  # the caller's source line, as text for an approval request (the host bounds it again)
+
+
+def _caller_line() -> str | None:
+    """The program's source line that made the call (None when a task, not the program, drives it)."""
+    frame = sys._getframe(1)
+    for _ in range(32):
+        if frame is None:
+            return None
+        name = frame.f_code.co_filename
+        if name == "<program>" or name.startswith("<cell "):
+            return linecache.getline(name, frame.f_lineno).strip()[:MAX_LINE] or None
+        frame = frame.f_back
+    return None
+
+
 def _encode(tool: str, args: dict[str, Any], key: str | None, **more: Any) -> str:
     frame = {"tool": tool, "args": args, "key": key}
+    line = _caller_line()
+    if line is not None:
+        frame["line"] = line
     frame.update(more)
     return _ptc_codec.pack(frame).decode("latin-1")
 

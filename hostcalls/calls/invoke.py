@@ -24,6 +24,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
+from ptc.approvals import ApprovalDecision, ApprovalRequest
 from ptc.catalog import Binding
 from ptc.errors import ToolTimeoutError
 from ptc.hostcalls.calls.failures import DEADLINE_MESSAGE, DeadlinePassed
@@ -50,6 +51,11 @@ class CallContext:
     deadline: Callable[[], float] = no_deadline  # a time.monotonic() value: bounds its inline calls
     sync_lane: SyncLane = field(default_factory=SyncLane)
     idempotency_keys: dict[tuple[str, str], str] = field(default_factory=dict)  # (tool, key) -> parameters' digest
+    session_id: str | None = None  # a session's cell
+    suspendable: bool = False  # a deferred approval may suspend the execution (a one-shot one)
+    decisions: dict[str, ApprovalDecision] = field(default_factory=dict)  # given to resume, by call id
+    deferred: dict[str, ApprovalRequest] = field(default_factory=dict)  # calls waiting for resume, by call id
+    suspended: bool = False  # the execution suspended: its deferred calls are cancelled, not failed
 
 
 def inline_loop() -> asyncio.AbstractEventLoop:

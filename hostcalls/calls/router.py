@@ -1,6 +1,7 @@
 """The router: one executor's tool-call pipeline, the steps in order.
 
     prepare (tools.py: authorize by this catalog, validate; on the sandbox thread)
+      -> approve (approval.py: a decision first, if the policy requires one)
       -> once (idempotency.py: one run per key and exact parameters)
         -> attempts (attempts.py: retries with backoff, each judged by the backend's breaker)
           -> invoke (invoke.py: the handler, one way of four)
@@ -27,6 +28,7 @@ from collections.abc import Awaitable
 from typing import Any
 
 from ptc.events import EventBus, EventKind, ToolEvent, emitting
+from ptc.hostcalls.calls.approval import Approvals, Waiting, approve
 from ptc.hostcalls.calls.attempts import Breakers, attempts
 from ptc.hostcalls.calls.failures import CallFailed, clipped
 from ptc.hostcalls.calls.idempotency import IdempotencyCache, call_digest, once
@@ -57,6 +59,7 @@ class Router:
         self.breakers = Breakers(tenant_id, self.events)
         self.idempotency = idempotency if idempotency is not None else IdempotencyCache()
         self.sync_threads = SyncThreads()
+        self.approvals = Approvals()
 
     @property
     def policy(self) -> Policy:
@@ -67,10 +70,18 @@ class Router:
         """Stop the sync tools' threads (the executor is closed for good)."""
         self.sync_threads.shutdown()
 
-    async def serve(self, record: ToolCallRecord, call: Prepared, context: CallContext) -> str:
+    async def serve(
+        self, record: ToolCallRecord, call: Prepared, context: CallContext, waiting: Waiting | None = None
+    ) -> str:
         """Run a prepared call and return its reply frame, charged to the execution's budget."""
         started = time.perf_counter()
         try:
+            if call.policy.requires_approval:
+                try:
+                    await approve(self.approvals, record, call, context, waiting)
+                finally:
+                    if record.approval is not None:
+                        self.emit("approval", record, context, state=record.approval, text=record.approved_by)
             with emitting(lambda kind, **extra: self.emit(kind, record, context, **extra)):  # a backend's own events
                 reply = await self._run(record, call, context)
             self.emit("complete", record, context, duration=time.perf_counter() - started)
@@ -78,7 +89,8 @@ class Router:
             reply = self.failed(record, failure, context)
             context.budget.force(len(reply))
         except asyncio.CancelledError:
-            record.error = CallErrorInfo(type="CancelledError", message="the program stopped waiting for this call")
+            if not (context.suspended and record.caller.tool_id in context.deferred):  # resume decides it
+                record.error = CallErrorInfo(type="CancelledError", message="the program stopped waiting for this call")
             raise
         finally:
             record.completed_at = time.time()

@@ -24,7 +24,7 @@ from ptc.hostcalls.calls.router import Router
 from ptc.hostcalls.calls.tools import Prepared, Tool
 from ptc.hostcalls.wasm import codec
 from ptc.hostcalls.wasm.budget import HostBudget
-from ptc.hostcalls.wasm.state import Cancel, Reply, Request
+from ptc.hostcalls.wasm.state import Cancel, Replier, Reply, Request
 from ptc.records import Caller, CallErrorInfo, ToolCallRecord
 from ptc.stubgen.discovery import describe_tool, search_tools
 
@@ -41,11 +41,12 @@ class CallSession:
         budget: HostBudget | None = None,
         *,
         deadline: Callable[[], float] = no_deadline,
+        first_id: int = 1,
     ) -> None:
         self.router = router
         self.context = CallContext(execution_id, loop, max_frame_bytes, budget or HostBudget(1 << 62), deadline)
         self.records: list[ToolCallRecord] = []
-        self._ids = itertools.count(1)
+        self._ids = itertools.count(first_id)  # a resumed execution numbers on from its journal
         self._calls: list[_Call] = []
 
     @property
@@ -61,12 +62,15 @@ class CallSession:
         tool = self.router.tools.find(name, request.get("domain") if isinstance(request, dict) else None)
         if tool is not None:
             name = tool.name  # the catalog's name (`call_tool` may name a skill by its domain and function)
-        record = self._record(name if isinstance(name, str) else "<invalid frame>", request, tool)
+        tool_id = reply.tool_id if isinstance(reply, Replier) else None
+        record = self._record(name if isinstance(name, str) else "<invalid frame>", request, tool, tool_id)
         try:
             prepared = self.router.tools.prepare(record.tool, request)
+            if tool_id is not None and not prepared.policy.requires_approval:  # a journal's word only: no rerun
+                raise CallFailed("ToolError", "the call was in flight when the execution suspended")
         except CallFailed as failure:
             return self._refused(record, failure)
-        if prepared.policy.inline:
+        if prepared.policy.inline and not prepared.policy.requires_approval:  # a decision is waited for on the loop
             return self._serve_inline(record, prepared)
         call = _Call(self, record, prepared, reply)
         self._calls.append(call)
@@ -106,7 +110,7 @@ class CallSession:
         self.budget.release(len(reply))  # it goes straight back to the caller
         return reply
 
-    def _record(self, name: str, request: Request, tool: Tool | None) -> ToolCallRecord:
+    def _record(self, name: str, request: Request, tool: Tool | None, tool_id: str | None = None) -> ToolCallRecord:
         context = self.context
         record = ToolCallRecord(
             tool=name,
@@ -117,7 +121,7 @@ class CallSession:
             caller=Caller(
                 execution_id=context.execution_id,
                 tenant_id=self.router.tenant_id,
-                tool_id=f"tool_call_{next(self._ids)}",  # numbered per execution, in call order
+                tool_id=tool_id or f"tool_call_{next(self._ids)}",  # numbered per execution, in call order
             ),
         )
         self.records.append(record)
@@ -190,7 +194,8 @@ class _Call:
         if self.cancelled or self.prepared is None:
             return
         session = self.session
-        serving = session.router.serve(self.record, self.prepared, session.context)
+        waiting = self.reply if isinstance(self.reply, Replier) else None
+        serving = session.router.serve(self.record, self.prepared, session.context, waiting)
         self.prepared = None  # the coroutine has it; nothing here outlives the call
         self.task = session.context.loop.create_task(serving)
         self.task.add_done_callback(self._done)

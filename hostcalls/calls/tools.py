@@ -30,6 +30,7 @@ def _any_parameters(args: Any) -> dict[str, Any]:
 
 
 Check = Callable[[Any], dict[str, Any]]
+MAX_LINE = 500
 
 
 @dataclass
@@ -68,6 +69,7 @@ class Prepared:
     params: dict[str, Any]
     key: str | None  # the idempotency key, if the program gave one
     policy: Policy  # the tool's, its timeout shortened if the call asked (`call_tool(..., timeout=)`)
+    line: str | None = None  # the program's source line of the call, as the guest says (text only)
 
 
 class ToolTable:
@@ -139,7 +141,9 @@ class ToolTable:
             params = tool.validator()(request.get("args", {}))
         except ParameterError as exc:
             raise CallFailed("ToolValidationError", str(exc)) from None
-        return Prepared(tool, params, key, _shortened(tool.policy, request.get("timeout")))
+        line = request.get("line")
+        line = line[:MAX_LINE] if isinstance(line, str) else None
+        return Prepared(tool, params, key, _shortened(tool.policy, request.get("timeout")), line)
 
 
 def _shortened(policy: Policy, timeout: object) -> Policy:

@@ -21,7 +21,6 @@ the same frame and budget checks as a tool's.
 
 from __future__ import annotations
 
-import functools
 import itertools
 import queue
 import secrets
@@ -35,7 +34,7 @@ from ptc.errors import PtcError
 from ptc.hostcalls.wasm import codec
 from ptc.hostcalls.wasm.budget import RECORD_COST, REPORT_RESERVE, HostBudget, Oversize, decoded_cost
 from ptc.hostcalls.wasm.output import Output
-from ptc.hostcalls.wasm.tape import Player, Recorder, Tape
+from ptc.hostcalls.wasm.tape import Recorder, Tape
 from ptc.limits import Limits
 from ptc.results import ErrorKind, ExecutionErrorInfo
 
@@ -61,6 +60,42 @@ class Abort(PtcError):
         self.kind: ErrorKind = kind
         self.type = type_
         self.message = message
+
+
+class Replier:
+    """The `reply` a dispatched call is given: its reply, and what its approval step tells the state.
+
+    A call waiting for a decision does not hold the program's deadline (only
+    running time counts): `asking` / `decided` bracket the wait. A deferred
+    call (`defer`: no one will decide now) suspends the execution once the
+    program cannot go on without it.
+    """
+
+    __slots__ = ("state", "call_id", "tool_id")
+
+    def __init__(self, state: ExecutionState, call_id: int, tool_id: str | None = None) -> None:
+        self.state = state
+        self.call_id = call_id
+        self.tool_id = tool_id  # a resumed call keeps the record id it had
+
+    def __call__(self, reply: str) -> None:
+        self.state._deliver(self.call_id, reply)
+
+    def asking(self) -> None:
+        self.state._approval(self.call_id, "asking")
+
+    def decided(self) -> None:
+        self.state._approval(self.call_id, None)
+
+    def defer(self, tool_id: str) -> None:
+        self.state._approval(self.call_id, "deferred", tool_id)
+
+
+SUSPENDED = "SuspendedForApproval"
+
+
+def _nothing() -> None:
+    """The cancel of a call answered already."""
 
 
 def _cancelled() -> Abort:
@@ -99,6 +134,10 @@ class ExecutionState:
     _early: list[tuple[int, str]] = field(default_factory=list)
     tape: Tape = field(default_factory=Recorder.off)
     output: Output = field(init=False)
+    suspended: bool = False  # it stopped waiting for deferred approvals (not an error)
+    deferred_ids: dict[int, str] = field(default_factory=dict)  # a deferred call's id -> its record's id
+    _approvals: dict[int, str] = field(default_factory=dict)  # call id -> "asking" or "deferred"
+    _approvals_lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
         self.output = Output(self.max_output_bytes, self.budget)
@@ -189,14 +228,13 @@ class ExecutionState:
         call_id = next(self._ids)
         request = self._request(frame)
         tape = self.tape
-        if tape.replaying:  # answered from the journal, once it is the call recorded: nothing is dispatched
-            assert isinstance(tape, Player)
+        if tape.replays("calls"):  # answered from the journal, once it is the call recorded: nothing is dispatched
             recorded = tape.call(frame, request)
             if recorded.at_once:
                 assert recorded.reply is not None  # ptc.journal.load checked
                 return self._given(recorded.reply)
             return call_id
-        dispatched = self.dispatch(request, functools.partial(self._deliver, call_id))
+        dispatched = self.dispatch(request, Replier(self, call_id))
         if isinstance(dispatched, str):
             tape.submitted(frame, request, dispatched)
             self._remaining()  # an inline call may have run past the deadline
@@ -271,20 +309,90 @@ class ExecutionState:
         self.report = None
         self.dispatch = _no_tools
 
+    def go_live(self, waiting: list[tuple[int, object, str | None]]) -> None:
+        """A resumed execution reached where it was suspended: dispatch the calls it waits on, live.
+
+        A call waiting for a decision is dispatched again under its record id
+        (its approval step applies the decision given to resume); any other
+        call with no reply in the journal gets a ToolError, never a second run.
+        """
+        for call_id, request, tool_id in waiting:
+            if tool_id is not None and isinstance(request, dict):
+                dispatched = self.dispatch(request, Replier(self, call_id, tool_id))
+            else:
+                dispatched = codec.error_frame("ToolError", "the call was in flight when the execution suspended")
+            if isinstance(dispatched, str):
+                self.budget.force(len(dispatched))
+                self._inflight[call_id] = _nothing
+                self._replies.put((call_id, dispatched))
+            else:
+                self._inflight[call_id] = dispatched
+
+    def _approval(self, call_id: int, how: str | None, tool_id: str | None = None) -> None:
+        """From the loop: a call's approval is being asked, decided (None) or deferred; wakes a blocked wait."""
+        with self._approvals_lock:
+            if how is None:
+                self._approvals.pop(call_id, None)
+            else:
+                self._approvals[call_id] = how
+            if tool_id is not None:
+                self.deferred_ids[call_id] = tool_id
+        self._replies.put(None)
+
+    def _only_approvals(self) -> bool:
+        """The program waits on calls that all wait for a decision (True); raises the suspension if all deferred."""
+        inflight = self._inflight
+        if not self._approvals or not inflight or not self._replies.empty():  # the common case: no lock taken
+            return False
+        if self._early:  # replies a sync call set aside, not given yet: a journal could not say so
+            return False
+        with self._approvals_lock:
+            hows = [self._approvals.get(call_id) for call_id in inflight]
+        if None in hows:
+            return False
+        if all(how == "deferred" for how in hows):
+            self.suspended = True
+            raise Abort("cancelled", SUSPENDED, "the execution suspended: its calls wait for approvals")
+        return True
+
     def cancel_call(self, call_id: int) -> None:
+        """The program stopped waiting for this call: it is no longer pending (nor, deferred, to be resumed)."""
+        self.tape.cancelled(call_id)
+        with self._approvals_lock:
+            if self.deferred_ids.pop(call_id, None) is not None:
+                self._approvals.pop(call_id, None)
         cancel = self._inflight.pop(call_id, None)
         if cancel is not None:
             cancel()
 
     def _finished(self, block_for: float | None) -> list[tuple[int, str]]:
-        """Calls finished since last asked: block up to block_for s (None: the deadline) for the first."""
+        """Calls finished since last asked: block up to block_for s (None: the deadline) for the first.
+
+        While every call the program waits on waits for an approval, the
+        deadline stands still (it moves on by the time blocked); when they
+        are all deferred, the execution suspends.
+        """
         raw: list[tuple[int, str] | None] = []
         if block_for is None or block_for > 0:
-            remaining = self._remaining()
-            try:
-                raw.append(self._replies.get(timeout=remaining if block_for is None else min(block_for, remaining)))
-            except queue.Empty:
-                pass
+            until = None if block_for is None else time.monotonic() + block_for
+            while True:
+                remaining = self._remaining()
+                paused = self._only_approvals()
+                begun = time.monotonic()
+                left = None if until is None else until - begun
+                timeout = left if paused else (remaining if left is None else min(left, remaining))
+                try:
+                    item = self._replies.get(timeout=None if timeout is None else max(timeout, 0.0))
+                except queue.Empty:
+                    break
+                finally:
+                    if paused:
+                        self.deadline += time.monotonic() - begun
+                if item is not None:
+                    raw.append(item)
+                    break
+                if until is not None and time.monotonic() >= until:
+                    break
         while True:
             try:
                 raw.append(self._replies.get_nowait())
@@ -301,8 +409,7 @@ class ExecutionState:
 
     def wait(self, timeout_ns: int) -> list[tuple[int, str]]:
         tape = self.tape
-        if tape.replaying:
-            assert isinstance(tape, Player)
+        if tape.replays("waits"):
             self._remaining()
             return [(call_id, self._given(reply)) for call_id, reply in tape.wait()]
         early, self._early = self._early, []
@@ -315,8 +422,7 @@ class ExecutionState:
         if isinstance(call_id, str):
             return call_id
         tape = self.tape
-        if tape.replaying:
-            assert isinstance(tape, Player)
+        if tape.replays("take", call_id):
             return self._given(tape.take(call_id))
         while True:
             for item in self._finished(None):
@@ -332,7 +438,7 @@ class ExecutionState:
     def sleep(self, ns: int) -> None:
         seconds = ns / 1e9
         remaining = self._remaining()
-        if self.tape.replaying:  # the clock readings after it are the journal's: no need to wait
+        if self.tape.replays("sleep"):  # the clock readings after it are the journal's: no need to wait
             return
         if self.stop.wait(min(seconds, remaining)) or seconds >= remaining:
             self._remaining()

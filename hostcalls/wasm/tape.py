@@ -29,6 +29,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 from array import array
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,6 +43,7 @@ from ptc.journal import (
     WAITED_BYTES,
     JournalCall,
     JournalCell,
+    cell_size,
     code_bytes,
     frame_bytes,
 )
@@ -98,6 +100,23 @@ class Tape:
 
     def module(self, source: str | None) -> None:
         """A stub module was served (or None: there is none)."""
+
+    def cancelled(self, call_id: int) -> None:
+        """The program stopped waiting for this call (a replay need not answer it, nor a resume dispatch it)."""
+
+    def replays(self, kind: str, call_id: int = 0) -> bool:
+        """This `kind` of host call ("calls", "waits", "take", "sleep") is answered from a journal."""
+        return self.replaying
+
+    # Replaying (only a tape whose `replays` says so is asked) -------------------
+    def call(self, frame: object, request: object) -> JournalCall:
+        raise NotImplementedError
+
+    def wait(self) -> list[tuple[int, str]]:
+        raise NotImplementedError
+
+    def take(self, call_id: int) -> str:
+        raise NotImplementedError
 
 
 @dataclass(eq=False)
@@ -298,6 +317,11 @@ class Player(Tape):
         cell = self.cell
         if error != cell.error:
             self._diverge(f"it ended with {error or 'no error'}, recorded {cell.error or 'no error'}")
+        self.used_up("it made")
+
+    def used_up(self, made: str) -> None:
+        """Every recorded input was asked for (else ReplayDivergedError: `made` starts its message)."""
+        cell = self.cell
         for what, used, recorded in (
             ("tool calls", self._calls, len(cell.calls)),
             ("monotonic clock readings", self._clocks, len(cell.clocks)),
@@ -306,4 +330,103 @@ class Player(Tape):
             ("stub modules", self._modules, len(cell.modules)),
         ):
             if used != recorded:
-                self._diverge(f"it made {used} {what}, the journal records {recorded}")
+                self._diverge(f"{made} {used} {what}, the journal records {recorded}")
+
+
+# What a resumed execution does with the calls it was waiting on: (call id, the decoded request, record id or
+# None for a call that was in flight for another reason).
+GoLive = Callable[[list[tuple[int, object, str | None]]], None]
+
+
+class Resumer(Recorder):
+    """A suspended execution's cell: replayed up to where it stopped, then live, recording on.
+
+    Replay is deterministic, so the replayed program asks exactly what the
+    original asked until the point where it was suspended: the first host
+    call past the recording (of any kind) is that point, and every kind must
+    be used up there, else ReplayDivergedError. There the tape goes live
+    (`on_live`: the state dispatches the calls the program was waiting on,
+    with the decisions) and from then on records like a Recorder, the
+    recorded prefix included, so a second suspension's journal replays from
+    the start. Random bytes go on from the same seed.
+    """
+
+    def __init__(self, cell: JournalCell, room: int, pending: dict[int, str]) -> None:
+        super().__init__(room, bytes.fromhex(cell.seed))
+        self.player = Player(cell)
+        self.pending = pending  # cell call index -> record id, of the calls waiting for a decision
+        self.live = False
+        self.on_live: GoLive | None = None
+        self._requests: dict[int, object] = {}
+        self.clocks, self.walls = array("q", cell.clocks), array("q", cell.walls)
+        self.calls = [_Call(c.tool, c.frame, c.at_once, c.reply) for c in cell.calls]
+        self.waits, self.modules = [list(w) for w in cell.waits], list(cell.modules)
+        self._grow(cell_size(cell) - CELL_BYTES - code_bytes(cell.code))
+
+    def _recorded(self, kind: str) -> bool:
+        player, cell = self.player, self.player.cell
+        if kind == "calls":
+            return player._calls < len(cell.calls)
+        return kind == "waits" and player._waits < len(cell.waits)
+
+    def _go_live(self) -> None:
+        player = self.player
+        player.used_up("it went past the journal having made")
+        self.live = True
+        waiting = [(index + 1, self._requests.get(index), self.pending.get(index)) for index in sorted(player._pending)]
+        player._pending.clear()
+        if self.on_live is not None:
+            self.on_live(waiting)
+
+    def replays(self, kind: str, call_id: int = 0) -> bool:
+        if self.live or kind == "sleep":
+            return not self.live
+        if kind == "take":
+            index = call_id - 1
+            if index < len(self.player.cell.calls) and self.player.cell.calls[index].reply is not None:
+                return True
+        elif self._recorded(kind):
+            return True
+        self._go_live()
+        return False
+
+    def _in_prefix(self, used: int, recorded: int) -> bool:
+        """This input is the journal's (True), or the tape is live (from now on, if it was not)."""
+        if self.live:
+            return False
+        if used < recorded:
+            return True
+        self._go_live()
+        return False
+
+    def clock(self, value: int) -> int:
+        if self._in_prefix(self.player._clocks, len(self.player.cell.clocks)):
+            return self.player.clock(value)
+        return super().clock(value)
+
+    def wall(self, value: int) -> int:
+        if self._in_prefix(self.player._walls, len(self.player.cell.walls)):
+            return self.player.wall(value)
+        return super().wall(value)
+
+    def module(self, source: str | None) -> None:
+        if self._in_prefix(self.player._modules, len(self.player.cell.modules)):
+            self.player.module(source)
+        else:
+            super().module(source)
+
+    def cancelled(self, call_id: int) -> None:
+        if not self.live:
+            self.player._pending.discard(call_id - 1)
+
+    def call(self, frame: object, request: object) -> JournalCall:
+        recorded = self.player.call(frame, request)
+        if recorded.reply is None:
+            self._requests[self.player._calls - 1] = request
+        return recorded
+
+    def wait(self) -> list[tuple[int, str]]:
+        return self.player.wait()
+
+    def take(self, call_id: int) -> str:
+        return self.player.take(call_id)
