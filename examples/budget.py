@@ -98,21 +98,29 @@ async def get_team_members(team_id: str, include_roles: bool = True) -> list[Mem
     return [{"name": name, "role": "engineer" if include_roles else ""} for name in _MEMBERS.get(team_id, [])]
 
 
-SEQUENTIAL = f"""
+# Both programs end alike: the same report, so the demo can compare them.
+_REPORT = """
+for b, m in zip(budgets, members):
+    print(f"{b['team_id']:<14} budget {b['total_budget']:>12,.0f}  remaining {b['remaining']:>12,.0f}  "
+          f"per head {b['remaining'] / max(len(m), 1):>10,.0f}")
+print(f"total budget: {sum(b['total_budget'] for b in budgets):,.0f}")
+result = {"total_budget": sum(b["total_budget"] for b in budgets), "teams": len(teams)}
+"""
+
+SEQUENTIAL = (
+    f"""
 from tools.finance import get_team_budget
 from tools.hr import get_team_members
 
 teams = {TEAMS!r}
 budgets = [await get_team_budget(team_id=t, fiscal_year=2024, include_spent=True) for t in teams]
 members = [await get_team_members(team_id=t) for t in teams]
-for b, m in zip(budgets, members):
-    print(f"{{b['team_id']:<14}} budget {{b['total_budget']:>12,.0f}}  remaining {{b['remaining']:>12,.0f}}  "
-          f"per head {{b['remaining'] / max(len(m), 1):>10,.0f}}")
-print(f"total budget: {{sum(b['total_budget'] for b in budgets):,.0f}}")
-result = {{"total_budget": sum(b["total_budget"] for b in budgets), "teams": len(teams)}}
 """
+    + _REPORT
+)
 
-GATHER = f"""
+GATHER = (
+    f"""
 import asyncio
 from tools.finance import get_team_budget
 from tools.hr import get_team_members
@@ -122,12 +130,9 @@ budgets, members = await asyncio.gather(
     asyncio.gather(*(get_team_budget(team_id=t, fiscal_year=2024, include_spent=True) for t in teams)),
     asyncio.gather(*(get_team_members(team_id=t) for t in teams)),
 )
-for b, m in zip(budgets, members):
-    print(f"{{b['team_id']:<14}} budget {{b['total_budget']:>12,.0f}}  remaining {{b['remaining']:>12,.0f}}  "
-          f"per head {{b['remaining'] / max(len(m), 1):>10,.0f}}")
-print(f"total budget: {{sum(b['total_budget'] for b in budgets):,.0f}}")
-result = {{"total_budget": sum(b["total_budget"] for b in budgets), "teams": len(teams)}}
 """
+    + _REPORT
+)
 
 # `ptc demo`'s third run: the budget tools, then an A2A agent (examples/advisor.py) as `tools.advisor`.
 WITH_AGENT = f"""
