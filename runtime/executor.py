@@ -14,6 +14,7 @@ sessions (ptc.sessions, ptc.replay, ptc.journal) and audit (ptc.audit).
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -32,6 +33,7 @@ from ptc.hostcalls.backends.mcp.client import MCPServerConfig
 from ptc.hostcalls.calls.approval import DEFAULT_APPROVAL_TIMEOUT, Approvals
 from ptc.hostcalls.calls.idempotency import DEFAULT_CACHE_BYTES, DEFAULT_CACHE_ENTRIES, IdempotencyCache
 from ptc.hostcalls.calls.shim import MCPClientShim
+from ptc.hostcalls.calls.tools import APPROVAL_TOOLS
 from ptc.journal import DEFAULT_MAX_JOURNAL_BYTES, Fingerprints, Journal, load
 from ptc.limits import Limits
 from ptc.policy import Policy
@@ -146,7 +148,7 @@ class ProgrammaticToolExecutor:
         self._written_revision = -1
         self._sync_stub_dir()
         self._auditor = Auditor(tenant_id, [on_audit] if on_audit else [])
-        self._runner = Runner(tenant_id, self.router, self.stubs.source, self._auditor, Fingerprints(self.catalog))
+        self._runner = Runner(tenant_id, self.router, self._module_source, self._auditor, Fingerprints(self.catalog))
         self._lifecycle: Lifecycle = "unopened"
         self._lock = threading.Lock()
         self._sessions: dict[str, Session] = {}
@@ -265,6 +267,13 @@ class ProgrammaticToolExecutor:
     def describe_tool(self, name: str) -> dict[str, Any] | None:
         """One tool's search entry and its full stub (`stub`), by name, `domain.tool` or `tools.domain.tool`."""
         return describe_tool(self.catalog, name)
+
+    def _module_source(self, name: str) -> str | None:
+        """A stub module's source for the guest; or, under APPROVAL_TOOLS, the tools that need an approval
+        (JSON), which the guest asks once, so that only their calls carry the program's source line."""
+        if name == APPROVAL_TOOLS:
+            return json.dumps(self.router.tools.approval_tools())
+        return self.stubs.source(name)
 
     def _sync_stub_dir(self) -> None:
         if self.stub_dir is not None and self._written_revision != self.catalog.revision:

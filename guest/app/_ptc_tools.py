@@ -10,6 +10,7 @@ import asyncio
 import functools
 import importlib
 import inspect
+import json
 import linecache
 import sys
 from importlib.abc import Loader, MetaPathFinder
@@ -29,24 +30,55 @@ ToolValidationError = _ERRORS["ToolValidationError"]
 MAX_LINE = 500  # the caller's source line, as text for an approval request (the host bounds it again)
 
 
+def _is_program(frame: Any) -> bool:
+    name = frame.f_code.co_filename
+    return name == "<program>" or name.startswith("<cell ")
+
+
 def _caller_line() -> str | None:
-    """The program's source line that made the call (None when a task, not the program, drives it)."""
+    """The program's source line that made the call (None when a task, not the program, drives it).
+
+    A stub's call reaches here three frames below the program (stub, call, call_tool),
+    `call_tool(server=...)`'s two: those depths are tried first, since walking frame by frame
+    materializes a frame object per level.
+    """
+    for depth in (4, 3):
+        try:
+            frame = sys._getframe(depth)
+        except ValueError:
+            break
+        if _is_program(frame):
+            return linecache.getline(frame.f_code.co_filename, frame.f_lineno).strip()[:MAX_LINE] or None
     frame = sys._getframe(1)
     for _ in range(32):
         if frame is None:
             return None
-        name = frame.f_code.co_filename
-        if name == "<program>" or name.startswith("<cell "):
-            return linecache.getline(name, frame.f_lineno).strip()[:MAX_LINE] or None
+        if _is_program(frame):
+            return linecache.getline(frame.f_code.co_filename, frame.f_lineno).strip()[:MAX_LINE] or None
         frame = frame.f_back
     return None
 
 
+_APPROVAL_TOOLS = "ptc:approval-tools"
+_asked: frozenset[str] | None = None  # the tools whose calls wait for an approval, asked of the host once
+
+
+def _needs_line(tool: str) -> bool:
+    """Only a call that waits for an approval carries the program's line: finding and sending it cost
+    ~45k fuel, a quarter of an ordinary call (the guest's msgpack is pure Python)."""
+    global _asked
+    if _asked is None:
+        text = host.load_module(_APPROVAL_TOOLS)
+        try:
+            names = json.loads(text) if text else []
+        except ValueError:
+            names = []
+        _asked = frozenset(n for n in names if isinstance(n, str)) if isinstance(names, list) else frozenset()
+    return tool in _asked
+
+
 def _encode(tool: str, args: dict[str, Any], key: str | None, **more: Any) -> str:
     frame = {"tool": tool, "args": args, "key": key}
-    line = _caller_line()
-    if line is not None:
-        frame["line"] = line
     frame.update(more)
     return _ptc_codec.pack(frame).decode("latin-1")
 
@@ -65,6 +97,10 @@ def _decode(reply: str) -> Any:
 
 
 async def call_tool(tool: str, args: dict[str, Any], idempotency_key: str | None = None, **more: Any) -> Any:
+    if _needs_line(tool):
+        line = _caller_line()
+        if line is not None:
+            more["line"] = line
     try:
         frame = _encode(tool, args, idempotency_key, **more)
     except (TypeError, ValueError, OverflowError) as exc:

@@ -33,6 +33,10 @@ Check = Callable[[Any], dict[str, Any]]
 MAX_LINE = 500
 
 
+# The name under which the guest asks (through load-module, once) which tools need an approval.
+APPROVAL_TOOLS = "ptc:approval-tools"
+
+
 @dataclass
 class Tool:
     """One tool as this executor runs it (for one catalog revision)."""
@@ -91,15 +95,18 @@ class ToolTable:
         self.policies = dict(policies or {})
         self._tools: dict[str, Tool] = {}
         self._revision = -1
+        self._approval_tools: list[str] | None = None
 
     def bind(self, handlers: Mapping[str, Binding]) -> None:
         self.handlers.update(handlers)
         self._tools.clear()
+        self._approval_tools = None
 
     def get(self, name: object) -> Tool | None:
         """The tool of that name in this catalog, or None (authorization: nothing else is callable)."""
         if self._revision != self.catalog.revision:
             self._tools.clear()
+            self._approval_tools = None
             self._revision = self.catalog.revision
         if not isinstance(name, str):
             return None
@@ -112,6 +119,17 @@ class ToolTable:
             binding = self.handlers.get(name) or self.catalog.binding(name)
             tool = self._tools[name] = Tool(definition, binding, policy, open=name in self.open_tools)
         return tool
+
+    def approval_tools(self) -> list[str]:
+        """The tools whose calls wait for an approval (the guest sends those calls' source line)."""
+        if self._revision != self.catalog.revision or self._approval_tools is None:
+            self.get(None)  # a new revision clears what was looked up
+            self._approval_tools = sorted(
+                name
+                for name in (d.name for d in self.catalog)
+                if (tool := self.get(name)) and tool.policy.requires_approval
+            )
+        return self._approval_tools
 
     def find(self, name: object, domain: object = None) -> Tool | None:
         """`get`, and for `call_tool(server="travel", tool_name="book")` also `travel.book` (an agent's skill)."""
