@@ -59,8 +59,8 @@ class Cell(Protocol):
 
     session_id: str | None  # the session it is a cell of (None: a one-shot execution, which may suspend)
 
-    def tape(self) -> Recorder:
-        """The recorder of this execution's journal."""
+    def tape(self, budget: HostBudget) -> Recorder:
+        """The recorder of this execution's journal (`budget`: the execution's; a one-shot journal is charged to it)."""
         ...
 
     def start(self, code: str, state: ExecutionState, limits: Limits) -> Future[Outcome]:
@@ -148,7 +148,7 @@ class Runner:
                 budget=budget,
                 dispatch=session.dispatch,
                 module_source=self.module_source,
-                tape=kind.tape(),
+                tape=kind.tape(budget),
             )
             started_at, started = time.time(), time.perf_counter()
             work = kind.start(code, state, limits)
@@ -241,8 +241,8 @@ class _OneShot:
     warm: bool = False
     session_id: str | None = None
 
-    def tape(self) -> Recorder:
-        self.recorder = Recorder(self.runner.max_journal_bytes)
+    def tape(self, budget: HostBudget) -> Recorder:
+        self.recorder = Recorder(self.runner.max_journal_bytes, budget=budget)
         return self.recorder
 
     def start(self, code: str, state: ExecutionState, limits: Limits) -> Future[Outcome]:
@@ -268,11 +268,11 @@ class _Resumed(_OneShot):
     journal: Journal | None = None  # given by `resumed` (a dataclass field after _OneShot's defaults)
     resumer: Resumer = field(init=False)
 
-    def tape(self) -> Recorder:
+    def tape(self, budget: HostBudget) -> Recorder:
         assert self.journal is not None
         cell = self.journal.cells[0]
         pending = {p.index: p.call_id for p in self.journal.pending}
-        self.recorder = self.resumer = Resumer(cell, self.runner.max_journal_bytes, pending)
+        self.recorder = self.resumer = Resumer(cell, self.runner.max_journal_bytes, pending, budget)
         return self.recorder
 
     def start(self, code: str, state: ExecutionState, limits: Limits) -> Future[Outcome]:

@@ -47,6 +47,7 @@ from concurrent.futures import Future
 from ptc.engine import get_runtime
 from ptc.errors import SessionClosedError
 from ptc.execution import Runner
+from ptc.hostcalls.wasm.budget import HostBudget
 from ptc.hostcalls.wasm.state import ExecutionState, random_clock_offset
 from ptc.hostcalls.wasm.tape import Recorder
 from ptc.journal import CELL_BYTES, Journal, JournalCell, cell_size
@@ -403,7 +404,9 @@ class _Cell:
         self.recorder = Recorder(-1)
         self.session_id: str | None = session.id  # its calls' approval requests name it
 
-    def tape(self) -> Recorder:
+    def tape(self, budget: HostBudget) -> Recorder:
+        """A cell's part of the session's journal, bounded by the session's own `max_journal_bytes`
+        (it outlives the cell, so not charged to the cell's budget)."""
         session = self.session
         self.recorder = Recorder(max(0, session.max_journal_bytes - session._journal_bytes))
         return self.recorder

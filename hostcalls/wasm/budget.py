@@ -15,6 +15,7 @@ the counters are behind a lock. `peak` is what the execution cost the host.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 # Host bytes charged per decoded element (a list slot and a small object):
@@ -43,20 +44,48 @@ class HostBudget:
     limit: int
     held: int = 0
     peak: int = 0
+    # Bytes held by what gives way when the program's own traffic needs the room (its journal):
+    # counted in `held` and `peak`, but a charge that fits without them drops them first (`give_way`).
+    yielding: int = 0
+    give_way: Callable[[], None] | None = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def room(self) -> int:
         """Bytes that may still be charged."""
-        return max(0, self.limit - self.held)
+        return max(0, self.limit - self.held + self.yielding)
 
     def charge(self, size: int) -> bool:
-        """Hold `size` more bytes if they fit; False (and nothing held) if not."""
+        """Hold `size` more bytes if they fit (what yields giving way first); False (and nothing held) if not."""
+        with self._lock:
+            if self.held + size <= self.limit:
+                self.held += size
+                self.peak = max(self.peak, self.held)
+                return True
+            if not (self.yielding and self.held - self.yielding + size <= self.limit and self.give_way):
+                return False
+            give_way = self.give_way
+        give_way()  # releases the yielding bytes (release_yielding), outside the lock
         with self._lock:
             if self.held + size > self.limit:
                 return False
             self.held += size
             self.peak = max(self.peak, self.held)
             return True
+
+    def charge_yielding(self, size: int) -> bool:
+        """Hold `size` bytes that give way to later charges; False if they do not fit now."""
+        with self._lock:
+            if self.held + size > self.limit:
+                return False
+            self.held += size
+            self.yielding += size
+            self.peak = max(self.peak, self.held)
+            return True
+
+    def release_yielding(self, size: int) -> None:
+        with self._lock:
+            self.held = max(0, self.held - size)
+            self.yielding = max(0, self.yielding - size)
 
     def force(self, size: int) -> None:
         """Hold `size` bytes even past the limit: a fixed, small error reply that must be sent."""

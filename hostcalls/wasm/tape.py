@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ptc.errors import ReplayDivergedError
+from ptc.hostcalls.wasm.budget import HostBudget
 from ptc.journal import (
     CALL_BYTES,
     CELL_BYTES,
@@ -130,12 +131,18 @@ class _Call:
 class Recorder(Tape):
     """Notes one cell's inputs, within `room` bytes of journal (a negative room: records nothing)."""
 
-    def __init__(self, room: int, seed: bytes | None = None) -> None:
+    def __init__(self, room: int, seed: bytes | None = None, budget: HostBudget | None = None) -> None:
         super().__init__(seed if seed is not None else secrets.token_bytes(SEED_BYTES))
         self.room = room
         self.recording = room >= 0
         self.overflowed = False
         self.size = CELL_BYTES
+        # A one-shot execution's journal keeps every reply it got: the host holds that for the program, so
+        # it is charged to the execution's budget (what does not fit ends the journal, not the execution).
+        self.budget = budget
+        self.charged = 0
+        if budget is not None and self.recording:
+            budget.give_way = self._give_way
         self.clocks = array("q")  # 8 bytes a reading (a list of ints took 36): a program may read the clock a lot
         self.walls = array("q")
         self.calls: list[_Call] = []
@@ -147,11 +154,28 @@ class Recorder(Tape):
         """A tape that records nothing (the spare pool's warm-up)."""
         return cls(-1)
 
+    def _give_way(self) -> None:
+        """The program's own traffic needs the room the journal holds: the journal ends (its replies go).
+        Called from whichever thread charges (the event loop for a reply): it only drops, never appends."""
+        self._overflow()
+
+    def _overflow(self) -> None:
+        if self.budget is not None:
+            self.budget.release_yielding(self.charged)
+            self.charged = 0
+            self.budget.give_way = None
+        self.recording, self.overflowed = False, True
+        self.clocks, self.walls, self.calls, self.waits, self.modules = array("q"), array("q"), [], [], []
+
     def _grow(self, size: int) -> None:
         self.size += size
+        if self.budget is not None and self.size <= self.room:
+            if self.budget.charge_yielding(size):
+                self.charged += size
+            else:
+                self.size = self.room + 1
         if self.size > self.room:
-            self.recording, self.overflowed = False, True
-            self.clocks, self.walls, self.calls, self.waits, self.modules = array("q"), array("q"), [], [], []
+            self._overflow()
 
     def clock(self, value: int) -> int:
         if self.recording:
@@ -351,8 +375,8 @@ class Resumer(Recorder):
     the start. Random bytes go on from the same seed.
     """
 
-    def __init__(self, cell: JournalCell, room: int, pending: dict[int, str]) -> None:
-        super().__init__(room, bytes.fromhex(cell.seed))
+    def __init__(self, cell: JournalCell, room: int, pending: dict[int, str], budget: HostBudget | None = None) -> None:
+        super().__init__(room, bytes.fromhex(cell.seed), budget)
         self.player = Player(cell)
         self.pending = pending  # cell call index -> record id, of the calls waiting for a decision
         self.live = False

@@ -421,3 +421,25 @@ async def test_output_counts_against_the_host_budget(executor: ProgrammaticToolE
     assert r.output_truncated and 0 < len(r.stdout) <= 200_000
     # The full budget still ends with a result: the report has a fixed reserve of its own.
     assert 200_000 < r.host_memory_peak <= 200_000 + REPORT_RESERVE
+
+
+def test_a_one_shot_journal_is_charged_to_the_execution_budget():
+    """The journal keeps every reply the program got: that is host memory held for the program, so it is
+    charged to the program's budget; what does not fit ends the journal, never the execution."""
+    from ptc import Limits, ProgrammaticToolExecutor, ToolCatalog
+
+    catalog = ToolCatalog()
+
+    @catalog.tool(domain="d")
+    def big() -> str:
+        return "x" * 300_000
+
+    code = "from tools.d import big\nfor i in range(10):\n    await big()\n"
+    tight = ProgrammaticToolExecutor(catalog, limits=Limits(max_host_bytes=2 << 20)).execute_sync(code)
+    assert tight.error is None and len(tight.tool_calls) == 10
+    assert all(call.error is None for call in tight.tool_calls)
+    assert tight.journal is None  # 3 MB of replies could not be kept within 2 MiB
+    assert tight.host_memory_peak <= 2 << 20
+    roomy = ProgrammaticToolExecutor(catalog, limits=Limits(max_host_bytes=64 << 20)).execute_sync(code)
+    assert roomy.error is None and roomy.journal is not None
+    assert roomy.host_memory_peak >= 3_000_000  # the journal's replies are counted while it holds them
