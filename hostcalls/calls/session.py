@@ -65,7 +65,7 @@ class CallSession:
         tool_id = reply.tool_id if isinstance(reply, Replier) else None
         record = self._record(name if isinstance(name, str) else "<invalid frame>", request, tool, tool_id)
         try:
-            prepared = self.router.tools.prepare(record.tool, request)
+            prepared = self.router.tools.prepare(record.tool, request, tool)
             if tool_id is not None and not prepared.policy.requires_approval:  # a journal's word only: no rerun
                 raise CallFailed("ToolError", "the call was in flight when the execution suspended")
         except CallFailed as failure:
@@ -101,9 +101,10 @@ class CallSession:
     async def call(self, request: dict[str, Any]) -> str:
         """A call from host code (ptc.hostcalls.calls.shim), on the running loop: its reply frame."""
         name = request.get("tool")
-        record = self._record(name if isinstance(name, str) else "<invalid call>", request, self.router.tools.get(name))
+        tool = self.router.tools.find(name)
+        record = self._record(name if isinstance(name, str) else "<invalid call>", request, tool)
         try:
-            prepared = self.router.tools.prepare(record.tool, request)
+            prepared = self.router.tools.prepare(record.tool, request, tool)
         except CallFailed as failure:
             return self._refused(record, failure)
         reply = await self.router.serve(record, prepared, self.context)

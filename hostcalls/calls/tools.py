@@ -122,8 +122,8 @@ class ToolTable:
 
     def approval_tools(self) -> list[str]:
         """The tools whose calls wait for an approval (the guest sends those calls' source line)."""
-        if self._revision != self.catalog.revision or self._approval_tools is None:
-            self.get(None)  # a new revision clears what was looked up
+        self.get(None)  # a new revision clears what was looked up, this list included
+        if self._approval_tools is None:
             self._approval_tools = sorted(
                 name
                 for name in (d.name for d in self.catalog)
@@ -138,12 +138,11 @@ class ToolTable:
             tool = self.get(f"{domain}.{name}")
         return tool
 
-    def prepare(self, name: str, request: dict[str, Any] | codec.FrameError) -> Prepared:
-        """Authorize and validate a call, or raise CallFailed."""
+    def prepare(self, name: str, request: dict[str, Any] | codec.FrameError, tool: Tool | None) -> Prepared:
+        """Authorize and validate a call, or raise CallFailed; `tool` is what `find` gave for it (looked up once)."""
         if isinstance(request, codec.FrameError):
             raise CallFailed("ToolError", f"rejected call: {request}")
         domain = request.get("domain")
-        tool = self.find(name, domain)
         if tool is None:
             raise CallFailed("ToolNotFoundError", f"no tool named {clipped(name, 100)!r} in this catalog")
         if tool.binding is None:
