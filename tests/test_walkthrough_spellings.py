@@ -143,3 +143,19 @@ def test_a_domain_cannot_hide_the_packages_own_names(domain: str) -> None:
 
     with pytest.raises(ValueError, match="tools"):
         ToolDefinition(name="x", domain=domain)
+
+
+def test_json_text_is_parsed_only_within_the_execution_budget() -> None:
+    """Parsing builds an object per element, which the text's length does not bound: an upper bound of the
+    elements is held against the budget while it parses, and text that would not fit stays text."""
+    from ptc import Limits, ToolDefinition
+
+    catalog = ToolCatalog()
+    catalog.add_tool(ToolDefinition(name="dump", type="mcp", domain="d"))
+    text = "[" + ",".join(["0"] * 200_000) + "]"  # ~400 KB of text, 200,000 elements (~14 MB as charged)
+    handlers = {"dump": lambda payload: text}
+    code = "from tools.d import dump\nr = await dump()\n[type(r).__name__, len(r)]"
+    tight = ProgrammaticToolExecutor(catalog, handlers, limits=Limits(max_host_bytes=4 << 20)).execute_sync(code)
+    assert tight.error is None and tight.result == ["str", len(text)]
+    roomy = ProgrammaticToolExecutor(catalog, handlers, limits=Limits(max_host_bytes=64 << 20)).execute_sync(code)
+    assert roomy.error is None and roomy.result == ["list", 200_000]
