@@ -74,12 +74,12 @@ async def host_growth(
 
     The process also grows for reasons of its own (the spare pool making an
     instance of ~10 MB in the background): that noise only adds, so the pair
-    is measured twice and the smaller difference kept. An amplification the
-    attack causes shows in every run.
+    is measured three times and the smallest difference kept. An amplification
+    the attack causes shows in every run.
     """
     run_limits = LIMITS.model_copy(update=limits)
     differences = []
-    for _ in range(2):
+    for _ in range(3):
         with rss_growth() as baseline:
             await executor.execute(control, limits=run_limits)
         with rss_growth() as grown:
