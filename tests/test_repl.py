@@ -5,6 +5,7 @@ import shutil
 import subprocess
 import sys
 import time
+import uuid
 
 import pytest
 from test_first_contact import ptc
@@ -66,7 +67,9 @@ class Terminal:
     """A real terminal: `ptc repl` in a tmux pane, driven by keys, read from the screen."""
 
     def __init__(self, tmp_path, home):
-        self.tmux = ["tmux", "-L", f"ptc-test-{os.getpid()}", "-f", "/dev/null"]
+        # A server of its own per terminal: reusing one socket name raced the
+        # previous test's kill-server ("server exited unexpectedly" in CI).
+        self.tmux = ["tmux", "-L", f"ptc-test-{os.getpid()}-{uuid.uuid4().hex[:8]}", "-f", "/dev/null"]
         env = f"env HOME={home} PTC_CACHE_DIR={os.environ.get('PTC_CACHE_DIR', os.path.expanduser('~/.cache/ptc'))}"
         command = f"cd {tmp_path} && {env} {sys.executable} -m ptc.cli repl {' '.join(TOOLS)}; echo EXIT=$?; sleep 60"
         self.run("new-session", "-d", "-s", "repl", "-x", "150", "-y", "50", command)
