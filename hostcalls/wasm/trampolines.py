@@ -43,11 +43,15 @@ def _lift_capped(val: Any, cap: int, clip: bool = False) -> str | Oversize:
     """
     size = val.of.string.size
     try:
-        if size <= cap:
-            return ctypes.string_at(val.of.string.data, size).decode("utf-8")
-        if not clip:
+        if size > cap and not clip:
             return Oversize(size)
-        return ctypes.string_at(val.of.string.data, cap).decode("utf-8", "ignore")  # a cut character is dropped
+        # Decoded in place from wasmtime's buffer: a copy as bytes first would be a
+        # second transient as large as the string (6 MB for a 3 MB frame of non-ASCII).
+        length = min(size, cap)
+        if length == 0:
+            return ""
+        view = (ctypes.c_char * length).from_address(ctypes.cast(val.of.string.data, ctypes.c_void_p).value or 0)
+        return str(view, "utf-8", "ignore" if size > cap else "strict")  # a cut character is dropped
     finally:
         ffi.wasm_byte_vec_delete(ctypes.byref(val.of.string))
 
