@@ -26,6 +26,7 @@ import asyncio
 import builtins
 import inspect
 import linecache
+import os
 import random
 import sys
 import time
@@ -323,9 +324,19 @@ def _smaller(report: dict[str, Any]) -> dict[str, Any]:
     return {"value": None, "error": error, "memory": report["memory"]}  # "repr" left out: no value
 
 
+def _seed() -> None:
+    """A fresh seed for `random` from 256 bits of the host's randomness.
+
+    `random.seed()` itself reads 2,496 bytes, which wasi-libc fetches 256 at a
+    time: ten host calls, measured 235 us of every execution (and 2.5 KB in
+    every journal), against 13 us for one call of 32 bytes.
+    """
+    random.seed(int.from_bytes(os.urandom(32), "big"))
+
+
 def run(code: str, report_limit: int = 1 << 62) -> None:
     """One program, in a namespace of its own."""
-    random.seed()  # the snapshot's state is shared by every instance
+    _seed()  # the snapshot's state is shared by every instance
     namespace: dict[str, Any] = {"__name__": "__main__", "__file__": PROGRAM, "__builtins__": builtins}
     _LEFT.append(namespace)
     _run(code, report_limit, namespace, PROGRAM, session=False)
@@ -339,7 +350,7 @@ def run_cell(code: str, cell: int, report_limit: int = 1 << 62) -> None:
     """One cell of a session: the namespace is the one the earlier cells left."""
     global _session
     if _session is None:
-        random.seed()  # once: a cell's random state is what the one before it left
+        _seed()  # once: a cell's random state is what the one before it left
         _session = {"__name__": "__main__", "__file__": PROGRAM, "__builtins__": builtins}
     _run(code, report_limit, _session, "<cell %d>" % cell, session=True)
 
