@@ -40,6 +40,7 @@ from ptc.policy import Policy
 from ptc.results import ExecutionResult
 from ptc.resume import decisions_for, resumes
 from ptc.sessions import Session
+from ptc.stub_code import StubCode
 from ptc.stubgen import StubCache, render_api_reference, write_stubs
 from ptc.stubgen.discovery import describe_tool, search_tools
 from ptc.tenancy import Quota, admission, tenants
@@ -144,6 +145,7 @@ class ProgrammaticToolExecutor:
         self._mcp = MCPConnections(mcp_servers or {}, self.catalog, self.router.tools.bind)
         self._a2a = A2AConnections(a2a_agents or {}, self.catalog, self.router.tools.bind, taken=mcp_servers or {})
         self.stubs = StubCache(self.catalog)
+        self._stub_code = StubCode()  # the stubs compiled once, served as code (ptc.stub_code)
         self.stub_dir = Path(stub_dir) if (stub_dir is not None and enable_stubs) else None
         self._written_revision = -1
         self._sync_stub_dir()
@@ -273,7 +275,8 @@ class ProgrammaticToolExecutor:
         (JSON), which the guest asks once, so that only their calls carry the program's source line."""
         if name == APPROVAL_TOOLS:
             return json.dumps(self.router.tools.approval_tools())
-        return self.stubs.source(name)
+        source = self.stubs.source(name)
+        return None if source is None else self._stub_code.served(name, source)
 
     def _sync_stub_dir(self) -> None:
         if self.stub_dir is not None and self._written_revision != self.catalog.revision:

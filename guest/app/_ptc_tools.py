@@ -12,6 +12,7 @@ import importlib
 import inspect
 import json
 import linecache
+import marshal
 import sys
 from importlib.abc import Loader, MetaPathFinder
 from importlib.machinery import ModuleSpec
@@ -235,11 +236,24 @@ class ToolsFinder(MetaPathFinder, Loader):
         return self._sources.get(fullname)
 
     def exec_module(self, module) -> None:  # noqa: ANN001
-        source = self._sources[module.__name__]
+        code, source = _code(self._sources[module.__name__], module.__spec__.origin)
+        self._sources[module.__name__] = source
         filename = module.__spec__.origin
         module.__file__ = filename
         linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
-        exec(compile(source, filename, "exec", dont_inherit=True), module.__dict__)
+        exec(code, module.__dict__)
+
+
+def _code(text: str, filename: str) -> tuple[Any, str]:
+    """A module's code and source, from what the host sent: its source, or (after a NUL,
+    which no source holds) the length of its marshalled code, a NUL, that code as latin-1
+    text, and the source. The host's code was compiled by an instance that ran no program
+    (ptc.stub_code): a stub module compiled here costs 0.5-2 ms; loaded, ~20 us."""
+    if not text.startswith("\0"):
+        return compile(text, filename, "exec", dont_inherit=True), text
+    split = text.index("\0", 1)
+    end = split + 1 + int(text[1:split])
+    return marshal.loads(text[split + 1 : end].encode("latin-1")), text[end:]
 
 
 def _is_package(fullname: str) -> bool:
