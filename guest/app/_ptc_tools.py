@@ -78,7 +78,18 @@ def _needs_line(tool: str) -> bool:
     return tool in _asked
 
 
+_HEADS: dict[str, bytes] = {}  # a tool's frame up to its arguments (the codec's bytes for the same map)
+_NO_KEY = b"\xa3key\xc0"
+_OK = "\x81\xa2ok"  # a reply that is {"ok": value}
+
+
 def _encode(tool: str, args: dict[str, Any], key: str | None, **more: Any) -> str:
+    if not more and type(tool) is str:  # the map {"tool", "args", "key"}, its fixed parts packed once per tool
+        head = _HEADS.get(tool)
+        if head is None:
+            head = _HEADS[tool] = b"\x83\xa4tool" + _ptc_codec.pack(tool) + b"\xa4args"
+        tail = _NO_KEY if key is None else b"\xa3key" + _ptc_codec.pack(key)
+        return (head + _ptc_codec.pack(args) + tail).decode("latin-1")
     frame = {"tool": tool, "args": args, "key": key}
     frame.update(more)
     return _ptc_codec.pack(frame).decode("latin-1")
@@ -86,6 +97,8 @@ def _encode(tool: str, args: dict[str, Any], key: str | None, **more: Any) -> st
 
 def _decode(reply: str) -> Any:
     try:
+        if reply.startswith(_OK):  # most replies: the value alone is decoded
+            return _ptc_codec.unpack(reply[4:].encode("latin-1"))
         message = _ptc_codec.unpack(reply.encode("latin-1"))
     except (ValueError, TypeError) as exc:
         raise ToolError("the tool's reply could not be decoded: %s" % exc) from None
