@@ -19,6 +19,7 @@ from importlib.machinery import ModuleSpec
 from typing import Any
 
 import _ptc_codec
+from _ptc_generated import APPROVAL_TOOLS as _APPROVAL_TOOLS
 from _ptc_generated import ERRORS as _ERRORS
 from _ptc_generated import WARM_UP_MODULES as _WARM_UP_MODULES
 from _ptc_loop import HostEventLoop
@@ -60,7 +61,6 @@ def _caller_line() -> str | None:
     return None
 
 
-_APPROVAL_TOOLS = "ptc:approval-tools"
 _asked: frozenset[str] | None = None  # the tools whose calls wait for an approval, asked of the host once
 
 
