@@ -38,14 +38,18 @@ from ptc.wasm_threads import start_thread
 
 COMPILE = "ptc:compile"  # the names to compile, asked by COMPILE_PROGRAM (JSON)
 COMPILE_PROGRAM = """
-import json, marshal, _ptc_tools
+import ast, json, marshal, _ptc_tools
 from wit_world.imports import host
 result = {}
 for name in json.loads(host.load_module("ptc:compile")):
-    filename = _ptc_tools._filename(name, _ptc_tools._is_package(name))
+    is_package = _ptc_tools._is_package(name)
+    filename = _ptc_tools._filename(name, is_package)
     try:
-        code = compile(host.load_module(name), filename, "exec", dont_inherit=True)
-    except (SyntaxError, ValueError):
+        tree = ast.parse(host.load_module(name), filename)
+        if not is_package and not name.rpartition(".")[2].startswith("_"):
+            tree = _ptc_tools.slim(tree)  # a tool module: its TypedDicts made on first use
+        code = compile(tree, filename, "exec", dont_inherit=True)
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
         continue
     result[name] = marshal.dumps(code).decode("latin-1")
 """

@@ -76,3 +76,35 @@ async def test_a_journal_recorded_from_source_replays_from_code(executor):
     assert CALLS["stock"] == calls + 1  # the restore ran no tool; the new cell ran one
     await restored.aclose()
     await executor.aclose()
+
+
+TYPES = """
+import sys, typing
+from tools.f import size
+module = sys.modules['tools.f.size']
+before = [n for n in ('Node', 'SizeInput') if n in vars(module)]
+from tools.f.size import Node, SizeInput
+hints = typing.get_type_hints(Node)
+result = [
+    await size(tree={'name': 'r', 'children': [{'name': 'a'}]}),
+    {k: str(v) for k, v in hints.items()},
+    repr(Node), sorted(SizeInput.__required_keys__), 'Node' in dir(module),
+    str(typing.get_type_hints(size)['tree']), before,
+]
+"""
+
+
+async def test_a_compiled_tool_module_makes_its_types_on_first_use_and_they_are_the_same():
+    from test_schemas import function_catalog
+
+    executor = ProgrammaticToolExecutor(function_catalog(), limits=Limits(timeout=10))
+    from_source = await executor.execute(TYPES)
+    assert from_source.error is None, from_source.error
+    assert executor._stub_code.wait_idle() and _compiled(executor, "tools.f.size")
+    compiled = await executor.execute(TYPES)
+    assert compiled.error is None, compiled.error
+    assert compiled.result[:-1] == from_source.result[:-1], (from_source.result, compiled.result)
+    assert compiled.result[1]["children"] == "list[tools.f.size.Node]"
+    assert compiled.result[2] == "<class 'tools.f.size.Node'>"
+    assert from_source.result[-1] == ["Node", "SizeInput"] and compiled.result[-1] == []  # made on first use
+    await executor.aclose()

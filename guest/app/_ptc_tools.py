@@ -6,6 +6,7 @@ from the host through `load-module`, so a program loads only what it imports.
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import functools
 import importlib
@@ -217,6 +218,82 @@ def lazy_domain(module: str, names: list[str]) -> tuple[Any, Any]:
         return list(names)
 
     return __getattr__, __dir__
+
+
+def lazy_types(make: Any, namespace: dict[str, Any], names: list[str]) -> tuple[Any, Any]:
+    """`__getattr__` and `__dir__` for a tool module whose TypedDicts `make()` defines when one is first used.
+
+    Making them cost ~1M fuel each on 3.14 (most of importing a tool); most
+    programs only call the tool. They are made all at once, into the module,
+    so annotations that name them resolve as before (`typing.get_type_hints`
+    once one of them was imported). Only the host's compiler uses this
+    (`slim`, ptc.stub_code): a stub compiled here from its source makes its
+    types at import, as written.
+    """
+
+    def __getattr__(name: str) -> Any:
+        if name in names:
+            for cls_name, cls in make().items():
+                cls.__qualname__ = cls_name  # not `_ptc_types.<locals>.X`: the module's own class
+                namespace.setdefault(cls_name, cls)
+            return namespace[name]
+        raise AttributeError("module %r has no attribute %r" % (namespace.get("__name__"), name))
+
+    def __dir__() -> list[str]:
+        return sorted(set(namespace) | set(names))
+
+    return __getattr__, __dir__
+
+
+def _is_typeddict(node: ast.stmt) -> str | None:
+    """The name a top-level TypedDict definition of a tool module binds (class or functional form)."""
+    if isinstance(node, ast.ClassDef) and [ast.unparse(b) for b in node.bases] == ["TypedDict"]:
+        return node.name
+    if (
+        isinstance(node, ast.Assign)
+        and len(node.targets) == 1
+        and isinstance(node.targets[0], ast.Name)
+        and isinstance(node.value, ast.Call)
+        and isinstance(node.value.func, ast.Name)
+        and node.value.func.id == "TypedDict"
+    ):
+        return node.targets[0].id
+    return None
+
+
+def slim(tree: ast.Module) -> ast.Module:
+    """A tool module's code with its TypedDicts made on first use (`lazy_types`), for ptc.stub_code.
+
+    The host verified the module's structure before serving it
+    (ptc.stubgen.verify): its TypedDicts come together, after `__all__`.
+    They move, in order, into a function that returns them; moved nodes keep
+    their line numbers, so a traceback points at the source's own lines.
+    """
+    found = [(i, name) for i, node in enumerate(tree.body) if (name := _is_typeddict(node)) is not None]
+    if not found:
+        return tree
+    moved = [tree.body[i] for i, _ in found]
+    names = [name for _, name in found]
+    first = moved[0]
+    returned = ast.Dict(keys=[ast.Constant(n) for n in names], values=[ast.Name(n, ast.Load()) for n in names])
+    make = ast.FunctionDef(
+        name="_ptc_types",
+        args=ast.arguments(posonlyargs=[], args=[], kwonlyargs=[], kw_defaults=[], defaults=[]),
+        body=[*moved, ast.Return(returned)],
+        decorator_list=[],
+        returns=None,
+        type_params=[],
+    )
+    hook = ast.parse(
+        "from _ptc_tools import lazy_types as _ptc_lazy_types\n"
+        "__getattr__, __dir__ = _ptc_lazy_types(_ptc_types, globals(), %r)" % names
+    ).body
+    body = [node for i, node in enumerate(tree.body) if i not in {j for j, _ in found}]
+    at = found[0][0]
+    for node in (make, *hook):
+        ast.copy_location(node, first)
+    tree.body = [*body[:at], make, *hook, *body[at:]]
+    return ast.fix_missing_locations(tree)
 
 
 class ToolsFinder(MetaPathFinder, Loader):
