@@ -111,3 +111,28 @@ async def test_a_compiled_tool_module_makes_its_types_on_first_use_and_they_are_
     assert [node[0], size_input[0]] == [k for k, _ in from_source]  # required keys as the source makes them
     assert node[1].keys() == from_source[0][1].keys() and size_input[1].keys() == from_source[1][1].keys()
     await executor.aclose()
+
+
+@pytest.mark.parametrize(
+    "program, expected",
+    [
+        ("import tools.shop.stock as m\nresult = type(m).__name__", "module"),
+        ("from tools.shop import stock\nresult = type(stock).__name__", "function"),
+        ("import tools.shop\nresult = type(tools.shop.stock).__name__", "function"),
+        ("from tools.shop.stock import StockInput\nresult = StockInput(sku='A1')", {"sku": "A1"}),
+        ("from tools.shop import stock, price\nresult = [await stock(sku='A1'), await price(sku='A1')]", [7, 3.5]),
+        ("def later():\n    from tools.shop import stock\n    return stock\nresult = later().__name__", "stock"),
+        ("from tools.shop import nope", "ImportError: cannot import name 'nope' from 'tools.shop'"),
+        ("import tools.nope", "ModuleNotFoundError: No module named 'tools.nope'"),
+        ("from tools.nope import x", "ModuleNotFoundError: No module named 'tools.nope'"),
+    ],
+)
+async def test_top_level_imports_are_loaded_before_the_program_runs_as_importlib_would(program, expected):
+    # ptc._ptc_tools.preload loads what a program's top-level statements import without importlib's machinery.
+    executor = ProgrammaticToolExecutor(shop("stub-code-imports"), limits=Limits(timeout=10))
+    r = await executor.execute(program)
+    if isinstance(expected, str) and "Error" in expected:
+        assert r.error is not None and f"{r.error.type}: {r.error.message}".startswith(expected), r.error
+    else:
+        assert r.error is None and r.result == expected, (r.error, r.result)
+    await executor.aclose()

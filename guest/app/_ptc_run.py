@@ -34,6 +34,7 @@ import traceback
 from typing import Any
 
 import _ptc_codec
+import _ptc_tools
 from _ptc_io import make_streams
 from _ptc_loop import HostEventLoop
 from _ptc_mem import pages as _memory_pages
@@ -397,6 +398,7 @@ def _run(code: str, report_limit: int, namespace: dict[str, Any], filename: str,
     else:
         host.started()
         try:
+            _ptc_tools.preload(tree)
             _execute(code_obj, namespace, session)
             if not session:
                 value, report["repr"] = _value(namespace)
