@@ -43,6 +43,7 @@ from ptc.sessions import Session
 from ptc.stubgen import StubCache, render_api_reference, write_stubs
 from ptc.stubgen.discovery import describe_tool, search_tools
 from ptc.tenancy import Quota, admission, tenants
+from ptc.workers.pool import WorkerPool, workers_from_env
 
 Lifecycle = Literal["unopened", "open", "closed"]
 _EXECUTOR_CLOSED = "its executor was closed"
@@ -122,6 +123,7 @@ class ProgrammaticToolExecutor:
         enable_stubs: bool = True,
         on_approval: ApprovalCallback | None = None,
         approval_timeout: float = DEFAULT_APPROVAL_TIMEOUT,
+        workers: int | None = None,
     ) -> None:
         self.catalog = catalog if catalog is not None else ToolCatalog()
         self.limits = _limits(limits, timeout)
@@ -152,6 +154,9 @@ class ProgrammaticToolExecutor:
         self._lifecycle: Lifecycle = "unopened"
         self._lock = threading.Lock()
         self._sessions: dict[str, Session] = {}
+        # workers > 0: one-shot executions run in worker processes (ptc.workers); None reads PTC_WORKERS
+        size = workers_from_env(workers)
+        self._pool = WorkerPool(size, self._runner.max_journal_bytes) if size else None
 
     @property
     def mcp_configs(self) -> list[MCPServerConfig]:
@@ -189,6 +194,8 @@ class ProgrammaticToolExecutor:
                 await session.aclose(_EXECUTOR_CLOSED)
             await asyncio.to_thread(self._mcp.close)
             await asyncio.to_thread(self._a2a.close)
+            if self._pool is not None:
+                await asyncio.to_thread(self._pool.close)
             self.router.close()
 
     def close(self) -> None:
@@ -198,6 +205,8 @@ class ProgrammaticToolExecutor:
                 session.close(_EXECUTOR_CLOSED)
             self._mcp.close()
             self._a2a.close()
+            if self._pool is not None:
+                self._pool.close()
             self.router.close()
 
     def _close(self) -> bool:
@@ -241,6 +250,8 @@ class ProgrammaticToolExecutor:
         fuel = (limits or self.limits).fuel is not None
         if not runtime_ready(fuel):
             await asyncio.wrap_future(prepare_runtime(fuel))
+        if self._pool is not None:
+            await asyncio.to_thread(self._pool.wait_ready)
 
     # -- configuration ----------------------------------------------------------
     def on_event(self, callback: EventCallback) -> EventCallback:
@@ -294,7 +305,8 @@ class ProgrammaticToolExecutor:
         """
         limits = limits or self.limits
         release = await self._admit(limits)
-        return await self._runner.run(code, limits, release)
+        cell = self._pool.cell(self._runner, code) if self._pool is not None else None  # workers: ptc.workers
+        return await self._runner.run(code, limits, release, cell)
 
     async def _ready(self, limits: Limits) -> None:
         if not self._mcp.connected or not self._a2a.connected or self._lifecycle != "open":

@@ -1,0 +1,237 @@
+"""A worker process's main: `python -m ptc.workers.child FD PARENT_PID`.
+
+It runs only the sandbox side of executions: the engine, the compiled
+guest, the spares, each execution's state and tape. A tool call is the
+frame the guest submitted, sent to the parent as it is (the parent decodes
+it again, under its own budget: it trusts nothing from here), and its reply
+comes back as a frame; a stub's source is asked of the parent the same way.
+Limits are applied here exactly as in one process (the same ExecutionState
+and run_program), so an execution ends the same way in both.
+
+It must not outlive its parent: the kernel kills it when the parent dies
+(PR_SET_PDEATHSIG, Linux), and it exits at once when the connection to the
+parent closes (the parent closed the pool, or died on a system without the
+signal).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import itertools
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+import traceback
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass
+from typing import Any
+
+from ptc.engine import get_runtime
+from ptc.hostcalls.wasm import codec
+from ptc.hostcalls.wasm.budget import HostBudget, Oversize
+from ptc.hostcalls.wasm.state import Cancel, ExecutionState, Replier, Reply, Request
+from ptc.hostcalls.wasm.tape import Recorder
+from ptc.limits import Limits
+from ptc.replay import outcome_of
+from ptc.sandbox import run_program
+from ptc.tenancy import EXECUTION_THREADS
+from ptc.wasm_threads import WasmThreadPool
+from ptc.workers.wire import Closed, Connection, WorkerProtocolError
+
+_PR_SET_PDEATHSIG = 1
+MAX_ERROR_TEXT = 1000  # why the guest's frame was refused, as the parent records it
+
+
+def die_with_parent(parent: int) -> None:
+    """Ask the kernel to SIGKILL this process when its parent dies; exit now if it has died already."""
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        except (OSError, AttributeError):  # pragma: no cover - no prctl: the connection's EOF still ends us
+            pass
+    if os.getppid() != parent:  # it died before the signal was asked for
+        os._exit(0)
+
+
+@dataclass
+class _State(ExecutionState):
+    """An execution's state that keeps the frame the guest submitted, so that the frame itself is forwarded."""
+
+    frame: str | None = None
+
+    def _request(self, frame: str | Oversize) -> Request:
+        self.frame = frame if isinstance(frame, str) else None
+        return super()._request(frame)
+
+
+class _Execution:
+    """One execution in this worker: its calls in flight and the stub sources it waits for."""
+
+    def __init__(self, worker: Worker, xid: int) -> None:
+        self.worker = worker
+        self.xid = xid
+        self.state: _State | None = None
+        self.repliers: dict[int, Replier] = {}
+        self.modules: dict[int, Future[str | None]] = {}
+        self._ids = itertools.count(1)
+
+    def dispatch(self, request: Request, reply: Reply) -> Cancel | str:
+        """On the execution's thread: forward the call; its reply arrives as a message (`Worker._reply`)."""
+        state = self.state
+        assert state is not None and isinstance(reply, Replier)
+        frame, state.frame = state.frame, None
+        error: str | None = None
+        if isinstance(request, codec.FrameError):
+            frame, error = None, str(request)[:MAX_ERROR_TEXT]
+        elif frame is None:  # not a frame the guest submitted just now (a resumed call): the request as decoded
+            frame = codec.encode(request)
+        call_id = reply.call_id
+        self.repliers[call_id] = reply
+        if not self.worker.conn.send(["call", self.xid, call_id, frame, error, reply.tool_id, state.deadline]):
+            self.repliers.pop(call_id, None)
+            return codec.error_frame("ToolError", "the worker lost its parent")
+        return lambda: self._cancel_call(call_id)
+
+    def _cancel_call(self, call_id: int) -> None:
+        self.repliers.pop(call_id, None)
+        self.worker.conn.send(["cancel_call", self.xid, call_id])
+
+    def module_source(self, name: str) -> str | None:
+        """On the execution's thread: the parent's answer, waited for until the deadline (or a cancel)."""
+        state = self.state
+        assert state is not None
+        req = next(self._ids)
+        future: Future[str | None] = Future()
+        self.modules[req] = future
+        try:
+            if not self.worker.conn.send(["module", self.xid, req, name]):
+                return None
+            remaining = max(0.0, state.deadline - time.monotonic())
+            return future.result(timeout=remaining)
+        except FutureTimeout:
+            return None  # the deadline passed: the program's next host call says so
+        finally:
+            self.modules.pop(req, None)
+
+    def cancel(self) -> None:
+        if self.state is not None:
+            self.state.cancel()
+        for future in list(self.modules.values()):
+            if not future.done():
+                future.set_result(None)
+
+
+class Worker:
+    """The worker's loop: messages from the parent in, executions on threads of their own."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self.executions: dict[int, _Execution] = {}
+        self.threads = WasmThreadPool(max_workers=EXECUTION_THREADS, thread_name_prefix="ptc-exec")
+
+    def serve(self) -> None:
+        threading.Thread(target=self._warm, name="ptc-worker-warm", daemon=True).start()
+        while True:
+            try:
+                message = self.conn.receive()
+            except (Closed, WorkerProtocolError):
+                os._exit(0)  # the parent closed the pool, or is gone: nothing here is anyone's any more
+            self._handle(message)
+
+    def _warm(self) -> None:
+        runtime = get_runtime(fuel=True)
+        self.conn.send(["ready", runtime.guest])
+
+    def _handle(self, message: list[Any]) -> None:
+        kind = message[0]
+        if kind == "run":
+            _, xid, execution_id, code, limits_json, max_journal_bytes = message
+            execution = _Execution(self, xid)
+            self.executions[xid] = execution
+            self.threads.submit(self._run, execution, execution_id, code, limits_json, max_journal_bytes)
+            return
+        execution = self.executions.get(message[1])
+        if execution is None:  # it ended already: a late reply or cancel
+            return
+        if kind == "reply":
+            replier = execution.repliers.pop(message[2], None)
+            if replier is not None and execution.state is not None:
+                reply: str = message[3]
+                execution.state.budget.force(len(reply))  # the guest's from now on, as a tool's reply is
+                replier(reply)
+        elif kind == "approval":
+            replier = execution.repliers.get(message[2])
+            if replier is not None:
+                how, tool_id = message[3], message[4]
+                if how == "asking":
+                    replier.asking()
+                elif how == "decided":
+                    replier.decided()
+                else:
+                    replier.defer(tool_id)
+        elif kind == "module":
+            future = execution.modules.get(message[2])
+            if future is not None and not future.done():
+                future.set_result(message[3])
+        elif kind == "cancel":
+            execution.cancel()
+
+    def _run(self, execution: _Execution, execution_id: str, code: str, limits_json: str, max_journal: int) -> None:
+        limits = Limits.model_validate_json(limits_json)
+        budget = HostBudget(limits.host_bytes)
+        recorder = Recorder(max_journal, budget=budget)
+        state = _State.under(
+            execution_id,
+            limits,
+            budget=budget,
+            dispatch=execution.dispatch,
+            module_source=execution.module_source,
+            tape=recorder,
+        )
+        execution.state = state
+        try:
+            self.conn.send(["done", execution.xid, self._outcome(code, state, limits, recorder)])
+        except Exception:  # noqa: BLE001 - a bug here must still end the execution in the parent
+            traceback.print_exc()
+            error = {"kind": "internal_error", "type": "WorkerError", "message": "the worker failed"}
+            self.conn.send(["done", execution.xid, {"error": error}])
+        finally:
+            self.executions.pop(execution.xid, None)
+            state.close()
+
+    def _outcome(self, code: str, state: _State, limits: Limits, recorder: Recorder) -> dict[str, Any]:
+        """What the parent needs of the finished execution to build its result."""
+        outcome = run_program(code, state, limits)
+        cell = recorder.cell(0, code, outcome_of(outcome.error))
+        error = outcome.error.model_dump() if outcome.error is not None else None
+        return {
+            "parts": [[fd, text] for fd, text in state.output.parts],
+            "truncated": state.output.truncated,
+            "value": outcome.value,  # decoded msgpack: it packs again
+            "repr": outcome.value_is_repr,
+            "error": error,
+            "fuel": outcome.fuel_used,
+            "memory": outcome.memory_used,
+            "peak": state.budget.peak,
+            "warm": outcome.warm,
+            "suspended": state.suspended,
+            "deferred": [[call_id, tool_id] for call_id, tool_id in state.deferred_ids.items()],
+            "cell": cell.model_dump_json() if cell is not None else None,
+            "deadline": state.deadline,
+        }
+
+
+def main(argv: list[str]) -> None:
+    fd, parent = int(argv[1]), int(argv[2])
+    die_with_parent(parent)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a ^C at a terminal is the parent's to handle
+    Worker(Connection(socket.socket(fileno=fd))).serve()
+
+
+if __name__ == "__main__":
+    main(sys.argv)
