@@ -192,8 +192,9 @@ async def test_limits_apply_in_the_worker(pooled: Any) -> None:
     assert result.error is not None and result.error.kind == "timeout"
     result = await executor.execute("print('y' * 5000)", limits=Limits(max_output_bytes=100))
     assert result.output_truncated and len(result.output) <= 100
-    result = await executor.execute("from tools.ops import double\n[await double(x=i) for i in range(3)]",
-                                    limits=Limits(max_tool_calls=2))
+    result = await executor.execute(
+        "from tools.ops import double\n[await double(x=i) for i in range(3)]", limits=Limits(max_tool_calls=2)
+    )
     assert result.error is not None and result.error.kind == "tool_call_limit"
 
 

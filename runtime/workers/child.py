@@ -151,9 +151,9 @@ class Worker:
         kind = message[0]
         if kind == "run":
             _, xid, execution_id, code, limits_json, max_journal_bytes = message
-            execution = _Execution(self, xid)
-            self.executions[xid] = execution
-            self.threads.submit(self._run, execution, execution_id, code, limits_json, max_journal_bytes)
+            started = _Execution(self, xid)
+            self.executions[xid] = started
+            self.threads.submit(self._run, started, execution_id, code, limits_json, max_journal_bytes)
             return
         execution = self.executions.get(message[1])
         if execution is None:  # it ended already: a late reply or cancel
@@ -193,6 +193,7 @@ class Worker:
             module_source=execution.module_source,
             tape=recorder,
         )
+        assert isinstance(state, _State)
         execution.state = state
         try:
             self.conn.send(["done", execution.xid, self._outcome(code, state, limits, recorder)])

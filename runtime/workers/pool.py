@@ -32,6 +32,7 @@ killed by the kernel (PR_SET_PDEATHSIG) or exits on the EOF.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import os
@@ -40,6 +41,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
@@ -88,7 +90,7 @@ def _died(detail: str) -> Outcome:
 class _Forward(threading.Event):
     """The parent state's `stop`: setting it (ExecutionState.cancel) also stops the program in its worker."""
 
-    def __init__(self, forward: Cancel) -> None:
+    def __init__(self, forward: Callable[[], object]) -> None:
         super().__init__()
         self._forward = forward
 
@@ -392,7 +394,7 @@ class WorkerPool:
             job = _Job(next(self._ids), worker, state, limits)
             if not worker.add(job):
                 continue  # it died just now: the next one
-            state.stop = _Forward(lambda: worker.conn.send(["cancel", job.xid]))
+            state.stop = _Forward(functools.partial(worker.conn.send, ["cancel", job.xid]))
             message = ["run", job.xid, state.execution_id, code, limits.model_dump_json(), self.max_journal_bytes]
             worker.conn.send(message)  # if it fails, the worker is dead and its reader ends the job
             return job, job.future
