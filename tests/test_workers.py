@@ -324,3 +324,17 @@ def test_the_wire_refuses_what_a_hostile_worker_could_send() -> None:
             conn.receive()
     finally:
         conn.close()
+
+
+async def test_ptc_serve_workers_flag() -> None:
+    from mcp import Client
+    from mcp.client.stdio import StdioServerParameters, stdio_client
+
+    args = ["-m", "ptc.cli", "serve", "--tools", "ptc.examples.budget:catalog", "--workers", "2"]
+    code = "from tools.finance import get_team_budget\nimport os\n(await get_team_budget(team_id='ops-team-3'))"
+    with open(os.devnull, "w") as errlog:
+        params = StdioServerParameters(command=sys.executable, args=args)
+        async with Client(stdio_client(params, errlog=errlog)) as client:
+            result = await client.call_tool("execute_python", {"code": code + "['total_budget']"})
+    assert not result.is_error, result.content
+    assert result.structured_content is not None and result.structured_content["result"] == 410000
