@@ -17,6 +17,7 @@ import asyncio
 import json
 import threading
 from collections.abc import Callable, Mapping
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
@@ -44,6 +45,7 @@ from ptc.stubgen import StubCache, render_api_reference, write_stubs
 from ptc.stubgen.discovery import describe_tool, search_tools
 from ptc.tenancy import Quota, admission, tenants
 from ptc.workers.pool import WorkerPool, workers_from_env
+from ptc.workers.sessions import PinnedSession
 
 Lifecycle = Literal["unopened", "open", "closed"]
 _EXECUTOR_CLOSED = "its executor was closed"
@@ -449,7 +451,9 @@ class ProgrammaticToolExecutor:
                 raise ValueError(f"a session {session_id!r} is already open in this executor")
             gate.open_session()
             try:
-                session = Session(
+                # workers: a session lives on one worker process (ptc.workers.sessions)
+                make: Callable[..., Session] = Session if self._pool is None else partial(PinnedSession, self._pool)
+                session = make(
                     self._runner,
                     self._admit,
                     self._forget_session,

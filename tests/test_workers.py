@@ -338,3 +338,42 @@ async def test_ptc_serve_workers_flag() -> None:
             result = await client.call_tool("execute_python", {"code": code + "['total_budget']"})
     assert not result.is_error, result.content
     assert result.structured_content is not None and result.structured_content["result"] == 410000
+
+
+async def test_a_session_lives_on_one_worker_and_restores_there(pooled: Any) -> None:
+    executor, _, counted, _ = pooled
+    async with executor.session(limits=Limits(timeout=1)) as session:
+        first = await session.execute("from tools.ops import double\nx = await double(x=4)\nx")
+        pid = session.worker_pid
+        assert first.error is None and first.result == 8 and pid in _pool(executor).pids
+        assert (await session.execute("x += 1\nx")).result == 9
+        stopped = await session.execute("while True:\n    pass")  # a limit: the instance is dropped, then restored
+        assert stopped.error is not None and stopped.error.kind == "timeout"
+        after = await session.execute("x")
+        assert after.result == 9 and after.session_restored is False and stopped.session_restored is True
+        assert session.worker_pid == pid and counted == [4]  # the replay ran no tool
+        journal = session.journal()
+    restored = await executor.restore_session(journal)
+    try:
+        assert (await restored.execute("x * 2")).result == 18 and counted == [4]
+    finally:
+        await restored.aclose()
+
+
+async def test_a_session_outlives_its_worker(pooled: Any) -> None:
+    executor, _, counted, _ = pooled
+    async with executor.session() as session:
+        assert (await session.execute("from tools.ops import double\ny = await double(x=3)")).error is None
+        pid = session.worker_pid
+        assert pid is not None
+        os.kill(pid, signal.SIGKILL)
+        await _until(lambda: pid not in _pool(executor).pids)
+        again = await session.execute("y + 1")
+        assert again.error is None and again.result == 7 and again.session_restored
+        assert session.worker_pid not in (None, pid) and counted == [3]
+        during = asyncio.ensure_future(session.execute("import time\ntime.sleep(5)"))
+        await asyncio.sleep(0.5)
+        os.kill(session.worker_pid or 0, signal.SIGKILL)
+        died = await asyncio.wait_for(during, 10)
+        assert died.error is not None and died.error.kind == "internal_error" and died.session_restored
+        assert (await session.execute("y")).result == 6

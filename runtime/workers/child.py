@@ -35,15 +35,19 @@ from ptc.hostcalls.wasm import codec
 from ptc.hostcalls.wasm.budget import HostBudget, Oversize
 from ptc.hostcalls.wasm.state import Cancel, ExecutionState, Replier, Reply, Request
 from ptc.hostcalls.wasm.tape import Recorder
+from ptc.journal import Journal
 from ptc.limits import Limits
-from ptc.replay import outcome_of
-from ptc.sandbox import run_program
+from ptc.replay import outcome_of, replay
+from ptc.sandbox import Outcome, instantiate, run_cell, run_program
+from ptc.spares import Instance
 from ptc.tenancy import EXECUTION_THREADS
 from ptc.wasm_threads import WasmThreadPool
 from ptc.workers.wire import Closed, Connection, WorkerProtocolError
 
 _PR_SET_PDEATHSIG = 1
-MAX_ERROR_TEXT = 1000  # why the guest's frame was refused, as the parent records it
+USABLE = ("runtime_error", "syntax_error")  # a cell ended by the program's own error leaves its instance usable
+MAX_ERROR_TEXT = 1000
+MODULE_WAIT = 60.0  # seconds, at most, for the parent to give a stub's source  # why the guest's frame was refused, as the parent records it
 
 
 def die_with_parent(parent: int) -> None:
@@ -67,6 +71,16 @@ class _State(ExecutionState):
     def _request(self, frame: str | Oversize) -> Request:
         self.frame = frame if isinstance(frame, str) else None
         return super()._request(frame)
+
+
+@dataclass
+class _Held:
+    """A session's instance, held by this worker between cells (the session itself, its journal, is the parent's)."""
+
+    instance: Instance | None = None
+    fuel: bool = True  # which engine's spare pool takes the instance back
+    busy: bool = False
+    dropped: bool = False
 
 
 class _Execution:
@@ -111,7 +125,8 @@ class _Execution:
         try:
             if not self.worker.conn.send(["module", self.xid, req, name]):
                 return None
-            remaining = max(0.0, state.deadline - time.monotonic())
+            # a replay's stub sources are asked outside any deadline of this state's: then a minute at most
+            remaining = max(0.0, min(state.deadline - time.monotonic(), MODULE_WAIT))
             return future.result(timeout=remaining)
         except FutureTimeout:
             return None  # the deadline passed: the program's next host call says so
@@ -133,6 +148,8 @@ class Worker:
         self.conn = conn
         self.executions: dict[int, _Execution] = {}
         self.threads = WasmThreadPool(max_workers=EXECUTION_THREADS, thread_name_prefix="ptc-exec")
+        self.sessions: dict[str, _Held] = {}
+        self.sessions_lock = threading.Lock()
 
     def serve(self) -> None:
         threading.Thread(target=self._warm, name="ptc-worker-warm", daemon=True).start()
@@ -154,6 +171,14 @@ class Worker:
             started = _Execution(self, xid)
             self.executions[xid] = started
             self.threads.submit(self._run, started, execution_id, code, limits_json, max_journal_bytes)
+            return
+        if kind in ("cell", "restore"):
+            started = _Execution(self, message[1])
+            self.executions[message[1]] = started
+            self.threads.submit(self._session_job, started, message)
+            return
+        if kind == "drop":
+            self._drop(message[1])
             return
         execution = self.executions.get(message[1])
         if execution is None:  # it ended already: a late reply or cancel
@@ -209,22 +234,128 @@ class Worker:
         """What the parent needs of the finished execution to build its result."""
         outcome = run_program(code, state, limits)
         cell = recorder.cell(0, code, outcome_of(outcome.error))
-        error = outcome.error.model_dump() if outcome.error is not None else None
-        return {
-            "parts": [[fd, text] for fd, text in state.output.parts],
-            "truncated": state.output.truncated,
-            "value": outcome.value,  # decoded msgpack: it packs again
-            "repr": outcome.value_is_repr,
-            "error": error,
-            "fuel": outcome.fuel_used,
-            "memory": outcome.memory_used,
-            "peak": state.budget.peak,
-            "warm": outcome.warm,
-            "suspended": state.suspended,
-            "deferred": [[call_id, tool_id] for call_id, tool_id in state.deferred_ids.items()],
-            "cell": cell.model_dump_json() if cell is not None else None,
-            "deadline": state.deadline,
-        }
+        return _report(outcome, state, cell.model_dump_json() if cell is not None else None)
+
+    # -- sessions: the instance stays here from cell to cell ---------------------------
+    def _session_job(self, execution: _Execution, message: list[Any]) -> None:
+        kind, xid, key, execution_id = message[:4]
+        with self.sessions_lock:
+            held = self.sessions.setdefault(key, _Held())
+            held.busy = True
+        try:
+            if kind == "cell":
+                done = self._cell(execution, held, execution_id, *message[4:])
+            else:
+                done = self._restore(execution, held, execution_id, *message[4:])
+            self.conn.send(["done", xid, done])
+        except Exception:  # noqa: BLE001 - a bug here must still end the cell in the parent
+            traceback.print_exc()
+            error = {"kind": "internal_error", "type": "WorkerError", "message": "the worker failed"}
+            self.conn.send(["done", xid, {"error": error, "trapped": True}])
+        finally:
+            self.executions.pop(xid, None)
+            with self.sessions_lock:
+                held.busy = False
+                retire = held.dropped
+                if retire:
+                    self.sessions.pop(key, None)
+            if retire:
+                self._retire(held)
+
+    def _cell(
+        self,
+        execution: _Execution,
+        held: _Held,
+        execution_id: str,
+        code: str,
+        index: int,
+        limits_json: str,
+        journal_room: int,
+        clock_offset: int,
+    ) -> dict[str, Any]:
+        """One cell in the session's instance (made now if it has none); a cell that cannot go on drops it."""
+        limits = Limits.model_validate_json(limits_json)
+        made_warm: bool | None = None
+        if held.instance is None:
+            made = instantiate(get_runtime(fuel=limits.fuel is not None), limits)
+            if isinstance(made, Outcome):
+                failed = made.error.model_dump() if made.error is not None else None
+                return {"error": failed, "trapped": True, "no_instance": True}
+            held.instance, held.fuel, made_warm = made, limits.fuel is not None, made.warm
+        recorder = Recorder(journal_room)
+        state = self._state(execution, execution_id, limits, recorder)
+        try:
+            outcome = run_cell(held.instance, code, index, state, limits, clock_offset)
+            error = outcome.error
+            usable = not outcome.trapped and (error is None or error.kind in USABLE)
+            journaled = recorder.cell(index, code, outcome_of(error)) if usable else None
+            if not usable:
+                self._retire(held)
+            done = _report(outcome, state, journaled.model_dump_json() if journaled is not None else None)
+            done.update(trapped=outcome.trapped, usable=usable, size=recorder.size, made_warm=made_warm)
+            return done
+        finally:
+            state.close()
+
+    def _restore(
+        self, execution: _Execution, held: _Held, execution_id: str, journal_json: str, limits_json: str
+    ) -> dict[str, Any]:
+        """The session's instance rebuilt from the journal the parent keeps (after a trap, a dead worker, a restore)."""
+        limits = Limits.model_validate_json(limits_json)
+        self._retire(held)
+        state = self._state(execution, execution_id, limits, Recorder.off())  # only its stub sources are used
+        try:
+            restored = replay(Journal.model_validate_json(journal_json), limits, execution.module_source, execution_id)
+        except Exception as exc:  # noqa: BLE001 - the parent says it: restore_session raises, a session closes
+            return {"restore_error": str(exc)[:4000], "restore_type": type(exc).__name__}
+        finally:
+            state.close()
+        held.instance, held.fuel = restored.instance, limits.fuel is not None
+        return {"last_clock": restored.last_clock}
+
+    def _state(self, execution: _Execution, execution_id: str, limits: Limits, tape: Recorder) -> _State:
+        state = _State.under(
+            execution_id, limits, dispatch=execution.dispatch, module_source=execution.module_source, tape=tape
+        )
+        assert isinstance(state, _State)
+        execution.state = state
+        return state
+
+    def _drop(self, key: str) -> None:
+        """The session closed: its instance goes (after its running cell, if one is)."""
+        with self.sessions_lock:
+            held = self.sessions.get(key)
+            if held is None:
+                return
+            held.dropped = True
+            if held.busy:
+                return
+            del self.sessions[key]
+        self._retire(held)
+
+    def _retire(self, held: _Held) -> None:
+        instance, held.instance = held.instance, None
+        if instance is not None:
+            get_runtime(fuel=held.fuel).spares.retire(instance)
+
+
+def _report(outcome: Outcome, state: ExecutionState, cell: str | None) -> dict[str, Any]:
+    """What the parent needs of a finished execution or cell to build its result."""
+    return {
+        "parts": [[fd, text] for fd, text in state.output.parts],
+        "truncated": state.output.truncated,
+        "value": outcome.value,  # decoded msgpack: it packs again
+        "repr": outcome.value_is_repr,
+        "error": outcome.error.model_dump() if outcome.error is not None else None,
+        "fuel": outcome.fuel_used,
+        "memory": outcome.memory_used,
+        "peak": state.budget.peak,
+        "warm": outcome.warm,
+        "suspended": state.suspended,
+        "deferred": [[call_id, tool_id] for call_id, tool_id in state.deferred_ids.items()],
+        "cell": cell,
+        "deadline": state.deadline,
+    }
 
 
 def main(argv: list[str]) -> None:

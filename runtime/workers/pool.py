@@ -106,7 +106,7 @@ class _Reply(Replier):
 
     __slots__ = ("job",)
 
-    def __init__(self, job: _Job, call_id: int) -> None:
+    def __init__(self, job: Job, call_id: int) -> None:
         super().__init__(job.state, call_id)
         self.job = job
 
@@ -126,11 +126,11 @@ class _Reply(Replier):
 
 
 @dataclass(eq=False)
-class _Job:
+class Job:
     """One execution sent to a worker, as the parent tracks it."""
 
     xid: int
-    worker: _Worker
+    worker: WorkerProcess
     state: ExecutionState
     limits: Limits
     future: Future[Outcome] = field(default_factory=Future)
@@ -138,9 +138,10 @@ class _Job:
     calls: int = 0
     cell: JournalCell | None = None
     warm: bool = False
+    done: dict[str, Any] = field(default_factory=dict)  # the worker's whole report (a session reads its own fields)
 
 
-class _Worker:
+class WorkerProcess:
     """One worker process, its connection and the executions it holds."""
 
     def __init__(self, pool: WorkerPool, index: int) -> None:
@@ -158,7 +159,7 @@ class _Worker:
         finally:
             child.close()
         self.conn = Connection(parent)
-        self.jobs: dict[int, _Job] = {}
+        self.jobs: dict[int, Job] = {}
         self.lock = threading.Lock()
         self.dead = False
         self.ready = threading.Event()
@@ -170,7 +171,7 @@ class _Worker:
     def pid(self) -> int:
         return self.process.pid
 
-    def add(self, job: _Job) -> bool:
+    def add(self, job: Job) -> bool:
         """Hold `job` (False if this worker is dead already: its reader will not see it)."""
         with self.lock:
             if self.dead:
@@ -245,7 +246,7 @@ class _Worker:
         else:
             raise WorkerProtocolError(f"an unknown message {kind[:40]!r}")
 
-    def _call(self, job: _Job, message: list[Any]) -> None:
+    def _call(self, job: Job, message: list[Any]) -> None:
         """A forwarded call: decoded and dispatched here as the sandbox thread does in one process."""
         _, xid, call_id, frame, error, _tool_id, deadline = message
         call_id = _int(call_id)
@@ -294,7 +295,7 @@ def _optional_int(value: object) -> int | None:
     return _int(value)
 
 
-def _outcome(job: _Job, done: object) -> Outcome:
+def _outcome(job: Job, done: object) -> Outcome:
     """The worker's report of a finished execution, checked, into the parent's state and an Outcome."""
     if not isinstance(done, dict):
         raise WorkerProtocolError("a done message without its fields")
@@ -337,6 +338,7 @@ def _outcome(job: _Job, done: object) -> Outcome:
     if peak is not None:
         state.budget.peak = max(state.budget.peak, min(peak, limits.host_bytes))
     job.warm = done.get("warm") is True
+    job.done = done
     fuel = _optional_int(done.get("fuel"))
     memory = _optional_int(done.get("memory"))
     return Outcome(
@@ -346,6 +348,7 @@ def _outcome(job: _Job, done: object) -> Outcome:
         fuel_used=fuel,
         memory_used=memory if memory is None or memory <= limits.memory_bytes else None,
         warm=job.warm,
+        trapped=done.get("trapped") is True,
     )
 
 
@@ -359,7 +362,7 @@ class WorkerPool:
         self.closed = False
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
-        self._workers: list[_Worker] = [_Worker(self, i) for i in range(size)]
+        self._workers: list[WorkerProcess] = [WorkerProcess(self, i) for i in range(size)]
 
     @property
     def pids(self) -> list[int]:
@@ -378,37 +381,58 @@ class WorkerPool:
         """The kind of execution that runs `code` in a worker (handed to `Runner.run`)."""
         return _Remote(self, runner, code)
 
-    def _pick(self) -> _Worker | None:
+    def _pick(self) -> WorkerProcess | None:
         with self._lock:
             live = [w for w in self._workers if not w.dead]
         if not live:
             return None
         return min(live, key=lambda w: len(w.jobs))
 
-    def start(self, code: str, state: ExecutionState, limits: Limits) -> tuple[_Job | None, Future[Outcome]]:
+    def start(self, code: str, state: ExecutionState, limits: Limits) -> tuple[Job | None, Future[Outcome]]:
         """Send the execution to the least busy worker; the future is its outcome."""
+
+        def run(xid: int) -> list[Any]:
+            return ["run", xid, state.execution_id, code, limits.model_dump_json(), self.max_journal_bytes]
+
+        return self.send(state, limits, run)
+
+    def send(
+        self,
+        state: ExecutionState,
+        limits: Limits,
+        message: Callable[[int], list[Any]],
+        worker: WorkerProcess | None = None,
+    ) -> tuple[Job | None, Future[Outcome]]:
+        """Send the job `message(xid)` to `worker` (a session's), or to the least busy; the future is its outcome.
+
+        The state's `stop` is the parent's cancel: setting it tells the worker to stop the program."""
         while not self.closed:
-            worker = self._pick()
-            if worker is None:
+            chosen = worker if worker is not None else self._pick()
+            if chosen is None:
                 break
-            job = _Job(next(self._ids), worker, state, limits)
-            if not worker.add(job):
+            job = Job(next(self._ids), chosen, state, limits)
+            if not chosen.add(job):
+                if worker is not None:
+                    break  # the session's worker is dead: the session decides what now
                 continue  # it died just now: the next one
-            state.stop = _Forward(functools.partial(worker.conn.send, ["cancel", job.xid]))
-            message = ["run", job.xid, state.execution_id, code, limits.model_dump_json(), self.max_journal_bytes]
-            worker.conn.send(message)  # if it fails, the worker is dead and its reader ends the job
+            state.stop = _Forward(functools.partial(chosen.conn.send, ["cancel", job.xid]))
+            chosen.conn.send(message(job.xid))  # if it fails, the worker is dead and its reader ends the job
             return job, job.future
         future: Future[Outcome] = Future()
         future.set_result(_closed() if self.closed else _died("no worker process is running"))
         return None, future
 
-    def _replace(self, dead: _Worker) -> None:
+    def pick(self) -> WorkerProcess | None:
+        """The least busy live worker (a new session's), or None."""
+        return self._pick()
+
+    def _replace(self, dead: WorkerProcess) -> None:
         """On the dead worker's reader thread: a new process in its place, unless the pool is closing."""
         with self._lock:
             if self.closed or dead not in self._workers:
                 return
             try:
-                fresh = _Worker(self, dead.index)
+                fresh = WorkerProcess(self, dead.index)
             except OSError as exc:  # pragma: no cover - out of processes: the pool runs on with fewer
                 log.error("ptc could not start a worker process in place of a dead one: %s", exc)
                 self._workers.remove(dead)
@@ -437,7 +461,7 @@ class _Remote:
     runner: Runner
     code: str
     session_id: str | None = None
-    job: _Job | None = None
+    job: Job | None = None
 
     def tape(self, budget: HostBudget) -> Recorder:
         return Recorder.off()  # the worker's tape records the journal; the parent's sees nothing to record
