@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ptc.engine import get_runtime
+from ptc.errors import ReplayDivergedError
 from ptc.hostcalls.wasm import codec
 from ptc.hostcalls.wasm.budget import HostBudget, Oversize
 from ptc.hostcalls.wasm.state import Cancel, ExecutionState, Replier, Reply, Request
@@ -46,8 +47,8 @@ from ptc.workers.wire import Closed, Connection, WorkerProtocolError
 
 _PR_SET_PDEATHSIG = 1
 USABLE = ("runtime_error", "syntax_error")  # a cell ended by the program's own error leaves its instance usable
-MAX_ERROR_TEXT = 1000
-MODULE_WAIT = 60.0  # seconds, at most, for the parent to give a stub's source  # why the guest's frame was refused, as the parent records it
+MAX_ERROR_TEXT = 1000  # why the guest's frame was refused, as the parent records it
+MODULE_WAIT = 60.0  # seconds, at most, for the parent to give a stub's source
 
 
 def die_with_parent(parent: int) -> None:
@@ -306,8 +307,11 @@ class Worker:
         state = self._state(execution, execution_id, limits, Recorder.off())  # only its stub sources are used
         try:
             restored = replay(Journal.model_validate_json(journal_json), limits, execution.module_source, execution_id)
+        except ReplayDivergedError as exc:  # the parent raises it again, saying where, as in one process
+            where = {"cell": exc.cell, "call": exc.call, "recorded": exc.recorded, "asked": exc.asked}
+            return {"restore_error": str(exc)[:4000], "diverged": where}
         except Exception as exc:  # noqa: BLE001 - the parent says it: restore_session raises, a session closes
-            return {"restore_error": str(exc)[:4000], "restore_type": type(exc).__name__}
+            return {"restore_error": str(exc)[:4000]}
         finally:
             state.close()
         held.instance, held.fuel = restored.instance, limits.fuel is not None

@@ -188,7 +188,7 @@ class WorkerProcess:
         detail = "its connection closed"
         try:
             while True:
-                message = self.conn.receive(self.cap)
+                message = self.conn.receive(lambda: self.cap)
                 self._handle(message)
         except Closed:
             pass

@@ -103,10 +103,12 @@ class PinnedSession(Session):
             return False
         return True
 
-    def _replay_on(self, worker: WorkerProcess | None, journal: Journal, execution_id: str) -> str | None:
+    def _replay_on(
+        self, worker: WorkerProcess | None, journal: Journal, execution_id: str
+    ) -> ReplayDivergedError | None:
         """Replay `journal` into the session's instance in `worker` (blocking): None, or why it failed."""
         if worker is None:
-            return "no worker process is running"
+            return ReplayDivergedError("the replay could not start: no worker process is running", cell=0)
         limits = self.limits
         state = ExecutionState.under(execution_id, limits, module_source=self._runner.module_source)
         key, journal_json, limits_json = self._key, journal.model_dump_json(), limits.model_dump_json()
@@ -122,9 +124,19 @@ class PinnedSession(Session):
             self._clock_offset = min(self._clock_offset, time.monotonic_ns() - last_clock - 1)
             return None
         failure = done.get("restore_error")
-        if isinstance(failure, str):
-            return failure[:4000]
-        return outcome.error.message if outcome.error is not None else "the worker did not say"
+        if not isinstance(failure, str):
+            failure = outcome.error.message if outcome.error is not None else "the worker did not say why"
+        where = done.get("diverged")
+        where = where if isinstance(where, dict) else {}
+        cell, call = where.get("cell"), where.get("call")
+        recorded, asked = where.get("recorded"), where.get("asked")
+        return ReplayDivergedError(
+            failure[:4000],
+            cell=cell if type(cell) is int else 0,
+            call=call if type(call) is int else None,
+            recorded=recorded[:4000] if isinstance(recorded, str) else "",
+            asked=asked[:4000] if isinstance(asked, str) else "",
+        )
 
     async def _rebuild(self, journal: Journal) -> None:
         """restore_session: the first turn, through admission, replayed in a worker."""
@@ -150,7 +162,7 @@ class PinnedSession(Session):
         work.add_done_callback(ended)
         failure = await asyncio.shield(asyncio.wrap_future(work))  # cancelled: the instance goes with the session
         if failure is not None:
-            raise ReplayDivergedError(failure, cell=0)
+            raise failure
         with self._lock:
             self._cells = list(journal.cells)
             self._journal_bytes = CELL_BYTES + sum(cell_size(c) for c in journal.cells)

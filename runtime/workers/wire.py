@@ -13,6 +13,7 @@ from __future__ import annotations
 import socket
 import struct
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import msgpack
@@ -96,11 +97,14 @@ class Connection:
             got += chunk
         return bytes(buffer)
 
-    def receive(self, max_bytes: int = MAX_MESSAGE) -> list[Any]:
-        """The next message; Closed at EOF, WorkerProtocolError for one longer than `max_bytes` or malformed."""
+    def receive(self, max_bytes: int | Callable[[], int] = MAX_MESSAGE) -> list[Any]:
+        """The next message; Closed at EOF, WorkerProtocolError for one longer than `max_bytes` or malformed.
+
+        A callable cap is asked once the header has come (it may have grown while this waited)."""
         (size,) = _HEADER.unpack(self._exactly(_HEADER.size, True))
-        if size > max_bytes:
-            raise WorkerProtocolError(f"a message of {size} bytes is over its {max_bytes}-byte cap")
+        cap = max_bytes() if callable(max_bytes) else max_bytes
+        if size > cap:
+            raise WorkerProtocolError(f"a message of {size} bytes is over its {cap}-byte cap")
         return decode(self._exactly(size, False))
 
     def close(self) -> None:
