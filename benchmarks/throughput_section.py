@@ -174,8 +174,10 @@ def _thread_plans(
         for key in WORKLOADS
         for setup, threads in (("serial", 1), ("two_threads", 2))
     }
+    for key in WORKLOADS:
+        plans[f"{key}/serial"] = _with_cpu(executors[key], plans[f"{key}/serial"])
     for key in WORKLOADS:  # ProgrammaticToolExecutor(workers=2): the programs run in 2 worker processes
-        plans[f"{key}/workers_2"] = on(key, 1, pool=True, batch=WORKER_BATCH)
+        plans[f"{key}/workers_2"] = _with_cpu(pooled[key], on(key, 1, pool=True, batch=WORKER_BATCH))
     # For information: other ways to drive `x = 1` from one process.
     plans["trivial/serial_execute_sync"] = on("trivial", 1, sync=True)
     plans["trivial/two_threads_execute_sync"] = on("trivial", 2, sync=True)
@@ -184,11 +186,40 @@ def _thread_plans(
     return plans
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process so far (Linux /proc)."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _with_cpu(
+    executor: ProgrammaticToolExecutor, plan: Callable[[float], dict[str, Any]]
+) -> Callable[[float], dict[str, Any]]:
+    """The plan, also saying the CPU it took per execution in this process and in the executor's workers:
+    a figure a loaded machine does not bend the way it bends executions/s."""
+
+    def measured(seconds: float) -> dict[str, Any]:
+        pool = executor._pool
+        pids = [os.getpid(), *(pool.pids if pool is not None else [])]
+        before = [_cpu_seconds(pid) for pid in pids]
+        figures = plan(seconds)
+        spent = [_cpu_seconds(pid) - b for pid, b in zip(pids, before, strict=True)]
+        figures["cpu_ms_parent"] = 1000 * spent[0]
+        figures["cpu_ms_workers"] = 1000 * sum(spent[1:])
+        return figures
+
+    return measured
+
+
 def _combine(measured: Sequence[dict[str, Any]]) -> dict[str, Any]:
     executions = sum(run["executions"] for run in measured)
     seconds = sum(run["seconds"] for run in measured)
     combined = {"executions": executions, "seconds": seconds, "per_second": executions / seconds}
     combined["per_round"] = [run["per_second"] for run in measured]
+    if "cpu_ms_parent" in measured[0]:
+        for part in ("parent", "workers"):
+            combined[f"cpu_ms_per_execution_{part}"] = sum(run[f"cpu_ms_{part}"] for run in measured) / executions
     if "per_process" in measured[0]:
         combined["per_process"] = [run["per_process"] for run in measured]
     return combined
@@ -237,6 +268,17 @@ def rows(figures: dict[str, Any]) -> list[Row]:
                 f"{serial:,.0f} / {threads:,.0f} / {pooled:,.0f} / {procs:,.0f}",
                 f"≥ {target:,.0f}/s on 2 cores (`workers=2`)",
                 pooled >= target,
+            )
+        )
+    for key, (label, _, _, _) in WORKLOADS.items():
+        pooled = figures[f"{key}/workers_2"]
+        parent, workers = pooled["cpu_ms_per_execution_parent"], pooled["cpu_ms_per_execution_workers"]
+        alone = figures[f"{key}/serial"]["cpu_ms_per_execution_parent"]
+        out.append(
+            Row(
+                f"CPU ms per execution, {label}: in one process (serial) / `workers=2` parent + workers "
+                "(in brackets: 2 cores over the `workers=2` sum, the rate two idle cores would allow)",
+                f"{alone:.2f} / {parent:.2f} + {workers:.2f} ({2000 / (parent + workers):,.0f}/s)",
             )
         )
     out.append(
