@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+import weakref
 from collections.abc import Callable, Mapping
 from functools import partial
 from pathlib import Path
@@ -159,6 +160,8 @@ class ProgrammaticToolExecutor:
         # workers > 0: one-shot executions run in worker processes (ptc.workers); None reads PTC_WORKERS
         size = workers_from_env(workers)
         self._pool = WorkerPool(size, self._runner.max_journal_bytes) if size else None
+        if self._pool is not None:  # an executor dropped without close() still ends its workers
+            weakref.finalize(self, self._pool.close)
 
     @property
     def mcp_configs(self) -> list[MCPServerConfig]:

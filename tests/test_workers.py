@@ -71,6 +71,7 @@ def _catalog(flaky: Flaky, counted: list[int], gate: Gate | None = None) -> Tool
         return int(payload["x"]) * 2
 
     catalog.add_tool(ToolDefinition(name="double", domain="ops", parameters=x), handler=counted_tool)
+    catalog.add_tool(ToolDefinition(name="blob", domain="ops", parameters=x), handler=lambda p: "é" * p["x"])
     if gate is not None:
         catalog.add_tool(ToolDefinition(name="gate", domain="ops", parameters=[]), handler=gate)
     return catalog
@@ -177,7 +178,8 @@ async def test_results_records_and_events_match_one_process(pooled: Any) -> None
     in_process, _, _, local_events = _executor(0)
     try:
         pooled_executor, _, _, pooled_events = pooled
-        for code in (CALLS, "1 / 0", "from tools.ops import double\nawait double(x='no')", "print('x' * 10)\n42"):
+        big = "from tools.ops import blob\nlen(await blob(x=300_000))"  # a reply sent off the event loop
+        for code in (CALLS, "1 / 0", "from tools.ops import double\nawait double(x='no')", "print('x' * 10)\n42", big):
             here, there = await in_process.execute(code), await pooled_executor.execute(code)
             assert _shape(there) == _shape(here), code
         kinds = [(type(e).__name__, getattr(e, "tool", None), getattr(e, "kind", None)) for e in local_events]
@@ -377,3 +379,34 @@ async def test_a_session_outlives_its_worker(pooled: Any) -> None:
         died = await asyncio.wait_for(during, 10)
         assert died.error is not None and died.error.kind == "internal_error" and died.session_restored
         assert (await session.execute("y")).result == 6
+
+
+def test_a_workers_report_is_checked_field_by_field() -> None:
+    from ptc.hostcalls.wasm.state import ExecutionState
+    from ptc.workers.pool import Job, _outcome
+
+    limits = Limits(max_output_bytes=10)
+
+    def checked(done: object) -> Any:
+        job = Job(1, None, ExecutionState.under("x", limits), limits)  # type: ignore[arg-type]
+        return _outcome(job, done)
+
+    good = checked({"parts": [[1, "out"], [2, "err"]], "value": [1, {"a": None}], "error": None, "fuel": 5})
+    assert good.value == [1, {"a": None}] and good.fuel_used == 5
+    deep: Any = []
+    for _ in range(70):
+        deep = [deep]
+    hostile = [
+        "not a map",
+        {"parts": [[1, "x" * 11]]},  # more output than the limit
+        {"parts": [[3, "x"]]},  # no such stream
+        {"parts": "text"},
+        {"value": deep},  # nested past the frame depth
+        {"error": {"kind": "no_such_kind", "type": "X", "message": "m"}},
+        {"cell": "{not json"},
+        {"deferred": [["1", "tool_call_1"]]},
+        {"peak": "lots"},
+    ]
+    for done in hostile:
+        with pytest.raises(WorkerProtocolError):
+            checked(done)

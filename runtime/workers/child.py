@@ -91,6 +91,7 @@ class _Execution:
         self.worker = worker
         self.xid = xid
         self.state: _State | None = None
+        self.cancelled = False
         self.repliers: dict[int, Replier] = {}
         self.modules: dict[int, Future[str | None]] = {}
         self._ids = itertools.count(1)
@@ -135,6 +136,7 @@ class _Execution:
             self.modules.pop(req, None)
 
     def cancel(self) -> None:
+        self.cancelled = True  # (before the state is read: `Worker._state` checks it after setting the state)
         if self.state is not None:
             self.state.cancel()
         for future in list(self.modules.values()):
@@ -211,16 +213,7 @@ class Worker:
         limits = Limits.model_validate_json(limits_json)
         budget = HostBudget(limits.host_bytes)
         recorder = Recorder(max_journal, budget=budget)
-        state = _State.under(
-            execution_id,
-            limits,
-            budget=budget,
-            dispatch=execution.dispatch,
-            module_source=execution.module_source,
-            tape=recorder,
-        )
-        assert isinstance(state, _State)
-        execution.state = state
+        state = self._state(execution, execution_id, limits, recorder, budget)
         try:
             self.conn.send(["done", execution.xid, self._outcome(code, state, limits, recorder)])
         except Exception:  # noqa: BLE001 - a bug here must still end the execution in the parent
@@ -317,12 +310,22 @@ class Worker:
         held.instance, held.fuel = restored.instance, limits.fuel is not None
         return {"last_clock": restored.last_clock}
 
-    def _state(self, execution: _Execution, execution_id: str, limits: Limits, tape: Recorder) -> _State:
+    def _state(
+        self, execution: _Execution, execution_id: str, limits: Limits, tape: Recorder, budget: HostBudget | None = None
+    ) -> _State:
+        """The execution's state; a cancel that came before it existed applies to it now."""
         state = _State.under(
-            execution_id, limits, dispatch=execution.dispatch, module_source=execution.module_source, tape=tape
+            execution_id,
+            limits,
+            budget=budget or HostBudget(limits.host_bytes),
+            dispatch=execution.dispatch,
+            module_source=execution.module_source,
+            tape=tape,
         )
         assert isinstance(state, _State)
         execution.state = state
+        if execution.cancelled:
+            state.cancel()
         return state
 
     def _drop(self, key: str) -> None:

@@ -42,7 +42,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -64,6 +64,7 @@ log = logging.getLogger("ptc")
 WORKERS_ENV = "PTC_WORKERS"
 MAX_MODULE_NAME = 1000
 _SMALL_MESSAGE = 64 * 1024  # a message about nothing large: ready, cancel_call, module
+LARGE_REPLY = 256 * 1024  # sent off the event loop (copying 16 MiB into a socket holds it for milliseconds)
 _STOP_WAIT = 5.0  # seconds a closing worker has to exit before it is killed
 
 
@@ -111,9 +112,18 @@ class _Reply(Replier):
         self.job = job
 
     def __call__(self, reply: str) -> None:
-        self.job.state.budget.release(len(reply))  # the worker's budget holds it from now on
-        self.job.pending.pop(self.call_id, None)
-        self.job.worker.conn.send(["reply", self.job.xid, self.call_id, reply])
+        """On the event loop (or a reader thread): a large reply is sent from a thread, as it was encoded."""
+        job = self.job
+        job.state.budget.release(len(reply))  # the worker's budget holds it from now on
+        job.pending.pop(self.call_id, None)
+        message = ["reply", job.xid, self.call_id, reply]
+        if len(reply) >= LARGE_REPLY:
+            try:
+                job.worker.pool.sender.submit(job.worker.conn.send, message)
+            except RuntimeError:  # the pool is closed: its workers are gone, and so is the execution
+                pass
+        else:
+            job.worker.conn.send(message)
 
     def asking(self) -> None:
         self.job.worker.conn.send(["approval", self.job.xid, self.call_id, "asking", None])
@@ -362,6 +372,7 @@ class WorkerPool:
         self.closed = False
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
+        self.sender = ThreadPoolExecutor(max_workers=2, thread_name_prefix="ptc-worker-send")
         self._workers: list[WorkerProcess] = [WorkerProcess(self, i) for i in range(size)]
 
     @property
@@ -451,6 +462,7 @@ class WorkerPool:
         for worker in workers:
             if worker.reader is not threading.current_thread():
                 worker.reader.join(_STOP_WAIT + 1.0)
+        self.sender.shutdown(wait=False)
 
 
 @dataclass
