@@ -38,6 +38,7 @@ from ptc.hostcalls.wasm.state import Cancel, ExecutionState, Replier, Reply, Req
 from ptc.hostcalls.wasm.tape import Recorder
 from ptc.journal import Journal
 from ptc.limits import Limits
+from ptc.private.os import exit_now
 from ptc.replay import outcome_of, replay
 from ptc.sandbox import Outcome, instantiate, run_cell, run_program
 from ptc.spares import Instance
@@ -60,7 +61,7 @@ def die_with_parent(parent: int) -> None:
         except (OSError, AttributeError):  # pragma: no cover - no prctl: the connection's EOF still ends us
             pass
     if os.getppid() != parent:  # it died before the signal was asked for
-        os._exit(0)
+        exit_now(0)
 
 
 @dataclass
@@ -97,7 +98,7 @@ class _Execution:
         self._ids = itertools.count(1)
 
     def dispatch(self, request: Request, reply: Reply) -> Cancel | str:
-        """On the execution's thread: forward the call; its reply arrives as a message (`Worker._reply`)."""
+        """On the execution's thread: forward the call; its reply arrives as a message (`Worker._handle`)."""
         state = self.state
         assert state is not None and isinstance(reply, Replier)
         frame, state.frame = state.frame, None
@@ -160,7 +161,7 @@ class Worker:
             try:
                 message = self.conn.receive()
             except (Closed, WorkerProtocolError):
-                os._exit(0)  # the parent closed the pool, or is gone: nothing here is anyone's any more
+                exit_now(0)  # the parent closed the pool, or is gone: nothing here is anyone's any more
             self._handle(message)
 
     def _warm(self) -> None:

@@ -249,9 +249,9 @@ class WorkerProcess:
                 raise WorkerProtocolError("a module name that is not a short string")
             self.conn.send(["module", xid, req, job.state.module_source(name)])
         elif kind == "done":
+            outcome = _outcome(job, message[2])  # a broken report kills the worker, which ends this job as died
             with self.lock:
                 self.jobs.pop(xid, None)
-            outcome = _outcome(job, message[2])
             job.future.set_result(outcome)
         else:
             raise WorkerProtocolError(f"an unknown message {kind[:40]!r}")
