@@ -11,6 +11,7 @@ import struct
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -256,6 +257,27 @@ async def test_close_ends_every_worker() -> None:
     await executor.aclose()
     assert not any(_alive(pid) for pid in pids)
     assert _worker_children() == []
+
+
+def test_workers_outlive_the_thread_that_started_them() -> None:
+    """PR_SET_PDEATHSIG follows the starting thread: every worker is started by one long-lived thread."""
+    made: list[ProgrammaticToolExecutor] = []
+
+    def start() -> None:  # the thread ends after its worker has asked for the signal (before it says ready)
+        made.append(ProgrammaticToolExecutor(workers=1))
+        assert _pool(made[0]).wait_ready(60)
+
+    starter = threading.Thread(target=start)
+    starter.start()
+    starter.join()
+    executor = made[0]
+    try:
+        time.sleep(0.5)
+        (pid,) = _pool(executor).pids
+        assert _alive(pid)
+        assert executor.execute_sync("40 + 2").result == 42
+    finally:
+        executor.close()
 
 
 PARENT = textwrap.dedent(

@@ -36,6 +36,7 @@ import functools
 import itertools
 import logging
 import os
+import queue
 import socket
 import subprocess
 import sys
@@ -44,7 +45,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
@@ -61,6 +62,7 @@ from ptc.workers.wire import Closed, Connection, WorkerProtocolError
 
 log = logging.getLogger("ptc")
 
+T = TypeVar("T")
 WORKERS_ENV = "PTC_WORKERS"
 MAX_MODULE_NAME = 1000
 _SMALL_MESSAGE = 64 * 1024  # a message about nothing large: ready, cancel_call, module
@@ -86,6 +88,44 @@ def workers_from_env(workers: int | None) -> int:
 def _died(detail: str) -> Outcome:
     message = f"the worker process died ({detail}); the execution was stopped and is not run again"
     return Outcome(error=ExecutionErrorInfo(kind="internal_error", type="WorkerDied", message=message), trapped=True)
+
+
+class _Spawner:
+    """The one thread that starts every worker process, and lives as long as this process.
+
+    PR_SET_PDEATHSIG fires when the *thread* that started the child ends, not
+    the process: a worker started from the thread that made the executor (a
+    request's thread, `asyncio.to_thread`) or from a dead worker's reader
+    would be killed when that thread finished.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._queue: queue.SimpleQueue[tuple[Callable[[], Any], Future[Any]]] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+
+    def run(self, start: Callable[[], T]) -> T:
+        """`start()`, called on the spawner thread (started on first use); its result or its exception."""
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._serve, name="ptc-worker-spawner", daemon=True)
+                self._thread.start()
+        if threading.current_thread() is self._thread:
+            return start()
+        future: Future[T] = Future()
+        self._queue.put((start, future))
+        return future.result()
+
+    def _serve(self) -> None:
+        while True:
+            start, future = self._queue.get()
+            try:
+                future.set_result(start())
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller
+                future.set_exception(exc)
+
+
+_spawner = _Spawner()
 
 
 class _Forward(threading.Event):
@@ -159,12 +199,14 @@ class WorkerProcess:
         self.index = index
         parent, child = socket.socketpair()
         try:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "ptc.workers.child", str(child.fileno()), str(os.getpid())],
-                pass_fds=(child.fileno(),),
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                close_fds=True,
+            self.process = _spawner.run(
+                lambda: subprocess.Popen(
+                    [sys.executable, "-m", "ptc.workers.child", str(child.fileno()), str(os.getpid())],
+                    pass_fds=(child.fileno(),),
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    close_fds=True,
+                )
             )
         finally:
             child.close()
