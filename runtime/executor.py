@@ -255,8 +255,8 @@ class ProgrammaticToolExecutor:
         fuel = (limits or self.limits).fuel is not None
         if not runtime_ready(fuel):
             await asyncio.wrap_future(prepare_runtime(fuel))
-        if self._pool is not None:
-            await asyncio.to_thread(self._pool.wait_ready)
+        if self._pool is not None and not self._pool.ready(fuel):
+            await asyncio.to_thread(self._pool.wait_ready, fuel=fuel)  # the workers' runtimes too
 
     # -- configuration ----------------------------------------------------------
     def on_event(self, callback: EventCallback) -> EventCallback:

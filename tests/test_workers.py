@@ -199,6 +199,10 @@ async def test_limits_apply_in_the_worker(pooled: Any) -> None:
         "from tools.ops import double\n[await double(x=i) for i in range(3)]", limits=Limits(max_tool_calls=2)
     )
     assert result.error is not None and result.error.kind == "tool_call_limit"
+    await executor.warm_up(limits=Limits(fuel=None))  # the epoch-only runtime, loaded in every worker
+    assert _pool(executor).ready(fuel=False)
+    result = await executor.execute("sum(range(10))", limits=Limits(fuel=None))
+    assert result.result == 45 and result.fuel_used is None
 
 
 async def test_a_killed_worker_fails_only_its_execution_and_is_replaced() -> None:
@@ -376,6 +380,9 @@ async def test_a_session_lives_on_one_worker_and_restores_there(pooled: Any) -> 
         after = await session.execute("x")
         assert after.result == 9 and after.session_restored is False and stopped.session_restored is True
         assert session.worker_pid == pid and counted == [4]  # the replay ran no tool
+        with pytest.raises(asyncio.TimeoutError):  # a caller's timeout cancels the cell in its worker
+            await asyncio.wait_for(session.execute("x = 0\nwhile True:\n    pass"), 0.3)
+        assert (await session.execute("x")).result == 9  # the cancelled cell left nothing behind
         journal = session.journal()
     restored = await executor.restore_session(journal)
     try:

@@ -156,7 +156,7 @@ class Worker:
         self.sessions_lock = threading.Lock()
 
     def serve(self) -> None:
-        threading.Thread(target=self._warm, name="ptc-worker-warm", daemon=True).start()
+        threading.Thread(target=self._warm, args=(True,), name="ptc-worker-warm", daemon=True).start()
         while True:
             try:
                 message = self.conn.receive()
@@ -164,9 +164,9 @@ class Worker:
                 exit_now(0)  # the parent closed the pool, or is gone: nothing here is anyone's any more
             self._handle(message)
 
-    def _warm(self) -> None:
-        runtime = get_runtime(fuel=True)
-        self.conn.send(["ready", runtime.guest])
+    def _warm(self, fuel: bool) -> None:
+        get_runtime(fuel=fuel)
+        self.conn.send(["ready", fuel])
 
     def _handle(self, message: list[Any]) -> None:
         kind = message[0]
@@ -183,6 +183,9 @@ class Worker:
             return
         if kind == "drop":
             self._drop(message[1])
+            return
+        if kind == "warm":
+            threading.Thread(target=self._warm, args=(message[1],), name="ptc-worker-warm", daemon=True).start()
             return
         execution = self.executions.get(message[1])
         if execution is None:  # it ended already: a late reply or cancel

@@ -214,7 +214,7 @@ class WorkerProcess:
         self.jobs: dict[int, Job] = {}
         self.lock = threading.Lock()
         self.dead = False
-        self.ready = threading.Event()
+        self.ready = {True: threading.Event(), False: threading.Event()}  # its runtime with fuel / without
         self.cap = _SMALL_MESSAGE
         self.reader = threading.Thread(target=self._read, name=f"ptc-worker-{index}", daemon=True)
         self.reader.start()
@@ -271,7 +271,9 @@ class WorkerProcess:
     def _handle(self, message: list[Any]) -> None:
         kind = message[0]
         if kind == "ready":
-            self.ready.set()
+            if type(message[1]) is not bool:
+                raise WorkerProtocolError("a ready message that does not say which runtime")
+            self.ready[message[1]].set()
             return
         xid = message[1]
         job = self.jobs.get(xid) if type(xid) is int else None
@@ -423,12 +425,21 @@ class WorkerPool:
         with self._lock:
             return [w.pid for w in self._workers if not w.dead]
 
-    def wait_ready(self, timeout: float = 120.0) -> bool:
-        """Block until every worker has its runtime (the compiled guest loaded); False on timeout."""
+    def ready(self, fuel: bool = True) -> bool:
+        """Whether every live worker has that runtime (the compiled guest loaded, its spares started)."""
+        with self._lock:
+            workers = list(self._workers)
+        return all(w.ready[fuel].is_set() for w in workers if not w.dead)
+
+    def wait_ready(self, timeout: float = 120.0, fuel: bool = True) -> bool:
+        """Block until every worker has that runtime (asking those that do not load it); False on timeout."""
         deadline = time.monotonic() + timeout
         with self._lock:
             workers = list(self._workers)
-        return all(w.ready.wait(max(0.0, deadline - time.monotonic())) for w in workers)
+        for worker in workers:
+            if not worker.ready[fuel].is_set():
+                worker.conn.send(["warm", fuel])  # (a worker warms the fuel runtime on its own at start)
+        return all(w.ready[fuel].wait(max(0.0, deadline - time.monotonic())) for w in workers)
 
     def cell(self, runner: Runner, code: str) -> _Remote:
         """The kind of execution that runs `code` in a worker (handed to `Runner.run`)."""
