@@ -22,7 +22,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
-from ptc.approvals import ApprovalCallback, ApprovalDecision
+from ptc.approvals import APPROVAL_TOOLS, ApprovalCallback, ApprovalDecision
 from ptc.audit import AuditCallback, Auditor
 from ptc.catalog import ToolCatalog
 from ptc.connections import A2AConnections, MCPConnections
@@ -35,13 +35,13 @@ from ptc.hostcalls.backends.mcp.client import MCPServerConfig
 from ptc.hostcalls.calls.approval import DEFAULT_APPROVAL_TIMEOUT, Approvals
 from ptc.hostcalls.calls.idempotency import DEFAULT_CACHE_BYTES, DEFAULT_CACHE_ENTRIES, IdempotencyCache
 from ptc.hostcalls.calls.shim import MCPClientShim
-from ptc.hostcalls.calls.tools import APPROVAL_TOOLS
 from ptc.journal import DEFAULT_MAX_JOURNAL_BYTES, Fingerprints, Journal, load
 from ptc.limits import Limits
 from ptc.policy import Policy
 from ptc.results import ExecutionResult
 from ptc.resume import decisions_for, resumes
 from ptc.sessions import Session
+from ptc.stub_code import StubCode
 from ptc.stubgen import StubCache, render_api_reference, write_stubs
 from ptc.stubgen.discovery import describe_tool, search_tools
 from ptc.tenancy import Quota, admission, tenants
@@ -149,6 +149,7 @@ class ProgrammaticToolExecutor:
         self._mcp = MCPConnections(mcp_servers or {}, self.catalog, self.router.tools.bind)
         self._a2a = A2AConnections(a2a_agents or {}, self.catalog, self.router.tools.bind, taken=mcp_servers or {})
         self.stubs = StubCache(self.catalog)
+        self._stub_code = StubCode()  # the stubs compiled once, served as code (ptc.stub_code)
         self.stub_dir = Path(stub_dir) if (stub_dir is not None and enable_stubs) else None
         self._written_revision = -1
         self._sync_stub_dir()
@@ -289,7 +290,8 @@ class ProgrammaticToolExecutor:
         (JSON), which the guest asks once, so that only their calls carry the program's source line."""
         if name == APPROVAL_TOOLS:
             return json.dumps(self.router.tools.approval_tools())
-        return self.stubs.source(name)
+        source = self.stubs.source(name)
+        return None if source is None else self._stub_code.served(name, source)
 
     def _sync_stub_dir(self) -> None:
         if self.stub_dir is not None and self._written_revision != self.catalog.revision:

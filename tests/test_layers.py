@@ -28,7 +28,7 @@ LAYERS: list[tuple[str, list[str]]] = [
     ("stub generation", [r"ptc\.stubgen(\..*)?"]),
     ("wasm boundary", [r"ptc\.hostcalls", r"ptc\.hostcalls\.wasm(\..*)?"]),
     ("tool calls and backends", [r"ptc\.hostcalls\.calls(\..*)?", r"ptc\.hostcalls\.backends(\..*)?"]),
-    ("sandbox", [r"ptc\.guest(\..*)?", r"ptc\.(wasm_threads|interrupts|spares|engine|sandbox|replay)"]),
+    ("sandbox", [r"ptc\.guest(\..*)?", r"ptc\.(wasm_threads|interrupts|spares|engine|sandbox|replay|stub_code)"]),
     (
         "executor",
         [r"ptc\.(tenancy|audit|executor|lifecycle|connections|admission|execution|sessions|resume|workers)(\..*)?"],

@@ -51,7 +51,7 @@ def _host_modules() -> dict[str, Path]:
 
 MODULES = _host_modules()
 # Private names that are not spelled `library._name`: methods and attributes reached on wasmtime-py's objects.
-PRIVATE_MEMBERS = {"_from_ptr", "_consume", "_unintern", "_context", "_adjust_thread_count"}
+PRIVATE_MEMBERS = {"_from_ptr", "_consume", "_unintern", "_context", "_adjust_thread_count", "_func"}
 
 
 def _private_uses(path: Path) -> set[str]:
@@ -253,6 +253,34 @@ def test_define_func_is_called_by_a_component() -> None:
             assert (got, data.seen) == (expected, x), f"{WASMTIME}: the component function callback returned {got}"
         else:
             assert isinstance(got, str) and expected in got, f"{WASMTIME}: the trap was {got!r}"
+
+
+def test_call_func_calls_an_export_with_lowered_arguments() -> None:
+    """An export called through the C API with arguments written by hand: its result, and a trap."""
+    engine = Engine()
+    component = Component(engine, _COMPONENT)
+    linker = Linker(engine)
+
+    def body(env: Any, context: Any, ty: Any, args: Any, nargs: int, results: Any, n: int) -> None:
+        if args[0].of.u64 == 13:
+            raise KeyError(13)
+        results.contents.kind = ffi.WASMTIME_COMPONENT_U64
+        results.contents.of.u64 = args[0].of.u64 * 2
+
+    with linker.root() as root:
+        private_wasmtime.define_func(root, "f", body, lambda exc: "failed")
+    store = Store(engine, data=_Data())
+    run = linker.instantiate(store, component).get_func(store, "run")
+    assert run is not None
+    args = (ffi.wasmtime_component_val_t * 1)()
+    result = ffi.wasmtime_component_val_t()
+    args[0].kind = ffi.WASMTIME_COMPONENT_U64
+    args[0].of.u64 = 21
+    private_wasmtime.call_func(run, store, args, 1, ctypes.byref(result), 1)
+    assert (result.kind, result.of.u64) == (ffi.WASMTIME_COMPONENT_U64.value, 42), f"{WASMTIME}: call_func"
+    args[0].of.u64 = 13
+    with pytest.raises(WasmtimeError, match="failed"):
+        private_wasmtime.call_func(run, store, args, 1, ctypes.byref(result), 1)
 
 
 def test_the_epoch_deadline_callback_grants_ticks_and_traps() -> None:
