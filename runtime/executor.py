@@ -150,6 +150,7 @@ class ProgrammaticToolExecutor:
         self._a2a = A2AConnections(a2a_agents or {}, self.catalog, self.router.tools.bind, taken=mcp_servers or {})
         self.stubs = StubCache(self.catalog)
         self._stub_code = StubCode()  # the stubs compiled once, served as code (ptc.stub_code)
+        self._compiled_revision = -1  # the catalog revision whose stubs warm_up() queued for compiling
         self.stub_dir = Path(stub_dir) if (stub_dir is not None and enable_stubs) else None
         self._written_revision = -1
         self._sync_stub_dir()
@@ -247,7 +248,8 @@ class ProgrammaticToolExecutor:
         `$PTC_CACHE_DIR`). execute() waits for this itself, before its clock
         starts (`execution_time` never counts it); call warm_up() to pay it
         up front (a server before it accepts requests, a benchmark before it
-        measures).
+        measures). It also starts compiling the catalog's stub modules in the
+        background, so early executions load them as code (ptc.stub_code).
         Waits on a thread of its own: the event loop keeps running. `limits`
         picks the engine (fuel on or off); the default is the executor's.
         """
@@ -256,6 +258,10 @@ class ProgrammaticToolExecutor:
         fuel = (limits or self.limits).fuel is not None
         if not runtime_ready(fuel):
             await asyncio.wrap_future(prepare_runtime(fuel))
+        if self._compiled_revision != self.catalog.revision:  # once per revision: execute() comes here each time
+            self._compiled_revision = self.catalog.revision
+            for name, source in self.stubs.modules().items():  # compiled in the background (ptc.stub_code)
+                self._stub_code.served(name, source)
         if self._pool is not None and not self._pool.ready(fuel):
             await asyncio.to_thread(self._pool.wait_ready, fuel=fuel)  # the workers' runtimes too
 

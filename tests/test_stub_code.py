@@ -35,15 +35,16 @@ def _compiled(executor: ProgrammaticToolExecutor, module: str) -> bool:
     return text is not None and text.startswith("\0")
 
 
-async def test_a_module_imported_once_is_served_compiled_and_behaves_the_same(executor):
-    first = await executor.execute(SEEN)  # from source: the modules it imports are queued
-    assert first.error is None, first.error
+async def test_warm_up_compiles_the_catalogs_stubs_and_they_behave_as_from_source(executor):
+    await executor.warm_up()
     assert executor._stub_code.wait_idle()
-    assert all(_compiled(executor, m) for m in ("tools", "tools.shop", "tools.shop.stock"))
-    assert not _compiled(executor, "tools.shop.refund")  # never imported: never compiled
-    later = await executor.execute(SEEN)
-    assert later.error is None and later.result == first.result, (first.result, later.result)
-    assert later.result[3][0] == "ToolValidationError"
+    assert all(_compiled(executor, m) for m in ("tools", "tools.shop", "tools.shop.stock", "tools.shop.refund"))
+    compiled = await executor.execute(SEEN)
+    assert compiled.error is None, compiled.error
+    signature, doc, has_source, (error, message) = compiled.result
+    assert signature == "(sku: 'str', *, idempotency_key: 'str | None' = None) -> 'int'", signature
+    assert doc == "Units in stock (inline: answered at submit)." and has_source
+    assert error == "ToolValidationError" and "sku" in message
     await executor.aclose()
 
 
@@ -84,13 +85,13 @@ from tools.f import size
 module = sys.modules['tools.f.size']
 before = [n for n in ('Node', 'SizeInput') if n in vars(module)]
 from tools.f.size import Node, SizeInput
-hints = typing.get_type_hints(Node)
 result = [
-    await size(tree={'name': 'r', 'children': [{'name': 'a'}]}),
-    {k: str(v) for k, v in hints.items()},
-    repr(Node), sorted(SizeInput.__required_keys__), 'Node' in dir(module),
-    str(typing.get_type_hints(size)['tree']), before,
+    await size(tree={'name': 'r', 'children': [{'name': 'a'}]}), before, repr(Node), 'Node' in dir(module),
+    *[[sorted(c.__required_keys__), {k: str(v) for k, v in typing.get_type_hints(c).items()}] for c in (Node, SizeInput)],
 ]
+from_source = {'__name__': 'tools.f.size'}  # the module's own source, run as written
+exec(compile(SOURCE, 'tools/f/size.py', 'exec', dont_inherit=True), from_source)
+result.append([[sorted(from_source[n].__required_keys__), {k: str(v) for k, v in typing.get_type_hints(from_source[n]).items()}] for n in ('Node', 'SizeInput')])
 """
 
 
@@ -98,13 +99,15 @@ async def test_a_compiled_tool_module_makes_its_types_on_first_use_and_they_are_
     from test_schemas import function_catalog
 
     executor = ProgrammaticToolExecutor(function_catalog(), limits=Limits(timeout=10))
-    from_source = await executor.execute(TYPES)
-    assert from_source.error is None, from_source.error
+    await executor.warm_up()
     assert executor._stub_code.wait_idle() and _compiled(executor, "tools.f.size")
-    compiled = await executor.execute(TYPES)
-    assert compiled.error is None, compiled.error
-    assert compiled.result[:-1] == from_source.result[:-1], (from_source.result, compiled.result)
-    assert compiled.result[1]["children"] == "list[tools.f.size.Node]"
-    assert compiled.result[2] == "<class 'tools.f.size.Node'>"
-    assert from_source.result[-1] == ["Node", "SizeInput"] and compiled.result[-1] == []  # made on first use
+    source = executor.stubs.source("tools.f.size")
+    r = await executor.execute(f"SOURCE = {source!r}\n{TYPES}")
+    assert r.error is None, r.error
+    count, before, shown, listed, node, size_input, from_source = r.result
+    assert count == 2 and before == [] and listed  # the types were made on first use, not at import
+    assert shown == "<class 'tools.f.size.Node'>"
+    assert node[1]["children"] == "list[tools.f.size.Node]", node
+    assert [node[0], size_input[0]] == [k for k, _ in from_source]  # required keys as the source makes them
+    assert node[1].keys() == from_source[0][1].keys() and size_input[1].keys() == from_source[1][1].keys()
     await executor.aclose()

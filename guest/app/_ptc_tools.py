@@ -266,8 +266,11 @@ def slim(tree: ast.Module) -> ast.Module:
 
     The host verified the module's structure before serving it
     (ptc.stubgen.verify): its TypedDicts come together, after `__all__`.
-    They move, in order, into a function that returns them; moved nodes keep
-    their line numbers, so a traceback points at the source's own lines.
+    They move, in order, into a function that returns them, declared global
+    there: each is made in the module's namespace, as at module level, so a
+    string annotation naming one made before it resolves (`Required[Node]`
+    must, or the key is not required). Moved nodes keep their line numbers,
+    so a traceback points at the source's own lines.
     """
     found = [(i, name) for i, node in enumerate(tree.body) if (name := _is_typeddict(node)) is not None]
     if not found:
@@ -279,7 +282,7 @@ def slim(tree: ast.Module) -> ast.Module:
     make = ast.FunctionDef(
         name="_ptc_types",
         args=ast.arguments(posonlyargs=[], args=[], kwonlyargs=[], kw_defaults=[], defaults=[]),
-        body=[*moved, ast.Return(returned)],
+        body=[ast.Global(names=names), *moved, ast.Return(returned)],
         decorator_list=[],
         returns=None,
         type_params=[],
