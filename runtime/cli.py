@@ -115,6 +115,7 @@ def _executor(args: argparse.Namespace) -> ProgrammaticToolExecutor:
         mcp_servers=_mcp_servers(args.mcp),
         a2a_agents=_a2a_agents(args.a2a),
         quota=Quota(**admission) if admission else None,
+        workers=getattr(args, "workers", None),  # None: PTC_WORKERS, else in this process
     )
 
 
@@ -358,7 +359,8 @@ def client_config(args: argparse.Namespace, name: str = "ptc") -> dict[str, Any]
     for spec in args.a2a:
         flags += ["--a2a", spec]
     for flag in (
-        "timeout", "memory", "fuel", "max_output", "tool_timeout", "max_retries", "max_concurrent", "max_queued"
+        "timeout", "memory", "fuel", "max_output", "tool_timeout", "max_retries", "max_concurrent", "max_queued",
+        "workers",
     ):  # fmt: skip
         value = getattr(args, flag)
         if value is not None:
@@ -450,6 +452,7 @@ def build_parser() -> argparse.ArgumentParser:
                 "programs running at once, all clients (default 8)",
             ),
             ("--max-queued", _WHOLE, "programs waiting for a slot; more fail at once (default 32)"),
+            ("--workers", _WHOLE, "worker processes running the programs (default $PTC_WORKERS, else 0: this one)"),
         ],
     )
     serve.add_argument(

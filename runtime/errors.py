@@ -26,7 +26,9 @@ PtcError too, so an `except PtcError` around ptc catches whatever leaks:
 `Abort` and its `Diverged` (ptc.hostcalls.wasm.state, .tape), `ParameterError`
 (ptc.hostcalls.calls.validation), `CallFailed`, `CallAbandoned` and
 `DeadlinePassed` (ptc.hostcalls.calls), `A2AReplyTooLarge`
-(ptc.hostcalls.backends.a2a: an agent sent more than its limits allow).
+(ptc.hostcalls.backends.a2a: an agent sent more than its limits allow),
+`WorkerProtocolError` and `Closed` (ptc.workers.wire: a worker process sent
+something malformed or over its cap, or its connection closed).
 
 The ToolError family is also what a program sees (`from tools import
 ToolError, ...`): `program_errors_source()` renders it, from the classes

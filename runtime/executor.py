@@ -16,7 +16,9 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+import weakref
 from collections.abc import Callable, Mapping
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
@@ -43,6 +45,8 @@ from ptc.stub_code import StubCode
 from ptc.stubgen import StubCache, render_api_reference, write_stubs
 from ptc.stubgen.discovery import describe_tool, search_tools
 from ptc.tenancy import Quota, admission, tenants
+from ptc.workers.pool import WorkerPool, workers_from_env
+from ptc.workers.sessions import PinnedSession
 
 Lifecycle = Literal["unopened", "open", "closed"]
 _EXECUTOR_CLOSED = "its executor was closed"
@@ -122,6 +126,7 @@ class ProgrammaticToolExecutor:
         enable_stubs: bool = True,
         on_approval: ApprovalCallback | None = None,
         approval_timeout: float = DEFAULT_APPROVAL_TIMEOUT,
+        workers: int | None = None,
     ) -> None:
         self.catalog = catalog if catalog is not None else ToolCatalog()
         self.limits = _limits(limits, timeout)
@@ -154,6 +159,11 @@ class ProgrammaticToolExecutor:
         self._lifecycle: Lifecycle = "unopened"
         self._lock = threading.Lock()
         self._sessions: dict[str, Session] = {}
+        # workers > 0: one-shot executions run in worker processes (ptc.workers); None reads PTC_WORKERS
+        size = workers_from_env(workers)
+        self._pool = WorkerPool(size, self._runner.max_journal_bytes) if size else None
+        if self._pool is not None:  # an executor dropped without close() still ends its workers
+            weakref.finalize(self, self._pool.close)
 
     @property
     def mcp_configs(self) -> list[MCPServerConfig]:
@@ -191,6 +201,8 @@ class ProgrammaticToolExecutor:
                 await session.aclose(_EXECUTOR_CLOSED)
             await asyncio.to_thread(self._mcp.close)
             await asyncio.to_thread(self._a2a.close)
+            if self._pool is not None:
+                await asyncio.to_thread(self._pool.close)
             self.router.close()
 
     def close(self) -> None:
@@ -200,6 +212,8 @@ class ProgrammaticToolExecutor:
                 session.close(_EXECUTOR_CLOSED)
             self._mcp.close()
             self._a2a.close()
+            if self._pool is not None:
+                self._pool.close()
             self.router.close()
 
     def _close(self) -> bool:
@@ -248,6 +262,8 @@ class ProgrammaticToolExecutor:
             self._compiled_revision = self.catalog.revision
             for name, source in self.stubs.modules().items():  # compiled in the background (ptc.stub_code)
                 self._stub_code.served(name, source)
+        if self._pool is not None and not self._pool.ready(fuel):
+            await asyncio.to_thread(self._pool.wait_ready, fuel=fuel)  # the workers' runtimes too
 
     # -- configuration ----------------------------------------------------------
     def on_event(self, callback: EventCallback) -> EventCallback:
@@ -302,7 +318,8 @@ class ProgrammaticToolExecutor:
         """
         limits = limits or self.limits
         release = await self._admit(limits)
-        return await self._runner.run(code, limits, release)
+        cell = self._pool.cell(self._runner, code) if self._pool is not None else None  # workers: ptc.workers
+        return await self._runner.run(code, limits, release, cell)
 
     async def _ready(self, limits: Limits) -> None:
         if not self._mcp.connected or not self._a2a.connected or self._lifecycle != "open":
@@ -445,7 +462,9 @@ class ProgrammaticToolExecutor:
                 raise ValueError(f"a session {session_id!r} is already open in this executor")
             gate.open_session()
             try:
-                session = Session(
+                # workers: a session lives on one worker process (ptc.workers.sessions)
+                make: Callable[..., Session] = Session if self._pool is None else partial(PinnedSession, self._pool)
+                session = make(
                     self._runner,
                     self._admit,
                     self._forget_session,

@@ -397,6 +397,23 @@ def test_thread_pool_starts_its_threads_through_the_hook() -> None:
     assert started[:1] == [1], f"{PYTHON}: ThreadPoolExecutor no longer starts its threads in _adjust_thread_count"
 
 
+# os (the standard library's)
+
+
+def test_exit_now_ends_the_process_without_waiting_for_its_threads() -> None:
+    program = (
+        "import atexit, threading, time\n"
+        "from ptc.private.os import exit_now\n"
+        "atexit.register(lambda: print('atexit ran'))\n"
+        "threading.Thread(target=time.sleep, args=(60,)).start()\n"
+        "exit_now(3)\n"
+    )
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 3 and "atexit ran" not in done.stdout, f"{PYTHON} changed os._exit"
+    assert time.monotonic() - started < 20
+
+
 # mcp
 
 
