@@ -288,7 +288,7 @@ def render_stubs(catalog: ToolCatalog) -> dict[str, str]:
         modules[f"tools.{domain}"] = source = _ENV.get_template("domain.py.j2").render(
             domain=domain, tools=stubs, **context
         )
-        verify_domain_module(source, [s.function for s in stubs])
+        verify_domain_module(source, [s.function for s in stubs], domain)
         for stub in stubs:
             modules[stub.module] = render_tool_module(stub, catalog.source, catalog.version)
     return modules
