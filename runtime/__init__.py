@@ -20,6 +20,7 @@ from ptc.errors import (
     ToolNotFoundError,
     ToolTimeoutError,
     ToolValidationError,
+    TypeCheckerError,
 )
 from ptc.events import ToolEvent
 from ptc.executor import ProgrammaticToolExecutor
@@ -28,7 +29,7 @@ from ptc.journal import Journal, JournalCall, JournalCell
 from ptc.limits import Limits
 from ptc.policy import Policy
 from ptc.records import CallErrorInfo, ToolCallRecord
-from ptc.results import ExecutionError, ExecutionErrorInfo, ExecutionResult
+from ptc.results import Diagnostic, ExecutionError, ExecutionErrorInfo, ExecutionResult
 from ptc.sessions import Session
 from ptc.tenancy import Quota
 
@@ -41,6 +42,7 @@ __all__ = [
     "Quota",
     "CircuitOpenError",
     "CallErrorInfo",
+    "Diagnostic",
     "ExecutionError",
     "ExecutionErrorInfo",
     "ExecutorClosedError",
@@ -71,4 +73,5 @@ __all__ = [
     "ToolParameter",
     "ToolTimeoutError",
     "ToolValidationError",
+    "TypeCheckerError",
 ]

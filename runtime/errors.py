@@ -9,6 +9,7 @@
     ├── ReplayDivergedError      a replay asked for something its journal does not hold
     ├── OverCapacityError        the tenant's quota and queue (or its sessions) are full
     ├── StubError                (also ValueError) a rendered stub is not what its template intends
+    ├── TypeCheckerError         the type checker (ty) could not check a program: it crashed or timed out
     ├── RetryableError           raised by a tool: a transient failure the router may retry
     ├── BackendUnavailable       (also ConnectionError) a tool's backend could not be reached
     │   ├── MCPConnectionError   an MCP server could not be started or reached
@@ -92,6 +93,11 @@ class OverCapacityError(PtcError):
 
 class StubError(PtcError, ValueError):
     """A rendered module is not what its template intends; it must not be served."""
+
+
+class TypeCheckerError(PtcError):
+    """The type checker could not give a verdict on a program: it crashed, timed out or printed what ptc
+    cannot read. Not a finding about the program (those are Diagnostics); the message says what happened."""
 
 
 class RetryableError(PtcError):
@@ -218,6 +224,11 @@ def _require(feature: str, extra: str, sdk: str, modules: tuple[str, ...], packa
         ) from exc
 
 
+def require_typecheck(feature: str) -> None:
+    """Raise MissingExtraError naming `feature` when the type checker (ty) is not installed."""
+    _require(feature, "typecheck", "type checker ty", ("ty",), "ty", "ty>=0.0.100")
+
+
 def require_mcp(feature: str) -> None:
     """Raise MissingExtraError naming `feature` when the MCP SDK cannot be imported."""
     _require(feature, "mcp", "MCP SDK", ("mcp", "mcp_types"), "mcp", "mcp>=2.3,<3")
@@ -249,5 +260,6 @@ __all__ = [
     "ToolNotFoundError",
     "ToolTimeoutError",
     "ToolValidationError",
+    "TypeCheckerError",
     "program_errors_source",
 ]

@@ -16,6 +16,8 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+import time
+import uuid
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -25,7 +27,7 @@ from ptc.audit import AuditCallback, Auditor
 from ptc.catalog import ToolCatalog
 from ptc.connections import A2AConnections, MCPConnections
 from ptc.engine import get_runtime, prepare_runtime, runtime_ready
-from ptc.errors import ExecutorClosedError, JournalError
+from ptc.errors import ExecutorClosedError, JournalError, TypeCheckerError
 from ptc.events import EventBus, EventCallback
 from ptc.execution import Runner, resumed
 from ptc.hostcalls.backends.a2a.client import A2AAgentConfig
@@ -37,12 +39,13 @@ from ptc.hostcalls.calls.tools import APPROVAL_TOOLS
 from ptc.journal import DEFAULT_MAX_JOURNAL_BYTES, Fingerprints, Journal, load
 from ptc.limits import Limits
 from ptc.policy import Policy
-from ptc.results import ExecutionResult
+from ptc.results import Diagnostic, ExecutionErrorInfo, ExecutionResult
 from ptc.resume import decisions_for, resumes
 from ptc.sessions import Session
 from ptc.stubgen import StubCache, render_api_reference, write_stubs
 from ptc.stubgen.discovery import describe_tool, search_tools
 from ptc.tenancy import Quota, admission, tenants
+from ptc.typecheck import TypeChecker, describe, refusing
 
 Lifecycle = Literal["unopened", "open", "closed"]
 _EXECUTOR_CLOSED = "its executor was closed"
@@ -144,6 +147,7 @@ class ProgrammaticToolExecutor:
         self._mcp = MCPConnections(mcp_servers or {}, self.catalog, self.router.tools.bind)
         self._a2a = A2AConnections(a2a_agents or {}, self.catalog, self.router.tools.bind, taken=mcp_servers or {})
         self.stubs = StubCache(self.catalog)
+        self.typechecker = TypeChecker(self.stubs)  # nothing runs or is written until a first check
         self.stub_dir = Path(stub_dir) if (stub_dir is not None and enable_stubs) else None
         self._written_revision = -1
         self._sync_stub_dir()
@@ -203,6 +207,7 @@ class ProgrammaticToolExecutor:
     def _close(self) -> bool:
         with self._lock:
             was, self._lifecycle = self._lifecycle, "closed"
+        self.typechecker.close()
         return was != "closed"
 
     def _open_sessions(self) -> list[Session]:
@@ -282,7 +287,9 @@ class ProgrammaticToolExecutor:
             self._written_revision = revision
 
     # -- running ------------------------------------------------------------------
-    async def execute(self, code: str, *, limits: Limits | None = None) -> ExecutionResult:
+    async def execute(
+        self, code: str, *, limits: Limits | None = None, typecheck: bool | None = None
+    ) -> ExecutionResult:
         """Run one program; never raises for anything the program does.
 
         Raises OverCapacityError (at once) when the tenant's quota and queue
@@ -291,10 +298,58 @@ class ProgrammaticToolExecutor:
         is freed and its audit event says "cancelled". The first execution of
         a process first waits for the runtime (see warm_up());
         `execution_time` starts after that.
+
+        `typecheck` (default: `limits.typecheck`) type-checks the program
+        first (`check()`): one with type errors comes back at once with
+        `error.kind == "type_error"` and the diagnostics, and nothing ran.
         """
         limits = limits or self.limits
+        if typecheck if typecheck is not None else limits.typecheck:
+            refused = await self._typecheck(code, limits)
+            if refused is not None:
+                return refused
         release = await self._admit(limits)
         return await self._runner.run(code, limits, release)
+
+    # -- type checking (ptc.typecheck) ---------------------------------------------
+    def check(self, code: str) -> list[Diagnostic]:
+        """Type-check `code` against this executor's stubs on the host (ty; `ptc[typecheck]`); runs nothing.
+
+        The diagnostics (errors and warnings) are at the program's own lines
+        and columns; [] when it type-checks. Raises MissingExtraError without
+        ty, TypeCheckerError when the checker cannot give a verdict.
+        """
+        if self._lifecycle == "closed":
+            raise ExecutorClosedError("the executor is closed")
+        return self.typechecker.check(code)
+
+    async def _typecheck(self, code: str, limits: Limits) -> ExecutionResult | None:
+        """The refusal of a program with type errors (no tool called, no sandbox used), or None to run it.
+
+        MCP and A2A tools are connected first: their stubs are part of what
+        the program is checked against. A checker that cannot give a verdict
+        refuses the program too (fail closed), with the reason.
+        """
+        if not self._mcp.connected or not self._a2a.connected:
+            await self.connect()
+        started = time.time()
+        clock = time.perf_counter()
+        try:
+            found = refusing(await asyncio.to_thread(self.check, code))
+        except TypeCheckerError as exc:
+            error = ExecutionErrorInfo(kind="type_error", type="TypeCheckerError", message=str(exc), diagnostics=[])
+        else:
+            if not found:
+                return None
+            error = ExecutionErrorInfo(kind="type_error", type="TypeError", message=describe(found), diagnostics=found)
+        result = ExecutionResult(
+            execution_id=f"ptc_{uuid.uuid4().hex}",
+            tenant_id=self.tenant_id,
+            error=error,
+            execution_time=time.perf_counter() - clock,
+        )
+        self._auditor.record(code, started, limits, result)
+        return result
 
     async def _ready(self, limits: Limits) -> None:
         if not self._mcp.connected or not self._a2a.connected or self._lifecycle != "open":
@@ -359,12 +414,14 @@ class ProgrammaticToolExecutor:
             checked.cells[0].code, limits, release, resumed(self._runner, checked), decisions=given
         )
 
-    def execute_sync(self, code: str, *, limits: Limits | None = None) -> ExecutionResult:
+    def execute_sync(
+        self, code: str, *, limits: Limits | None = None, typecheck: bool | None = None
+    ) -> ExecutionResult:
         """execute() for callers without an event loop."""
         try:
             asyncio.get_running_loop()
         except RuntimeError:
-            return asyncio.run(self.execute(code, limits=limits))
+            return asyncio.run(self.execute(code, limits=limits, typecheck=typecheck))
         raise RuntimeError("execute_sync() called from a running event loop; use `await executor.execute(code)`")
 
     # -- sessions -----------------------------------------------------------------

@@ -32,6 +32,13 @@ class Limits(BaseModel):
     max_frame_items: int = Field(
         250_000, gt=0, description="most elements (list items, map keys and values) in one call frame or report"
     )
+    typecheck: bool = Field(
+        False,
+        description=(
+            "type-check a one-shot program against the stubs before it runs (needs ptc[typecheck]); "
+            'one with type errors is refused, error.kind "type_error", and no tool is called'
+        ),
+    )
     max_host_bytes: int | None = Field(
         None,
         gt=0,

@@ -19,7 +19,27 @@ ErrorKind = Literal[
     "tool_call_limit",
     "cancelled",
     "internal_error",
+    "type_error",  # refused before it ran: Limits(typecheck=True) and the checker found errors (`diagnostics`)
 ]
+
+
+class Diagnostic(BaseModel):
+    """One finding of the type check of a program (`executor.check`), at the program's own line and column.
+
+    `line` and `column` are 1-based and count in the program as given (the
+    checker reads it wrapped in an async function; ptc.typecheck maps them
+    back). `code` is the checker's rule (`unknown-argument`,
+    `invalid-typed-dict-key`, ...); `message` is its text, capped.
+    """
+
+    line: int
+    column: int
+    code: str
+    message: str
+    severity: Literal["error", "warning"] = "error"
+
+    def __str__(self) -> str:
+        return f"line {self.line}, column {self.column}: {self.severity}[{self.code}] {self.message}"
 
 
 class ExecutionErrorInfo(BaseModel):
@@ -29,6 +49,9 @@ class ExecutionErrorInfo(BaseModel):
     type: str = Field(description="the exception class name, e.g. ZeroDivisionError")
     message: str
     traceback: str = Field("", description="the program's frames only")
+    diagnostics: list[Diagnostic] | None = Field(
+        None, description='kind "type_error": what the check found (the message lists them too)'
+    )
 
     def __str__(self) -> str:
         return f"{self.kind}: {self.type}: {self.message}"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 
 from ptc.catalog import ToolCatalog
-from ptc.stubgen.render import build_stub, render_api_reference, render_stubs, write_stubs
+from ptc.stubgen.render import build_stub, render_api_reference, render_stubs, write_modules, write_stubs
 
 
 class StubCache:
@@ -18,16 +18,21 @@ class StubCache:
         self._lock = threading.Lock()
 
     def modules(self) -> dict[str, str]:
+        return self.current()[1]
+
+    def current(self) -> tuple[int, dict[str, str]]:
+        """The catalog revision the modules were rendered from, and the modules (ptc.typecheck writes them)."""
         if self._revision != self._catalog.revision:
             with self._lock:
                 if self._revision != self._catalog.revision:
                     revision = self._catalog.revision
                     self._modules = render_stubs(self._catalog)
                     self._revision = revision
-        return self._modules
+        with self._lock:
+            return self._revision, self._modules
 
     def source(self, module: str) -> str | None:
         return self.modules().get(module)
 
 
-__all__ = ["StubCache", "build_stub", "render_api_reference", "render_stubs", "write_stubs"]
+__all__ = ["StubCache", "build_stub", "render_api_reference", "render_stubs", "write_modules", "write_stubs"]

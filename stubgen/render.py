@@ -296,9 +296,14 @@ def render_stubs(catalog: ToolCatalog) -> dict[str, str]:
 
 def write_stubs(catalog: ToolCatalog, out_dir: str | Path) -> list[Path]:
     """Write the stub package under out_dir/tools/; returns the files written."""
+    return write_modules(render_stubs(catalog), out_dir)
+
+
+def write_modules(modules: dict[str, str], out_dir: str | Path) -> list[Path]:
+    """Write rendered stub modules (`render_stubs`' table) as the package an IDE and a checker read."""
     root = Path(out_dir)
     written = []
-    for module, source in render_stubs(catalog).items():
+    for module, source in modules.items():
         parts = module.split(".")
         path = (
             root.joinpath(*parts, "__init__.py") if len(parts) <= 2 else root.joinpath(*parts[:-1], parts[-1] + ".py")
