@@ -141,6 +141,8 @@ def _limits(args: argparse.Namespace) -> Limits:
         update["fuel"] = args.fuel if args.fuel > 0 else None
     if args.max_output is not None:
         update["max_output_bytes"] = args.max_output
+    if getattr(args, "typecheck", False):
+        update["typecheck"] = True
     return Limits(**update)
 
 
@@ -197,6 +199,14 @@ def _add_limit_flags(parser: argparse.ArgumentParser) -> None:
                 "bytes of output kept (default 1 MiB)",
             ),
         ],
+    )
+
+
+def _add_typecheck_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--typecheck",
+        action="store_true",
+        help="type-check each program against the stubs first (ty, ptc[typecheck]); refuse one with type errors",
     )
 
 
@@ -363,6 +373,8 @@ def client_config(args: argparse.Namespace, name: str = "ptc") -> dict[str, Any]
         value = getattr(args, flag)
         if value is not None:
             flags += [f"--{flag.replace('_', '-')}", str(value)]
+    if args.typecheck:
+        flags.append("--typecheck")
     if args.http:  # the client does not start an HTTP server: it is reached at its URL
         host, port = args.http
         if port == 0:
@@ -406,6 +418,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--raw", action="store_true", help="write the program's output as is (terminal control sequences included)"
     )
     _add_limit_flags(run)
+    _add_typecheck_flag(run)
     _add_tool_flags(run)
     run.set_defaults(handler=_run)
 
@@ -438,6 +451,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="serve the tools to MCP clients as one code-execution tool")
     _add_tool_flags(serve)
     _add_limit_flags(serve)
+    _add_typecheck_flag(serve)
     serve.add_argument("--http", metavar="HOST:PORT", type=_host_port, help="streamable HTTP instead of stdio")
     _add_number_flags(
         serve,

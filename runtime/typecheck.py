@@ -69,7 +69,13 @@ MAX_OUTPUT = 16 << 20  # bytes of checker output read at most (a hostile program
 _HEADER = "async def __ptc_program__():"
 _NEWLINE = re.compile(r"\r\n|\r|\n")  # what Python's tokenizer counts as a line break, and ty too
 _RULE = re.compile(r"[a-z0-9-]{1,64}")
-_SEVERITIES: dict[str, Literal["error", "warning"]] = {"blocker": "error", "critical": "error", "major": "error", "minor": "warning", "info": "warning"}
+_SEVERITIES: dict[str, Literal["error", "warning"]] = {
+    "blocker": "error",
+    "critical": "error",
+    "major": "error",
+    "minor": "warning",
+    "info": "warning",
+}
 _ENV_DROP = ("VIRTUAL_ENV", "CONDA_PREFIX", "PYTHONPATH", "PYTHONHOME")
 
 
@@ -85,20 +91,23 @@ class _Wrapped:
             out.append(lines[number - 1])
             self.origin.append((number, 0))
         out.append(_HEADER)
-        self.origin.append((1, 0))
+        self.origin.append((1, -1))  # a synthetic line: only a syntax error is reported there
         for number, line in enumerate(lines, 1):
             out.append("" if number in hoisted else ("    " + line if line else ""))
             self.origin.append((number, 4))
         out.append("    pass")  # the body is never empty (a program of only comments, or only hoisted lines)
-        self.origin.append((len(lines), 0))
+        self.origin.append((len(lines), -1))
         self.text = "\n".join(out) + "\n"
 
-    def locate(self, line: int, column: int) -> tuple[int, int]:
-        """The program's (line, column), both 1-based, of a position in the checked text."""
+    def locate(self, line: int, column: int) -> tuple[int, int, bool]:
+        """The program's (line, column), both 1-based, of a position in the checked text, and whether that
+        position is the program's own text (not the wrapper's header or closing `pass`)."""
         if not 1 <= line <= len(self.origin):
-            return (self.origin[-1][0], 1)
+            return (self.origin[-1][0], 1, False)
         program_line, shift = self.origin[line - 1]
-        return (program_line, max(1, column - shift))
+        if shift < 0:
+            return (program_line, 1, False)
+        return (program_line, max(1, column - shift), True)
 
 
 def _module_level_lines(code: str, count: int) -> set[int]:
@@ -277,14 +286,19 @@ def _diagnostic(item: Any, filename: str, wrapped: _Wrapped) -> Diagnostic | Non
     if len(message) > MAX_MESSAGE:
         message = message[: MAX_MESSAGE - 1] + "…"
     severity = _SEVERITIES.get(str(item.get("severity")), "error")
-    program_line, program_column = wrapped.locate(line, column)
+    program_line, program_column, own = wrapped.locate(line, column)
+    if not own and code != "invalid-syntax":
+        return None  # about the wrapper itself (`pass` after an unclosed bracket): the syntax error says it
     return Diagnostic(line=program_line, column=program_column, code=code, message=message, severity=severity)
 
 
 def refusing(diagnostics: list[Diagnostic]) -> list[Diagnostic]:
-    """The diagnostics that refuse a program under Limits(typecheck=True): errors about types, not syntax
-    (a syntax error is the sandbox's to report, as `syntax_error`)."""
-    return [d for d in diagnostics if d.severity == "error" and d.code != "invalid-syntax"]
+    """The diagnostics that refuse a program under Limits(typecheck=True): its errors, unless it does not
+    parse. A syntax error is the sandbox's to report (its 3.14 parser has the last word, as `syntax_error`),
+    and what a checker infers from a program it could not parse is noise."""
+    if any(d.code == "invalid-syntax" for d in diagnostics):
+        return []
+    return [d for d in diagnostics if d.severity == "error"]
 
 
 def describe(diagnostics: list[Diagnostic]) -> str:

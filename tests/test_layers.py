@@ -29,7 +29,10 @@ LAYERS: list[tuple[str, list[str]]] = [
     ("wasm boundary", [r"ptc\.hostcalls", r"ptc\.hostcalls\.wasm(\..*)?"]),
     ("tool calls and backends", [r"ptc\.hostcalls\.calls(\..*)?", r"ptc\.hostcalls\.backends(\..*)?"]),
     ("sandbox", [r"ptc\.guest(\..*)?", r"ptc\.(wasm_threads|interrupts|spares|engine|sandbox|replay)"]),
-    ("executor", [r"ptc\.(tenancy|audit|executor|lifecycle|connections|admission|execution|sessions|resume)(\..*)?"]),
+    (
+        "executor",
+        [r"ptc\.(tenancy|audit|executor|lifecycle|connections|admission|execution|sessions|resume|typecheck)(\..*)?"],
+    ),
     ("front ends", [r"ptc", r"ptc\.(__main__|cli|repl|serve|serve_sessions|demo)", r"ptc\.examples(\..*)?"]),
 ]
 # Siblings in one layer that must not know each other.
