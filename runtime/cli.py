@@ -30,7 +30,7 @@ from ptc.executor import ProgrammaticToolExecutor
 from ptc.limits import Limits, MiB
 from ptc.policy import Policy
 from ptc.results import ExecutionResult
-from ptc.stubgen import render_api_reference, write_stubs
+from ptc.stubgen import render_api_reference, write_modules
 from ptc.tenancy import Quota
 
 
@@ -293,7 +293,7 @@ def _repl(args: argparse.Namespace) -> int:
 
 def _stubs(args: argparse.Namespace) -> int:
     with _connected(args) as executor:
-        for path in write_stubs(executor.catalog, Path(args.out)):
+        for path in write_modules(executor.stubs.modules(), Path(args.out)):  # as the sandbox and checker see them
             print(path)
     return 0
 

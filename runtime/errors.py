@@ -19,7 +19,8 @@
         ├── ToolTimeoutError     the tool did not answer within its timeout
         ├── CircuitOpenError     the backend failed repeatedly; calls fail fast for a while
         ├── ToolNotFoundError    no tool of that name in the catalog
-        └── ToolApprovalDenied   the call needed an approval and was denied or not decided in time
+        ├── ToolApprovalDenied   the call needed an approval and was denied or not decided in time
+        └── ToolResultTooLarge   the result was larger than the tool's Policy.max_result_bytes
 
 Internal ones, which never reach a caller of the public API, derive from
 PtcError too, so an `except PtcError` around ptc catches whatever leaks:
@@ -177,6 +178,11 @@ class ToolApprovalDenied(ToolError):
     """The call needed an approval and was denied (or not given in time); the message holds the reason."""
 
 
+class ToolResultTooLarge(ToolError):
+    """The tool's result was larger than its Policy.max_result_bytes; the message names both sizes. Ask for
+    less: a filter, a page, fewer fields."""
+
+
 # The program-facing family, root first: what `from tools import ...` offers inside the sandbox.
 PROGRAM_ERRORS: tuple[type[ToolError], ...] = (
     ToolError,
@@ -185,6 +191,7 @@ PROGRAM_ERRORS: tuple[type[ToolError], ...] = (
     CircuitOpenError,
     ToolNotFoundError,
     ToolApprovalDenied,
+    ToolResultTooLarge,
 )
 PROGRAM_ERROR_NAMES: frozenset[str] = frozenset(cls.__name__ for cls in PROGRAM_ERRORS)
 
@@ -258,6 +265,7 @@ __all__ = [
     "ToolError",
     "ToolApprovalDenied",
     "ToolNotFoundError",
+    "ToolResultTooLarge",
     "ToolTimeoutError",
     "ToolValidationError",
     "TypeCheckerError",

@@ -146,7 +146,7 @@ class ProgrammaticToolExecutor:
         self.router.approvals = Approvals(on_approval, approval_timeout)
         self._mcp = MCPConnections(mcp_servers or {}, self.catalog, self.router.tools.bind)
         self._a2a = A2AConnections(a2a_agents or {}, self.catalog, self.router.tools.bind, taken=mcp_servers or {})
-        self.stubs = StubCache(self.catalog)
+        self.stubs = StubCache(self.catalog, self._result_cap)
         self.typechecker = TypeChecker(self.stubs)  # nothing runs or is written until a first check
         self.stub_dir = Path(stub_dir) if (stub_dir is not None and enable_stubs) else None
         self._written_revision = -1
@@ -280,10 +280,15 @@ class ProgrammaticToolExecutor:
             return json.dumps(self.router.tools.approval_tools())
         return self.stubs.source(name)
 
+    def _result_cap(self, name: str) -> int | None:
+        """The tool's Policy.max_result_bytes as the router applies it: its stub's docstring states it."""
+        tool = self.router.tools.get(name)
+        return tool.policy.max_result_bytes if tool is not None else None
+
     def _sync_stub_dir(self) -> None:
         if self.stub_dir is not None and self._written_revision != self.catalog.revision:
             revision = self.catalog.revision
-            write_stubs(self.catalog, self.stub_dir)
+            write_stubs(self.catalog, self.stub_dir, self._result_cap)
             self._written_revision = revision
 
     # -- running ------------------------------------------------------------------
