@@ -30,7 +30,7 @@ from ptc.journal import Journal, JournalCall, JournalCell
 from ptc.limits import Limits
 from ptc.policy import Policy
 from ptc.records import CallErrorInfo, ToolCallRecord
-from ptc.results import Diagnostic, ExecutionError, ExecutionErrorInfo, ExecutionResult
+from ptc.results import Diagnostic, Dropped, ExecutionError, ExecutionErrorInfo, ExecutionResult
 from ptc.sessions import Session
 from ptc.tenancy import Quota
 
@@ -44,6 +44,7 @@ __all__ = [
     "CircuitOpenError",
     "CallErrorInfo",
     "Diagnostic",
+    "Dropped",
     "ExecutionError",
     "ExecutionErrorInfo",
     "ExecutorClosedError",

@@ -141,6 +141,8 @@ def _limits(args: argparse.Namespace) -> Limits:
         update["fuel"] = args.fuel if args.fuel > 0 else None
     if args.max_output is not None:
         update["max_output_bytes"] = args.max_output
+    if getattr(args, "max_result", None) is not None:
+        update["max_result_bytes"] = args.max_result
     if getattr(args, "typecheck", False):
         update["typecheck"] = True
     return Limits(**update)
@@ -197,6 +199,11 @@ def _add_limit_flags(parser: argparse.ArgumentParser) -> None:
                 "--max-output",
                 _number(int, 0, "a whole number of bytes, 0 or more"),
                 "bytes of output kept (default 1 MiB)",
+            ),
+            (
+                "--max-result",
+                _number(int, 1, "a whole number of bytes, 1 or more"),
+                "the program's value kept up to this many bytes encoded; a larger one is dropped, and said so",
             ),
         ],
     )
@@ -320,7 +327,7 @@ def _serve(args: argparse.Namespace) -> int:
         # The runtime first (on a fresh machine the guest build, with its progress
         # above): no client's first call waits a minute on it without a word.
         asyncio.run(executor.warm_up())
-        server = build_server(executor)
+        server = build_server(executor, **({"max_result_bytes": args.max_result_json} if args.max_result_json else {}))
         domains = ", ".join(executor.catalog.domains()) or "none"
         tools = f"{len(executor.catalog)} tools (domains: {domains})"
         if args.http:
@@ -368,7 +375,8 @@ def client_config(args: argparse.Namespace, name: str = "ptc") -> dict[str, Any]
     for spec in args.a2a:
         flags += ["--a2a", spec]
     for flag in (
-        "timeout", "memory", "fuel", "max_output", "tool_timeout", "max_retries", "max_concurrent", "max_queued"
+        "timeout", "memory", "fuel", "max_output", "max_result", "max_result_json", "tool_timeout", "max_retries",
+        "max_concurrent", "max_queued",
     ):  # fmt: skip
         value = getattr(args, flag)
         if value is not None:
@@ -464,6 +472,11 @@ def build_parser() -> argparse.ArgumentParser:
                 "programs running at once, all clients (default 8)",
             ),
             ("--max-queued", _WHOLE, "programs waiting for a slot; more fail at once (default 32)"),
+            (
+                "--max-result-json",
+                _number(int, 256, "a whole number of bytes, 256 or more"),
+                "a reply's value as JSON up to this size, shortened structurally past it (default 100000)",
+            ),
         ],
     )
     serve.add_argument(

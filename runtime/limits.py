@@ -27,6 +27,14 @@ class Limits(BaseModel):
     fuel: int | None = Field(20_000_000_000, gt=0)
     memory_bytes: int = Field(256 * MiB, gt=0, description="the guest's linear memory, including the ~40 MiB snapshot")
     max_output_bytes: int = Field(1 * MiB, ge=0, description="stdout+stderr kept; the rest is dropped")
+    max_result_bytes: int | None = Field(
+        None,
+        gt=0,
+        description=(
+            "the program's final value, encoded, kept up to this size; a larger one is dropped and "
+            "result.dropped says its size and this cap (None: up to max_frame_bytes)"
+        ),
+    )
     max_tool_calls: int = Field(1000, ge=0)
     max_frame_bytes: int = Field(16 * MiB, gt=0, description="largest call frame or reply crossing the boundary")
     max_frame_items: int = Field(

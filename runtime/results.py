@@ -42,6 +42,26 @@ class Diagnostic(BaseModel):
         return f"line {self.line}, column {self.column}: {self.severity}[{self.code}] {self.message}"
 
 
+class Dropped(BaseModel):
+    """What a budget kept out of a result, so its reader (a model) knows what it did not get, and why.
+
+    what "result": the final value, `size` bytes encoded, was dropped whole
+    (`result` is None) for being over `limit`. what "output": the output was
+    cut after its first `size` bytes (UTF-8); everything written after them
+    is gone.
+    """
+
+    what: Literal["result", "output"]
+    size: int
+    limit: int
+    setting: str = Field(description='the limit that applied, e.g. "Limits.max_result_bytes"')
+
+    def __str__(self) -> str:
+        if self.what == "result":
+            return f"the result ({self.size} bytes) was dropped: more than {self.setting} = {self.limit}"
+        return f"the output was cut after {self.size} bytes ({self.setting} = {self.limit}); the rest was dropped"
+
+
 class ExecutionErrorInfo(BaseModel):
     """How a program failed (`result.error`): data for the caller, not an exception ptc raises."""
 
@@ -69,6 +89,9 @@ class ExecutionResult(Subscriptable):
         False, description="the value was not plain data, so `result` holds its repr (a string) instead"
     )
     error: ExecutionErrorInfo | None = None
+    dropped: list[Dropped] = Field(
+        default_factory=list, description="what the result's budgets dropped (the value, output), with the caps"
+    )
     execution_time: float = Field(0.0, description="seconds, end to end")
     fuel_used: int | None = None
     memory_used: int | None = Field(

@@ -1,0 +1,150 @@
+"""Result budgets a model can see: what was dropped from a result says so, with the cap that dropped it.
+
+Why: a model reading a result cannot tell a short answer from a cut one
+unless the result says it was cut, by how much and under which limit; and
+a cut that breaks the structure (half a JSON document) is worse than
+none. So:
+
+* the program's final value past `Limits.max_result_bytes` (its size as
+  encoded for the host) is dropped whole, and `result.dropped` says what
+  size it had and which cap it met (`apply_budgets`, on every execution and
+  cell);
+* output past `max_output_bytes` was already cut by the host; the result
+  says where (`dropped`, what = "output");
+* `ptc serve` shortens the value structurally to its JSON budget
+  (`shorten_json`: lists keep their first items and end with a marker
+  string, long strings keep a prefix and say how many characters went,
+  objects keep their first keys and a marker key), so what a model gets
+  is valid JSON that states what it lost; and bounds the call log
+  (`bounded_calls`: the first and last calls, counts by tool, errors kept).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+from ptc.hostcalls.wasm import codec
+from ptc.limits import Limits
+from ptc.results import Dropped, ExecutionResult
+
+MIN_JSON_BUDGET = 256  # bytes: below this a shortened value cannot even say what it lost
+
+
+def apply_budgets(result: ExecutionResult, limits: Limits) -> None:
+    """Drop a value past Limits.max_result_bytes and note every budget the result met (in place)."""
+    if result.output_truncated:
+        kept = len(result.output.encode("utf-8", "surrogatepass"))
+        by_output_limit = kept >= limits.max_output_bytes or limits.max_output_bytes == 0
+        result.dropped.append(
+            Dropped(
+                what="output",
+                size=kept,
+                limit=limits.max_output_bytes if by_output_limit else limits.host_bytes,
+                setting="Limits.max_output_bytes" if by_output_limit else "Limits.max_host_bytes",
+            )
+        )
+    cap = limits.max_result_bytes
+    if cap is None or result.result is None:
+        return
+    try:
+        size = len(codec.encode(result.result))
+    except (TypeError, ValueError, OverflowError):  # not plain data (cannot happen for a decoded report)
+        return
+    if size > cap:
+        result.result = None
+        result.result_is_repr = False
+        result.dropped.append(Dropped(what="result", size=size, limit=cap, setting="Limits.max_result_bytes"))
+
+
+def json_size(value: Any) -> int:
+    """Bytes of `value` as compact JSON (UTF-8); what does not encode is counted as its repr."""
+    return len(
+        json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=repr).encode("utf-8", "surrogatepass")
+    )
+
+
+def shorten_json(value: Any, max_bytes: int) -> tuple[Any, bool]:
+    """`value` (JSON-able) shortened until its compact JSON fits `max_bytes`, and whether it was shortened.
+
+    Structure stays: a list keeps a prefix of its items and ends with the
+    string "... N more items"; an object keeps its first keys and gets the
+    key "..." with "N more keys"; a string keeps a prefix and ends with
+    "... [N more characters]". Each step halves what a container or string
+    keeps, deepest-largest first, so it takes a logarithmic number of
+    passes over a value already bounded by the frame limit.
+    """
+    max_bytes = max(max_bytes, MIN_JSON_BUDGET)
+    if json_size(value) <= max_bytes:
+        return value, False
+    keep = 1 << 20
+    while keep >= 1:
+        shortened = _shorten(value, keep, max_bytes)
+        if json_size(shortened) <= max_bytes:
+            return shortened, True
+        keep //= 2
+    return f"... [a value of {json_size(value)} bytes in JSON, more than {max_bytes}: dropped]", True
+
+
+def _shorten(value: Any, keep: int, max_bytes: int) -> Any:
+    """Every list, object and string in `value` cut to `keep` items (characters: `keep * 8`, at most the budget)."""
+    if isinstance(value, str):
+        chars = min(keep * 8, max_bytes)
+        if len(value) <= chars:
+            return value
+        return value[:chars] + f"... [{len(value) - chars} more characters]"
+    if isinstance(value, list):
+        items = [_shorten(v, keep, max_bytes) for v in value[:keep]]
+        if len(value) > keep:
+            items.append(f"... {len(value) - keep} more items")
+        return items
+    if isinstance(value, dict):
+        out = {k: _shorten(v, keep, max_bytes) for k, v in list(value.items())[:keep]}
+        if len(value) > keep:
+            out["..."] = f"{len(value) - keep} more keys"
+        return out
+    return value
+
+
+FIRST_CALLS = 10  # calls shown from the start of a long call log
+LAST_CALLS = 10  # and from its end
+MAX_ERRORS = 20  # failed calls kept from the middle, with their place
+
+
+def bounded_calls(
+    calls: list[Any], describe: Callable[[Any], dict[str, Any]], tool_of: Callable[[Any], str]
+) -> dict[str, Any]:
+    """A call log bounded for a model: {"tool_calls": shown, ...} with, past FIRST+LAST calls, a summary.
+
+    The first and last calls are shown as they are; the middle is counted by
+    tool, and its failed calls (up to MAX_ERRORS) are kept with their index,
+    since a failure is what a model most needs to see.
+    """
+    if len(calls) <= FIRST_CALLS + LAST_CALLS:
+        return {"tool_calls": [describe(c) for c in calls]}
+    middle = calls[FIRST_CALLS : len(calls) - LAST_CALLS]
+    errors: list[dict[str, Any]] = []
+    failed = 0
+    for index, call in enumerate(middle, FIRST_CALLS):
+        shown = describe(call)
+        if shown.get("error"):
+            failed += 1
+            if len(errors) < MAX_ERRORS:
+                errors.append({"index": index, **shown})
+    summary: dict[str, Any] = {
+        "total": len(calls),
+        "shown": f"the first {FIRST_CALLS} and the last {LAST_CALLS}; {len(middle)} between them are counted here",
+        "by_tool": dict(Counter(tool_of(c) for c in calls).most_common()),
+        "omitted_errors": failed,
+    }
+    if failed > len(errors):
+        summary["omitted_errors_not_shown"] = failed - len(errors)
+    return {
+        "tool_calls": [describe(c) for c in calls[:FIRST_CALLS]]
+        + [f"... {len(middle)} calls omitted (see tool_call_summary)"]
+        + [describe(c) for c in calls[-LAST_CALLS:]],
+        "tool_call_summary": summary,
+        **({"tool_call_errors": errors} if errors else {}),
+    }
