@@ -271,7 +271,7 @@ class ProgrammaticToolExecutor:
 
     def describe_tool(self, name: str) -> dict[str, Any] | None:
         """One tool's search entry and its full stub (`stub`), by name, `domain.tool` or `tools.domain.tool`."""
-        return describe_tool(self.catalog, name)
+        return describe_tool(self.catalog, name, self._result_cap)
 
     def _module_source(self, name: str) -> str | None:
         """A stub module's source for the guest; or, under APPROVAL_TOOLS, the tools that need an approval
