@@ -309,11 +309,16 @@ class ProgrammaticToolExecutor:
         `error.kind == "type_error"` and the diagnostics, and nothing ran.
         """
         limits = limits or self.limits
+        release = await self._admit(limits)  # a check runs in the tenant's slot too: checks cannot flood the host
         if typecheck if typecheck is not None else limits.typecheck:
-            refused = await self._typecheck(code, limits)
+            try:
+                refused = await self._typecheck(code, limits)
+            except BaseException:
+                release()
+                raise
             if refused is not None:
+                release()
                 return refused
-        release = await self._admit(limits)
         return await self._runner.run(code, limits, release)
 
     # -- type checking (ptc.typecheck) ---------------------------------------------
@@ -322,7 +327,9 @@ class ProgrammaticToolExecutor:
 
         The diagnostics (errors and warnings) are at the program's own lines
         and columns; [] when it type-checks. Raises MissingExtraError without
-        ty, TypeCheckerError when the checker cannot give a verdict.
+        ty, TypeCheckerError when the checker cannot give a verdict. With MCP
+        servers or A2A agents, connect first (`connect()`, `async with`): their
+        tools are in the catalog, and so in the stubs, from then on.
         """
         if self._lifecycle == "closed":
             raise ExecutorClosedError("the executor is closed")
@@ -331,12 +338,11 @@ class ProgrammaticToolExecutor:
     async def _typecheck(self, code: str, limits: Limits) -> ExecutionResult | None:
         """The refusal of a program with type errors (no tool called, no sandbox used), or None to run it.
 
-        MCP and A2A tools are connected first: their stubs are part of what
-        the program is checked against. A checker that cannot give a verdict
-        refuses the program too (fail closed), with the reason.
+        Called once admitted, so MCP and A2A tools are connected: their stubs
+        are part of what the program is checked against. A checker that
+        cannot give a verdict refuses the program too (fail closed), with the
+        reason.
         """
-        if not self._mcp.connected or not self._a2a.connected:
-            await self.connect()
         started = time.time()
         clock = time.perf_counter()
         try:

@@ -310,3 +310,15 @@ def test_cli_run_typecheck(tmp_path):
     assert proc.returncode == 1, proc.stderr
     assert "ptc: type_error: TypeError: the program has 2 type errors" in proc.stderr
     assert "line 2, column" in proc.stderr and "unknown-argument" in proc.stderr and proc.stdout == ""
+
+
+async def test_mcp_tools_are_checked_against_their_schemas():
+    from test_mcp import STDIO
+
+    async with ProgrammaticToolExecutor(mcp_servers={"shop": STDIO}, limits=Limits(timeout=10)) as ex:
+        code = "from tools.shop import search_orders\norders = await search_orders(status='open')\n"
+        assert ex.check(code + "print(orders[0]['total'] + 1)\n") == []
+        found = ex.check(code + "await search_orders(status='lost')\nprint(orders[0]['totl'])\n")
+        assert [(d.line, d.code) for d in found] == [(3, "invalid-argument-type"), (4, "invalid-typed-dict-key")]
+        refused = await ex.execute(code + "orders[0]['totl']\n", typecheck=True)
+        assert refused.error.kind == "type_error" and refused.tool_calls == []
