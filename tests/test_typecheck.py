@@ -1,5 +1,6 @@
 """Programs type-checked before they run (ty on the host), and the written stubs type-check outside the sandbox."""
 
+import json
 import subprocess
 import sys
 import textwrap
@@ -322,3 +323,33 @@ async def test_mcp_tools_are_checked_against_their_schemas():
         assert [(d.line, d.code) for d in found] == [(3, "invalid-argument-type"), (4, "invalid-typed-dict-key")]
         refused = await ex.execute(code + "orders[0]['totl']\n", typecheck=True)
         assert refused.error.kind == "type_error" and refused.tool_calls == []
+
+
+async def test_serve_typecheck_refuses_with_the_diagnostics_a_model_reads():
+    from mcp import Client
+
+    from ptc.serve import build_server
+
+    CALLS.clear()
+    with ProgrammaticToolExecutor(catalog, limits=Limits(timeout=10, typecheck=True)) as ex:
+        async with Client(build_server(ex)) as client:
+            reply = await client.call_tool(
+                "execute_python", {"code": "from tools.hr import list_members\nawait list_members(tem='a')\n"}
+            )
+            assert reply.is_error and CALLS == []
+            first = reply.content[0].text
+            assert first.startswith("type_error: TypeError: the program has 2 type errors"), first
+            assert "line 2, column 7: error[missing-argument]" in first
+            error = reply.structured_content["error"]
+            assert [d["code"] for d in error["diagnostics"]] == ["missing-argument", "unknown-argument"]
+            ok = await client.call_tool(
+                "execute_python", {"code": "from tools.hr import list_members\nawait list_members('a')"}
+            )
+            assert not ok.is_error and CALLS == ["a"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "ptc.cli", "serve", "--typecheck", "--print-config"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0 and "--typecheck" in json.loads(proc.stdout)["mcpServers"]["ptc"]["args"]
