@@ -21,6 +21,7 @@ none. So:
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections import Counter
 from collections.abc import Callable
@@ -33,7 +34,10 @@ from ptc.results import Dropped, ExecutionResult
 MIN_JSON_BUDGET = 256  # bytes: below this a shortened value cannot even say what it lost
 
 
-def apply_budgets(result: ExecutionResult, limits: Limits) -> None:
+OFF_LOOP_BYTES = 256 * 1024  # a value at least this long is measured off the event loop (an encoding is a copy)
+
+
+async def apply_budgets(result: ExecutionResult, limits: Limits) -> None:
     """Drop a value past Limits.max_result_bytes and note every budget the result met (in place)."""
     if result.output_truncated:
         kept = len(result.output.encode("utf-8", "surrogatepass"))
@@ -49,14 +53,20 @@ def apply_budgets(result: ExecutionResult, limits: Limits) -> None:
     cap = limits.max_result_bytes
     if cap is None or result.result is None:
         return
+    value = result.result
+    least = len(value) if isinstance(value, str | bytes | list | dict) else 0
     try:
-        size = len(codec.encode(result.result))
+        size = await asyncio.to_thread(_encoded_size, value) if least >= OFF_LOOP_BYTES else _encoded_size(value)
     except (TypeError, ValueError, OverflowError):  # not plain data (cannot happen for a decoded report)
         return
     if size > cap:
         result.result = None
         result.result_is_repr = False
         result.dropped.append(Dropped(what="result", size=size, limit=cap, setting="Limits.max_result_bytes"))
+
+
+def _encoded_size(value: Any) -> int:
+    return len(codec.encode(value))
 
 
 def json_size(value: Any) -> int:

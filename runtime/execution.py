@@ -184,7 +184,7 @@ class Runner:
         finally:
             if not release_later:
                 release()
-        apply_budgets(result, limits)  # ptc.budgets: a value past Limits.max_result_bytes is dropped, and said so
+        await apply_budgets(result, limits)  # ptc.budgets: a value past Limits.max_result_bytes is dropped, and said so
         self.auditor.record(code, started_at, limits, result)
         return result
 

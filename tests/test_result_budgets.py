@@ -89,6 +89,8 @@ def test_the_programs_value_past_max_result_bytes_is_dropped_and_said_so(executo
     assert str(dropped) == f"the result ({dropped.size} bytes) was dropped: more than Limits.max_result_bytes = 1000"
     small = executor.execute_sync("'x' * 500", limits=limits)
     assert small.result == "x" * 500 and small.dropped == []
+    large = executor.execute_sync("list(range(100_000))", limits=limits)  # measured off the event loop
+    assert large.result is None and large.dropped[0].size > 100_000
 
 
 def test_truncated_output_says_where_it_was_cut(executor):
