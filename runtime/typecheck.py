@@ -50,6 +50,7 @@ import shutil
 import subprocess
 import tempfile
 import threading
+import time
 import uuid
 import weakref
 from pathlib import Path
@@ -149,6 +150,7 @@ class TypeChecker:
         self._lock = threading.Lock()
         self._root: Path | None = None
         self._revision: tuple[int, Path] | None = None
+        self._retired: list[tuple[float, Path]] = []  # (when, directory) of earlier revisions' stubs
         self._binary: str | None = None
         self._finalizer: weakref.finalize[Any, Any] | None = None
 
@@ -171,9 +173,11 @@ class TypeChecker:
             if self._revision is None or self._revision[0] != revision:
                 stubs = self._root / f"stubs-{revision}-{uuid.uuid4().hex[:8]}"
                 write_modules(modules, stubs)
-                if self._revision is not None:
-                    shutil.rmtree(self._revision[1], ignore_errors=True)
+                if self._revision is not None:  # a check in flight may still read it: removed once none can
+                    self._retired.append((time.monotonic(), self._revision[1]))
                 self._revision = (revision, stubs)
+            while self._retired and time.monotonic() - self._retired[0][0] > 2 * self.timeout:
+                shutil.rmtree(self._retired.pop(0)[1], ignore_errors=True)
             return self._binary, self._revision[1], self._root
 
     def close(self) -> None:
