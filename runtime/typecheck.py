@@ -46,6 +46,7 @@ import ast
 import json
 import os
 import re
+import selectors
 import shutil
 import subprocess
 import tempfile
@@ -65,7 +66,7 @@ DEFAULT_TIMEOUT = 10.0  # seconds for one check (ty answers in ~40 ms; past this
 MAX_DIAGNOSTICS = 50  # kept per check: a model reads them, and the first ones are what it fixes
 MAX_MESSAGE = 500  # characters of one diagnostic's message
 MAX_CODE = 1 << 20  # characters of a program the checker is given (larger ones: TypeCheckerError)
-MAX_OUTPUT = 16 << 20  # bytes of checker output read at most (a hostile program cannot make the host hold more)
+MAX_OUTPUT = 16 << 20  # bytes of checker output read at most, as it comes (then it is stopped)
 
 _HEADER = "async def __ptc_program__():"
 _NEWLINE = re.compile(r"\r\n|\r|\n")  # what Python's tokenizer counts as a line break, and ty too
@@ -225,27 +226,57 @@ class TypeChecker:
             str(program),
         ]
         env = {k: v for k, v in os.environ.items() if k not in _ENV_DROP and not k.startswith("TY_")}
+        errors = program.with_suffix(".err")  # a file, so the one pipe read below cannot deadlock on the other
         try:
-            completed = subprocess.run(
-                command,
-                cwd=root,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                capture_output=True,
-                timeout=self.timeout,
-                check=False,
-            )
+            with errors.open("w+b") as stderr:
+                try:
+                    process = subprocess.Popen(
+                        command, cwd=root, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=stderr
+                    )
+                except OSError as exc:
+                    raise TypeCheckerError(f"the type checker could not be started ({type(exc).__name__})") from None
+                try:
+                    output = self._read(process)
+                finally:
+                    if process.poll() is None:
+                        process.kill()
+                    process.wait()
+                    assert process.stdout is not None
+                    process.stdout.close()
+                if process.returncode != 0:
+                    stderr.seek(0)
+                    lines = stderr.read(64 * 1024).decode("utf-8", "replace").strip().splitlines()
+                    detail = lines[-1][:300] if lines else "no output"
+                    raise TypeCheckerError(f"the type checker failed (exit {process.returncode}): {detail}")
+        finally:
+            errors.unlink(missing_ok=True)
+        return output
+
+    def _read(self, process: subprocess.Popen[bytes]) -> bytes:
+        """The checker's stdout, read as it comes: at most MAX_OUTPUT bytes, within the timeout (the caller
+        kills it otherwise), so what a program makes it print never makes the host hold more."""
+        assert process.stdout is not None
+        deadline = time.monotonic() + self.timeout
+        out = bytearray()
+        with selectors.DefaultSelector() as selector:
+            selector.register(process.stdout, selectors.EVENT_READ)
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TypeCheckerError(f"the type checker did not finish within {self.timeout:g} s")
+                if not selector.select(left):
+                    continue
+                chunk = os.read(process.stdout.fileno(), 1 << 16)
+                if not chunk:
+                    break
+                out += chunk
+                if len(out) > MAX_OUTPUT:
+                    raise TypeCheckerError(f"the type checker printed more than {MAX_OUTPUT} bytes")
+        try:
+            process.wait(max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             raise TypeCheckerError(f"the type checker did not finish within {self.timeout:g} s") from None
-        except OSError as exc:
-            raise TypeCheckerError(f"the type checker could not be started ({type(exc).__name__})") from None
-        if completed.returncode != 0:
-            stderr = completed.stderr.decode("utf-8", "replace").strip().splitlines()
-            detail = stderr[-1][:300] if stderr else "no output"
-            raise TypeCheckerError(f"the type checker failed (exit {completed.returncode}): {detail}")
-        if len(completed.stdout) > MAX_OUTPUT:
-            raise TypeCheckerError(f"the type checker printed more than {MAX_OUTPUT} bytes")
-        return completed.stdout
+        return bytes(out)
 
 
 def _parse(output: bytes, filename: str, wrapped: _Wrapped) -> list[Diagnostic]:

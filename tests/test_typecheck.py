@@ -353,3 +353,12 @@ async def test_serve_typecheck_refuses_with_the_diagnostics_a_model_reads():
         timeout=60,
     )
     assert proc.returncode == 0 and "--typecheck" in json.loads(proc.stdout)["mcpServers"]["ptc"]["args"]
+
+
+def test_checker_output_is_read_only_up_to_its_bound(executor, monkeypatch):
+    import ptc.typecheck
+
+    monkeypatch.setattr(ptc.typecheck, "MAX_OUTPUT", 2000)  # a program whose findings print more than the host reads
+    with pytest.raises(TypeCheckerError, match="printed more than 2000 bytes"):
+        executor.check("".join(f"x{i}: int = 'a'\n" for i in range(100)))
+    assert executor.check("x = 1\n") == []
