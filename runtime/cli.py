@@ -30,7 +30,7 @@ from ptc.executor import ProgrammaticToolExecutor
 from ptc.limits import Limits, MiB
 from ptc.policy import Policy
 from ptc.results import ExecutionResult
-from ptc.stubgen import render_api_reference, write_modules
+from ptc.stubgen import write_modules
 from ptc.tenancy import Quota
 
 
@@ -307,7 +307,7 @@ def _stubs(args: argparse.Namespace) -> int:
 
 def _api(args: argparse.Namespace) -> int:
     with _connected(args) as executor:
-        sys.stdout.write(render_api_reference(executor.catalog))
+        sys.stdout.write(executor.api_reference())
     return 0
 
 

@@ -259,7 +259,7 @@ class ProgrammaticToolExecutor:
 
     def api_reference(self) -> str:
         """The catalog as a prompt-ready API reference."""
-        return render_api_reference(self.catalog)
+        return render_api_reference(self.catalog, self._result_cap)
 
     def search_tools(self, query: str, limit: int = 10) -> list[dict[str, Any]]:
         """Functions, MCP tools and A2A skills ranked together for `query` (ptc.stubgen.discovery), best first.

@@ -24,7 +24,6 @@ from ptc.errors import BackendUnavailable, PtcError, require_mcp
 from ptc.executor import ProgrammaticToolExecutor
 from ptc.results import ExecutionResult
 from ptc.serve_sessions import MAX_PER_CONNECTION, ServeSessions
-from ptc.stubgen import render_api_reference
 
 if TYPE_CHECKING:
     from mcp.types import CallToolResult
@@ -202,7 +201,7 @@ def build_server(
     from mcp.types import CallToolResult
 
     if len(executor.catalog) <= _LARGE_CATALOG:
-        reference = render_api_reference(executor.catalog)
+        reference = executor.api_reference()
     else:
         domains = ", ".join(f"tools.{d} ({len(t)} tools)" for d, t in executor.catalog.domains().items())
         reference = (

@@ -194,6 +194,7 @@ def build_stub(tool: ToolDefinition, result_cap: int | None = None) -> ToolStub:
         result_cap = tool.policy.max_result_bytes
     if result_cap is not None:  # the model reads the budget where it reads the signature
         notes.append(f"A result larger than {int(result_cap)} bytes raises ToolResultTooLarge: ask for less.")
+        api_lines.append(f"results over {int(result_cap)} bytes raise `ToolResultTooLarge`")
     if notes:
         sections.append("Notes:\n" + "\n".join("    " + n for n in notes))
     if tool.name != tool.python_name:
@@ -327,12 +328,12 @@ def write_modules(modules: dict[str, str], out_dir: str | Path) -> list[Path]:
     return written
 
 
-def render_api_reference(catalog: ToolCatalog) -> str:
+def render_api_reference(catalog: ToolCatalog, result_caps: ResultCaps | None = None) -> str:
     """The whole catalog as one compact, prompt-ready reference (markdown).
 
     Upstream text in it is one line of prose per item (`md_text`): it cannot
     open a code fence, a heading or a list item of its own.
     """
     return _ENV.get_template("api.md.j2").render(
-        source=catalog.source, version=catalog.version, domains=_stubs_by_domain(catalog)
+        source=catalog.source, version=catalog.version, domains=_stubs_by_domain(catalog, result_caps)
     )

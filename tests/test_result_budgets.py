@@ -66,6 +66,7 @@ def test_the_cap_is_in_the_stub_docstring(executor):
     assert "ToolResultTooLarge" not in executor.stubs.source("tools.data.flaky")
     assert "ToolResultTooLarge" in executor.stubs.source("tools")  # importable: `from tools import ...`
     assert executor.describe_tool("rows")["stub"] == stub  # what describe_tool (and ptc serve's) shows
+    assert "results over 2000 bytes raise `ToolResultTooLarge`" in executor.api_reference()
 
 
 def test_the_cap_holds_for_idempotent_calls_too(executor):
