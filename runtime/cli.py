@@ -254,6 +254,9 @@ def _print_result(result: ExecutionResult, as_json: bool, raw: bool = False, val
         sys.stderr.write(shown(result.stderr))
         if result.output_truncated:
             print("ptc: output truncated", file=sys.stderr)
+        for dropped in result.dropped:
+            if dropped.what == "result":  # said, so an empty value is not read as None
+                print(f"ptc: {dropped}", file=sys.stderr)
         sys.stderr.flush()
         if value and result.error is None and result.result is not None:
             text = result.result if result.result_is_repr else repr(result.result)

@@ -164,3 +164,19 @@ async def test_serve_reply_is_valid_json_shortened_with_the_cap_and_a_bounded_ca
     middle = [i for i in range(FIRST_CALLS, 60 - LAST_CALLS) if (i + 1) % 7 == 0]
     assert [e["index"] for e in data["tool_call_errors"]] == middle
     assert all(e["error"].startswith("ToolError: no ") for e in data["tool_call_errors"])
+
+
+def test_cli_run_says_the_value_was_dropped(tmp_path):
+    import subprocess
+    import sys
+
+    (tmp_path / "big.py").write_text("result = 'x' * 5000\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "ptc.cli", "run", "big.py", "--max-result", "1000"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0 and proc.stdout == ""
+    assert "ptc: the result (5003 bytes) was dropped: more than Limits.max_result_bytes = 1000" in proc.stderr
