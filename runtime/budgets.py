@@ -22,10 +22,11 @@ none. So:
 from __future__ import annotations
 
 import asyncio
-import json
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
+
+import pydantic_core
 
 from ptc.hostcalls.wasm import codec
 from ptc.limits import Limits
@@ -70,10 +71,12 @@ def _encoded_size(value: Any) -> int:
 
 
 def json_size(value: Any) -> int:
-    """Bytes of `value` as compact JSON (UTF-8); what does not encode is counted as its repr."""
-    return len(
-        json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=repr).encode("utf-8", "surrogatepass")
-    )
+    """Bytes of `value` as compact JSON (UTF-8), as ptc serve writes it (non-finite floats as null)."""
+    return len(pydantic_core.to_json(value, fallback=repr, inf_nan_mode="null"))
+
+
+class _Over(Exception):
+    """The shortened value's JSON passed the budget: try keeping less."""
 
 
 def shorten_json(value: Any, max_bytes: int) -> tuple[Any, bool]:
@@ -82,40 +85,91 @@ def shorten_json(value: Any, max_bytes: int) -> tuple[Any, bool]:
     Structure stays: a list keeps a prefix of its items and ends with the
     string "... N more items"; an object keeps its first keys and gets the
     key "..." with "N more keys"; a string keeps a prefix and ends with
-    "... [N more characters]". Each step halves what a container or string
-    keeps, deepest-largest first, so it takes a logarithmic number of
-    passes over a value already bounded by the frame limit.
+    "... [N more characters]". Each try keeps half as many items per
+    container as the one before, and stops as soon as its JSON passes the
+    budget, so a try visits at most about `max_bytes` elements whatever the
+    value's size: this runs on the loop `ptc serve` shares with every client.
     """
     max_bytes = max(max_bytes, MIN_JSON_BUDGET)
-    if json_size(value) <= max_bytes:
+    try:
+        _walk(value, None, max_bytes)
         return value, False
-    keep = 1 << 20
+    except _Over:
+        pass
+    keep = max_bytes // 2
     while keep >= 1:
-        shortened = _shorten(value, keep, max_bytes)
-        if json_size(shortened) <= max_bytes:
-            return shortened, True
-        keep //= 2
-    return f"... [a value of {json_size(value)} bytes in JSON, more than {max_bytes}: dropped]", True
+        try:
+            return _walk(value, keep, max_bytes), True
+        except _Over:
+            keep //= 2
+    return f"... [a value of {json_size(value)} bytes as JSON, more than {max_bytes}: dropped]", True
 
 
-def _shorten(value: Any, keep: int, max_bytes: int) -> Any:
-    """Every list, object and string in `value` cut to `keep` items (characters: `keep * 8`, at most the budget)."""
-    if isinstance(value, str):
-        chars = min(keep * 8, max_bytes)
-        if len(value) <= chars:
-            return value
-        return value[:chars] + f"... [{len(value) - chars} more characters]"
-    if isinstance(value, list):
-        items = [_shorten(v, keep, max_bytes) for v in value[:keep]]
-        if len(value) > keep:
-            items.append(f"... {len(value) - keep} more items")
-        return items
-    if isinstance(value, dict):
-        out = {k: _shorten(v, keep, max_bytes) for k, v in list(value.items())[:keep]}
-        if len(value) > keep:
-            out["..."] = f"{len(value) - keep} more keys"
-        return out
-    return value
+def _walk(value: Any, keep: int | None, max_bytes: int) -> Any:
+    """`value` with every list, object and string cut to `keep` items (`keep * 8` characters); None keeps
+    all. Raises _Over once the JSON of what it built passes `max_bytes`."""
+    used = 0
+
+    def add(size: int) -> None:
+        nonlocal used
+        used += size
+        if used > max_bytes:
+            raise _Over
+
+    def text(item: str) -> str:
+        if keep is not None and len(item) > keep * 8:
+            item = item[: keep * 8] + f"... [{len(item) - keep * 8} more characters]"
+        if len(item) > max_bytes:  # its JSON is at least this long: no need to encode it
+            raise _Over
+        add(_string_size(item))
+        return item
+
+    def walk(item: Any) -> Any:
+        if isinstance(item, str):
+            return text(item)
+        if isinstance(item, list):
+            add(2)
+            items = []
+            for index, element in enumerate(item):
+                if keep is not None and index == keep:
+                    items.append(text(f"... {len(item) - keep} more items"))
+                    add(1)
+                    break
+                add(1 if index else 0)
+                items.append(walk(element))
+            return items
+        if isinstance(item, dict):
+            add(2)
+            out: dict[Any, Any] = {}
+            for index, (key, element) in enumerate(item.items()):
+                if keep is not None and index == keep:
+                    out["..."] = text(f"{len(item) - keep} more keys")
+                    add(7)  # ,"...":
+                    break
+                add((1 if index else 0) + _string_size(str(key)) + 1)
+                out[key] = walk(element)
+            return out
+        add(_scalar_size(item))
+        return item
+
+    return walk(value)
+
+
+def _string_size(item: str) -> int:
+    """A string's JSON size; plain printable ASCII (the common case) without encoding it."""
+    if item.isascii() and item.isprintable() and '"' not in item and "\\" not in item:
+        return len(item) + 2
+    return len(pydantic_core.to_json(item))
+
+
+def _scalar_size(item: Any) -> int:
+    if item is None or item is True:
+        return 4
+    if item is False:
+        return 5
+    if type(item) is int:
+        return len(str(item))
+    return len(pydantic_core.to_json(item, fallback=repr, inf_nan_mode="null"))
 
 
 FIRST_CALLS = 10  # calls shown from the start of a long call log
