@@ -28,6 +28,7 @@ from typing import Any
 
 import pydantic_core
 
+from ptc.errors import PtcError
 from ptc.hostcalls.wasm import codec
 from ptc.limits import Limits
 from ptc.results import Dropped, ExecutionResult
@@ -75,8 +76,8 @@ def json_size(value: Any) -> int:
     return len(pydantic_core.to_json(value, fallback=repr, inf_nan_mode="null"))
 
 
-class _Over(Exception):
-    """The shortened value's JSON passed the budget: try keeping less."""
+class _Over(PtcError):
+    """The shortened value's JSON passed the budget: try keeping less (internal; never leaves shorten_json)."""
 
 
 def shorten_json(value: Any, max_bytes: int) -> tuple[Any, bool]:

@@ -28,7 +28,8 @@ PtcError too, so an `except PtcError` around ptc catches whatever leaks:
 `Abort` and its `Diverged` (ptc.hostcalls.wasm.state, .tape), `ParameterError`
 (ptc.hostcalls.calls.validation), `CallFailed`, `CallAbandoned` and
 `DeadlinePassed` (ptc.hostcalls.calls), `A2AReplyTooLarge`
-(ptc.hostcalls.backends.a2a: an agent sent more than its limits allow).
+(ptc.hostcalls.backends.a2a: an agent sent more than its limits allow), `_Over`
+(ptc.budgets: a shortened value is still over its budget).
 
 The ToolError family is also what a program sees (`from tools import
 ToolError, ...`): `program_errors_source()` renders it, from the classes
