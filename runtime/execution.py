@@ -26,6 +26,7 @@ from typing import Protocol, TypeVar
 
 from ptc.approvals import ApprovalDecision
 from ptc.audit import Auditor
+from ptc.budgets import apply_budgets
 from ptc.engine import get_runtime
 from ptc.hostcalls.calls.router import Router
 from ptc.hostcalls.calls.session import CallSession
@@ -183,6 +184,7 @@ class Runner:
         finally:
             if not release_later:
                 release()
+        await apply_budgets(result, limits)  # ptc.budgets: a value past Limits.max_result_bytes is dropped, and said so
         self.auditor.record(code, started_at, limits, result)
         return result
 

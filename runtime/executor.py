@@ -16,6 +16,8 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+import time
+import uuid
 import weakref
 from collections.abc import Callable, Mapping
 from functools import partial
@@ -27,7 +29,7 @@ from ptc.audit import AuditCallback, Auditor
 from ptc.catalog import ToolCatalog
 from ptc.connections import A2AConnections, MCPConnections
 from ptc.engine import get_runtime, prepare_runtime, runtime_ready
-from ptc.errors import ExecutorClosedError, JournalError
+from ptc.errors import ExecutorClosedError, JournalError, TypeCheckerError
 from ptc.events import EventBus, EventCallback
 from ptc.execution import Runner, resumed
 from ptc.hostcalls.backends.a2a.client import A2AAgentConfig
@@ -38,13 +40,14 @@ from ptc.hostcalls.calls.shim import MCPClientShim
 from ptc.journal import DEFAULT_MAX_JOURNAL_BYTES, Fingerprints, Journal, load
 from ptc.limits import Limits
 from ptc.policy import Policy
-from ptc.results import ExecutionResult
+from ptc.results import Diagnostic, ExecutionErrorInfo, ExecutionResult
 from ptc.resume import decisions_for, resumes
 from ptc.sessions import Session
 from ptc.stub_code import StubCode
 from ptc.stubgen import StubCache, render_api_reference, write_stubs
 from ptc.stubgen.discovery import describe_tool, search_tools
 from ptc.tenancy import Quota, admission, tenants
+from ptc.typecheck import TypeChecker, describe, refusing
 from ptc.workers.pool import WorkerPool, workers_from_env
 from ptc.workers.sessions import PinnedSession
 
@@ -148,7 +151,8 @@ class ProgrammaticToolExecutor:
         self.router.approvals = Approvals(on_approval, approval_timeout)
         self._mcp = MCPConnections(mcp_servers or {}, self.catalog, self.router.tools.bind)
         self._a2a = A2AConnections(a2a_agents or {}, self.catalog, self.router.tools.bind, taken=mcp_servers or {})
-        self.stubs = StubCache(self.catalog)
+        self.stubs = StubCache(self.catalog, self._result_cap)
+        self.typechecker = TypeChecker(self.stubs)  # nothing runs or is written until a first check
         self._stub_code = StubCode()  # the stubs compiled once, served as code (ptc.stub_code)
         self._compiled_revision = -1  # the catalog revision whose stubs warm_up() queued for compiling
         self.stub_dir = Path(stub_dir) if (stub_dir is not None and enable_stubs) else None
@@ -219,6 +223,7 @@ class ProgrammaticToolExecutor:
     def _close(self) -> bool:
         with self._lock:
             was, self._lifecycle = self._lifecycle, "closed"
+        self.typechecker.close()
         return was != "closed"
 
     def _open_sessions(self) -> list[Session]:
@@ -277,7 +282,7 @@ class ProgrammaticToolExecutor:
 
     def api_reference(self) -> str:
         """The catalog as a prompt-ready API reference."""
-        return render_api_reference(self.catalog)
+        return render_api_reference(self.catalog, self._result_cap)
 
     def search_tools(self, query: str, limit: int = 10) -> list[dict[str, Any]]:
         """Functions, MCP tools and A2A skills ranked together for `query` (ptc.stubgen.discovery), best first.
@@ -289,7 +294,7 @@ class ProgrammaticToolExecutor:
 
     def describe_tool(self, name: str) -> dict[str, Any] | None:
         """One tool's search entry and its full stub (`stub`), by name, `domain.tool` or `tools.domain.tool`."""
-        return describe_tool(self.catalog, name)
+        return describe_tool(self.catalog, name, self._result_cap)
 
     def _module_source(self, name: str) -> str | None:
         """A stub module's source for the guest; or, under APPROVAL_TOOLS, the tools that need an approval
@@ -299,14 +304,21 @@ class ProgrammaticToolExecutor:
         source = self.stubs.source(name)
         return None if source is None else self._stub_code.served(name, source)
 
+    def _result_cap(self, name: str) -> int | None:
+        """The tool's Policy.max_result_bytes as the router applies it: its stub's docstring states it."""
+        tool = self.router.tools.get(name)
+        return tool.policy.max_result_bytes if tool is not None else None
+
     def _sync_stub_dir(self) -> None:
         if self.stub_dir is not None and self._written_revision != self.catalog.revision:
             revision = self.catalog.revision
-            write_stubs(self.catalog, self.stub_dir)
+            write_stubs(self.catalog, self.stub_dir, self._result_cap)
             self._written_revision = revision
 
     # -- running ------------------------------------------------------------------
-    async def execute(self, code: str, *, limits: Limits | None = None) -> ExecutionResult:
+    async def execute(
+        self, code: str, *, limits: Limits | None = None, typecheck: bool | None = None
+    ) -> ExecutionResult:
         """Run one program; never raises for anything the program does.
 
         Raises OverCapacityError (at once) when the tenant's quota and queue
@@ -315,11 +327,65 @@ class ProgrammaticToolExecutor:
         is freed and its audit event says "cancelled". The first execution of
         a process first waits for the runtime (see warm_up());
         `execution_time` starts after that.
+
+        `typecheck` (default: `limits.typecheck`) type-checks the program
+        first (`check()`): one with type errors comes back at once with
+        `error.kind == "type_error"` and the diagnostics, and nothing ran.
         """
         limits = limits or self.limits
-        release = await self._admit(limits)
+        release = await self._admit(limits)  # a check runs in the tenant's slot too: checks cannot flood the host
+        if typecheck if typecheck is not None else limits.typecheck:
+            try:
+                refused = await self._typecheck(code, limits)
+            except BaseException:
+                release()
+                raise
+            if refused is not None:
+                release()
+                return refused
         cell = self._pool.cell(self._runner, code) if self._pool is not None else None  # workers: ptc.workers
         return await self._runner.run(code, limits, release, cell)
+
+    # -- type checking (ptc.typecheck) ---------------------------------------------
+    def check(self, code: str) -> list[Diagnostic]:
+        """Type-check `code` against this executor's stubs on the host (ty; `ptc[typecheck]`); runs nothing.
+
+        The diagnostics (errors and warnings) are at the program's own lines
+        and columns; [] when it type-checks. Raises MissingExtraError without
+        ty, TypeCheckerError when the checker cannot give a verdict. With MCP
+        servers or A2A agents, connect first (`connect()`, `async with`): their
+        tools are in the catalog, and so in the stubs, from then on.
+        """
+        if self._lifecycle == "closed":
+            raise ExecutorClosedError("the executor is closed")
+        return self.typechecker.check(code)
+
+    async def _typecheck(self, code: str, limits: Limits) -> ExecutionResult | None:
+        """The refusal of a program with type errors (no tool called, no sandbox used), or None to run it.
+
+        Called once admitted, so MCP and A2A tools are connected: their stubs
+        are part of what the program is checked against. A checker that
+        cannot give a verdict refuses the program too (fail closed), with the
+        reason.
+        """
+        started = time.time()
+        clock = time.perf_counter()
+        try:
+            found = refusing(await asyncio.to_thread(self.check, code))
+        except TypeCheckerError as exc:
+            error = ExecutionErrorInfo(kind="type_error", type="TypeCheckerError", message=str(exc), diagnostics=[])
+        else:
+            if not found:
+                return None
+            error = ExecutionErrorInfo(kind="type_error", type="TypeError", message=describe(found), diagnostics=found)
+        result = ExecutionResult(
+            execution_id=f"ptc_{uuid.uuid4().hex}",
+            tenant_id=self.tenant_id,
+            error=error,
+            execution_time=time.perf_counter() - clock,
+        )
+        self._auditor.record(code, started, limits, result)
+        return result
 
     async def _ready(self, limits: Limits) -> None:
         if not self._mcp.connected or not self._a2a.connected or self._lifecycle != "open":
@@ -384,12 +450,14 @@ class ProgrammaticToolExecutor:
             checked.cells[0].code, limits, release, resumed(self._runner, checked), decisions=given
         )
 
-    def execute_sync(self, code: str, *, limits: Limits | None = None) -> ExecutionResult:
+    def execute_sync(
+        self, code: str, *, limits: Limits | None = None, typecheck: bool | None = None
+    ) -> ExecutionResult:
         """execute() for callers without an event loop."""
         try:
             asyncio.get_running_loop()
         except RuntimeError:
-            return asyncio.run(self.execute(code, limits=limits))
+            return asyncio.run(self.execute(code, limits=limits, typecheck=typecheck))
         raise RuntimeError("execute_sync() called from a running event loop; use `await executor.execute(code)`")
 
     # -- sessions -----------------------------------------------------------------

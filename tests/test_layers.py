@@ -31,7 +31,9 @@ LAYERS: list[tuple[str, list[str]]] = [
     ("sandbox", [r"ptc\.guest(\..*)?", r"ptc\.(wasm_threads|interrupts|spares|engine|sandbox|replay|stub_code)"]),
     (
         "executor",
-        [r"ptc\.(tenancy|audit|executor|lifecycle|connections|admission|execution|sessions|resume|workers)(\..*)?"],
+        [
+            r"ptc\.(tenancy|audit|budgets|executor|lifecycle|connections|admission|execution|sessions|resume|typecheck|workers)(\..*)?"
+        ],
     ),
     ("front ends", [r"ptc", r"ptc\.(__main__|cli|repl|serve|serve_sessions|demo)", r"ptc\.examples(\..*)?"]),
 ]
