@@ -58,6 +58,8 @@ def settings_for(quick: bool) -> Settings:
         call_runs=(3, 1),  # programs with CALLS calls
         gather_runs=(3, 1),
         cpu_runs=(3, 1),
+        agent_runs=(20, 10),  # per round, after `warmup` runs; the blocks themselves are added by main()
+        session_cells=(200, 100),  # per round, after 10 × `warmup` cells
     )
 
 
@@ -66,6 +68,10 @@ ROWS = [
     ("cold start `x = 1`, fresh sandbox state per run, warm host: median (ms)", base.COLD, "median"),
     ("cold start `x = 1`, same: p90 (ms)", base.COLD, "p90"),
     ("`x = 1` in a reused sandbox (state carries over): median (ms)", base.REUSE, "median"),
+    ("ten agent blocks in one session (Monty's AGENT_BLOCKS), wall of the blocks: median (ms)", base.AGENT, "median"),
+    ("same, opening and closing the session included: median (ms)", base.AGENT_WHOLE, "median"),
+    ("`x = 1` in an open session, back to back: median (ms)", base.SESSION_CELL, "median"),
+    ("`x = 1` in an open session, same: p90 (ms)", base.SESSION_CELL, "p90"),
     ("`x = 1` with a new executor / worker pool per run: median (ms)", base.NEW_HOST, "median"),
     ("`x = 1` in a fresh OS process, end to end: median (ms)", base.PROCESS, "median"),
     ("program with 1 tool call, wall: median (ms)", "calls_1", "median"),
@@ -277,6 +283,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     settings = settings_for(args.quick)
     settings["rounds"] = args.rounds or settings.rounds
+    from sessions_section import AGENT_BLOCKS, AGENT_EXPECTED  # imports ptc: not in a driver's interpreter
+
+    settings.update(agent_blocks=AGENT_BLOCKS, agent_expected=AGENT_EXPECTED)  # the drivers get them from here
     mode = "quick" if args.quick else "full"
     began = harness.Clock()
     report: dict[str, Any] = {"environment": harness.environment(mode, native_python=args.native)}

@@ -1,13 +1,16 @@
 """The interface every peer implements, and the one round of workloads run through it.
 
 A peer is a `Sandbox`: how it runs a program in fresh state (`run`), a program of N tool calls
-(`calls`), three 200 ms calls under gather (`gather`), a reused sandbox (`reused`), a new host
-object (`new_host`) and a fresh OS process (`process_argv`). What a peer cannot do is named in
-`not_applicable`, with why, and its method is never called. `measure` is the same for every peer.
+(`calls`), three 200 ms calls under gather (`gather`), a reused sandbox (`reused`), an agent's
+blocks one by one in one new session (`agent_run`), small cells in an open session
+(`session_cells`), a new host object (`new_host`) and a fresh OS process (`process_argv`). What a
+peer cannot do is named in `not_applicable`, with why, and its method is never called. `measure`
+is the same for every peer.
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import inspect
 import subprocess
@@ -33,6 +36,11 @@ CALLS_1 = "calls_1"
 CALLS_N = "calls_n"
 GATHER = "gather_naps"
 TOOL_KEYS = (CALLS_0, CALLS_1, CALLS_N, GATHER)
+AGENT = "agent_blocks"  # the agent's blocks (settings.agent_blocks) one by one in one new session: their wall
+AGENT_WHOLE = "agent_blocks_whole"  # the same run, opening and closing the session included
+SESSION_CELL = "session_cell"  # TRIVIAL in an open session, back to back, after warm-up cells
+SESSION_KEYS = (AGENT, AGENT_WHOLE, SESSION_CELL)
+AGENT_SPACING_S = 0.01  # idle before each agent run, as sessions_section.py (an agent's turns are spaced)
 
 
 def expect(what: str, got: object, wanted: object) -> None:
@@ -130,6 +138,17 @@ class Sandbox:
         """Wall times of `runs` TRIVIAL runs in one sandbox."""
         raise NotImplementedError
 
+    async def agent_run(self, blocks: Sequence[str], expected: str) -> tuple[float, float]:
+        """`blocks` one after another in one new session, each building on the state the ones before left; the
+        last one's printed output must be `expected`. (Wall of opening the session, the blocks and closing it;
+        wall of the blocks alone.)"""
+        raise NotImplementedError
+
+    async def session_cells(self, runs: int) -> list[float]:
+        """Wall times of `runs` TRIVIAL cells back to back in one open session, after a first cell and
+        warm-up cells (ten per warm-up run)."""
+        raise NotImplementedError
+
     async def new_host(self) -> None:
         """TRIVIAL in a new host object (executor, pool) made for the run."""
         raise NotImplementedError
@@ -150,6 +169,31 @@ class Sandbox:
             once = functools.partial(self.run, self.program(body), value, **options)
             await self.rec.time(f"cpu_{name}{suffix}", self.settings.cpu_runs, once)
 
+    async def measure_sessions(self) -> None:
+        """AGENT and AGENT_WHOLE (one agent run gives a sample of each), then SESSION_CELL."""
+        s, rec = self.settings, self.rec
+        if self.applies(AGENT):
+            log(f"{self.key}: {len(s.agent_blocks)} agent blocks in one session, {s.agent_runs} runs")
+
+            async def agent() -> list[float]:
+                for _ in range(s.warmup):
+                    await self.agent_run(s.agent_blocks, s.agent_expected)
+                wholes, walls = [], []
+                for _ in range(s.agent_runs):
+                    await asyncio.sleep(AGENT_SPACING_S)
+                    whole, wall = await self.agent_run(s.agent_blocks, s.agent_expected)
+                    wholes.append(whole)
+                    walls.append(wall)
+                rec.samples.setdefault(AGENT_WHOLE, []).extend(wholes)
+                return walls
+
+            await rec.record(AGENT, agent)
+            if AGENT in rec.errors:
+                rec.errors[AGENT_WHOLE] = rec.errors[AGENT]
+        if self.applies(SESSION_CELL):
+            log(f"{self.key}: `{TRIVIAL}` in an open session, {s.session_cells} cells")
+            await rec.record(SESSION_CELL, lambda: self.session_cells(s.session_cells))
+
     async def measure(self) -> Recorder:
         """One round of every workload that applies."""
         s, rec = self.settings, self.rec
@@ -162,6 +206,7 @@ class Sandbox:
         await rec.time(COLD, s.cold_samples, lambda: self.run(TRIVIAL))
         if self.applies(REUSE):
             await rec.record(REUSE, lambda: self.reused(s.reuse_samples))
+        await self.measure_sessions()
         log(f"{self.key}: tool calls, CPU")
         for key, n, runs in ((CALLS_0, 0, s.call_program_samples), (CALLS_1, 1, s.call_program_samples)):
             if self.applies(key):

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import importlib
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,9 @@ async def nap(x: int) -> int:
 
 class Adapter(Sandbox):
     """`AsyncMonty` pool of `monty` worker processes. Cold start: a new `checkout()` session (fresh state) per run
-    on a warm pool; reused: `feed_run` again on one session; new host: a new `AsyncMonty()` pool (spawns a worker)
+    on a warm pool; reused: `feed_run` again on one session; sessions: a new `checkout()` session per agent run,
+    `feed_run(block, print_callback=CollectString())` for each block (a session keeps its globals across feeds),
+    and the `x = 1` cells fed to one checked-out session; new host: a new `AsyncMonty()` pool (spawns a worker)
     per run; fresh process: the `monty -c` binary. Tools: `async def` externals through `external_lookup`; CPU:
     `feed_run` on a fresh session."""
 
@@ -64,6 +67,26 @@ class Adapter(Sandbox):
             async def once() -> None:
                 expect("value", await session.feed_run(TRIVIAL), None)
 
+            return await atimed(once, runs)
+
+    async def agent_run(self, blocks: Sequence[str], expected: str) -> tuple[float, float]:
+        with Clock() as whole:
+            async with self.pool.checkout(limits=LIMITS) as session:
+                with Clock() as inner:
+                    for block in blocks:
+                        printed = self.pm.CollectString()  # else it prints to this process's stdout
+                        await session.feed_run(block, print_callback=printed)
+        expect("output", printed.output.strip(), expected)
+        return whole.wall, inner.wall
+
+    async def session_cells(self, runs: int) -> list[float]:
+        async with self.pool.checkout(limits=LIMITS) as session:
+            expect("value", await session.feed_run("x = 0"), None)
+
+            async def once() -> None:
+                expect("value", await session.feed_run(TRIVIAL), None)
+
+            await atimed(once, self.settings.warmup * 10)
             return await atimed(once, runs)
 
     async def close(self) -> None:

@@ -10,7 +10,18 @@ from typing import Any
 
 from harness import CPU_WORKLOADS, log
 
-from adapters.base import COLD, NEW_HOST, PROCESS, REUSE, TOOL_KEYS, Recorder, Sandbox, expect, process_walls
+from adapters.base import (
+    COLD,
+    NEW_HOST,
+    PROCESS,
+    REUSE,
+    SESSION_KEYS,
+    TOOL_KEYS,
+    Recorder,
+    Sandbox,
+    expect,
+    process_walls,
+)
 
 HARNESS = (
     "import sys, time\n"
@@ -32,6 +43,7 @@ class Adapter(Sandbox):
         REUSE: "not a sandbox",
         NEW_HOST: "not a sandbox",
         **dict.fromkeys(TOOL_KEYS, "not a sandbox: no boundary to cross"),
+        **dict.fromkeys(SESSION_KEYS, "not a sandbox: no session to keep"),
     }
 
     def __init__(self, settings: Any) -> None:

