@@ -3,6 +3,11 @@
 Both streams share one buffer so the host sees them in the order they were
 written. Once the host answers that the output cap is reached, nothing more is
 sent: the program keeps running, its output is dropped.
+
+What is buffered is also sent before the program blocks in the host (a wait
+for tool replies, a sleep, a sync call: `flush_before_blocking`), so the host
+sees output as the program prints it (live output, `on_output`), not only
+in 8 KiB chunks or at the end.
 """
 
 from __future__ import annotations
@@ -21,13 +26,17 @@ _SLICE = 256 * 1024
 
 class _Sink:
     def __init__(self) -> None:
+        global _current
         self.parts: list[tuple[int, str]] = []
         self.size = 0
         self.open = True
+        _current = self
 
     def reopen(self) -> None:
         """A new cell of a session: its output starts empty, under its own cap."""
+        global _current
         self.parts, self.size, self.open = [], 0, True
+        _current = self
 
     def add(self, fd: int, text: str) -> None:
         if not self.open or not text:
@@ -48,6 +57,16 @@ class _Sink:
             for start in range(0, len(text), _SLICE):
                 if self.open and not host.write(fd, text[start : start + _SLICE]):
                     self.open = False
+
+
+_current: _Sink | None = None  # the running program's
+
+
+def flush_before_blocking() -> None:
+    """The program is about to block in the host: send what it printed so far first."""
+    sink = _current
+    if sink is not None and sink.parts:
+        sink.flush()
 
 
 class HostWriter(io.TextIOBase):
