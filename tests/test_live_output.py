@@ -138,3 +138,30 @@ def test_ptc_run_prints_as_the_program_prints(tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+async def test_ptc_serve_sends_the_output_as_progress_when_asked(tmp_path):
+    """An MCP client that asks for progress gets the output while the program sleeps."""
+    from mcp import Client
+    from mcp.client.stdio import StdioServerParameters, stdio_client
+
+    params = StdioServerParameters(command=sys.executable, args=["-m", "ptc.cli", "serve"])
+    code = "import time, sys\nprint('first')\ntime.sleep(1.5)\nprint('oops', file=sys.stderr)\nprint('second')"
+    with open(tmp_path / "stderr.txt", "w") as errlog:
+        async with Client(stdio_client(params, errlog=errlog)) as client:
+            seen: list[tuple[float, str | None, float]] = []
+
+            async def progress(value: float, total: float | None, message: str | None) -> None:
+                seen.append((value, message, time.perf_counter()))
+
+            started = time.perf_counter()
+            result = await client.call_tool("execute_python", {"code": code}, progress_callback=progress)
+            ended = time.perf_counter()
+            assert not result.is_error
+            assert [m for _, m, _ in seen] == ["first\n", "[stderr] oops\n", "second\n"]
+            assert [v for v, _, _ in seen] == [6, 11, 18]  # characters sent so far: it grows
+            assert ended - seen[0][2] > 1.0 and seen[0][2] - started < ended - started - 1.0  # before the sleep ended
+            plain = await client.call_tool(
+                "execute_python", {"code": "print('x')"}
+            )  # no progress asked: no live output
+            assert not plain.is_error
