@@ -324,3 +324,23 @@ async def test_slow_tool_call_span_times_the_call():
     await ex.execute("from tools.d import nap\nawait nap(seconds=0.2)")
     (call,) = by_name(exporter.get_finished_spans(), "ptc.tool_call")
     assert (call.end_time - call.start_time) / 1e9 >= 0.19
+
+
+async def test_the_trace_context_reaches_a_real_a2a_agent():
+    from tests.test_a2a import start_agents, stats
+
+    proc, base = start_agents()
+    try:
+        tracer_provider, exporter, _, _ = providers()
+        async with ProgrammaticToolExecutor(
+            a2a_agents={"quick": f"{base}/quick"}, timeout=20, tracer_provider=tracer_provider
+        ) as ex:
+            before = len(stats(base)["traceparents"])
+            r = await ex.execute("from tools.quick import send_message\nawait send_message(text='hi')")
+            assert r.error is None, r.error
+        sent = stats(base)["traceparents"][before:]
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    (attempt,) = by_name(exporter.get_finished_spans(), "ptc.tool_call.attempt")
+    assert sent and all(_parent_of(p) == (attempt.context.trace_id, attempt.context.span_id) for p in sent), sent
