@@ -95,11 +95,14 @@ class _Instruments:
 class Telemetry:
     """One executor's telemetry: its tracer and meter (the given providers, else the global ones).
 
-    The global providers are looked up per execution until they are real
-    ones (an application may configure the SDK after making the executor);
-    `opentelemetry` allows setting each only once, so from then on they are
-    kept.
+    The global providers are looked up until they are real ones (an
+    application may configure the SDK after making the executor), at most
+    once every `RECHECK` seconds: the lookup reads os.environ (~1.5 µs each),
+    which the no-SDK path must not pay per execution. `opentelemetry` allows
+    setting each provider only once, so a real one found is kept.
     """
+
+    RECHECK = 1.0
 
     def __init__(
         self,
@@ -113,24 +116,34 @@ class Telemetry:
         self._meter_provider = meter_provider
         self._tracer: Tracer | None = None
         self._instruments: _Instruments | None = None
+        self._quiet_until = 0.0  # time.monotonic(): until then, no provider is taken to be configured
+
+    def _look(self) -> None:
+        """Look for configured providers (both: one is often configured without the other)."""
+        if self._tracer is None:
+            tracer_provider = _live_tracer_provider(self._tracer_provider)
+            if tracer_provider is not None:
+                self._tracer = tracer_provider.get_tracer(INSTRUMENTATION)
+        if self._instruments is None:
+            meter_provider = _live_meter_provider(self._meter_provider)
+            if meter_provider is not None:
+                self._instruments = _Instruments(meter_provider.get_meter(INSTRUMENTATION))
+        if self._tracer is None or self._instruments is None:
+            self._quiet_until = time.monotonic() + self.RECHECK
 
     def tracer(self) -> Tracer | None:
-        if self._tracer is None and _AVAILABLE:
-            provider = _live_tracer_provider(self._tracer_provider)
-            if provider is not None:
-                self._tracer = provider.get_tracer(INSTRUMENTATION)
+        if self._tracer is None and _AVAILABLE and time.monotonic() >= self._quiet_until:
+            self._look()
         return self._tracer
 
     def instruments(self) -> _Instruments | None:
-        if self._instruments is None and _AVAILABLE:
-            provider = _live_meter_provider(self._meter_provider)
-            if provider is not None:
-                self._instruments = _Instruments(provider.get_meter(INSTRUMENTATION))
+        if self._instruments is None and _AVAILABLE and time.monotonic() >= self._quiet_until:
+            self._look()
         return self._instruments
 
     def queue_wait(self, tenant_id: str, seconds: float) -> None:
         """How long an execution waited for its tenant's slot and share of the threads."""
-        instruments = self.instruments() if _AVAILABLE else None
+        instruments = self.instruments()
         if instruments is not None:
             instruments.queue_wait.record(seconds, {"ptc.tenant": tenant_id})
 
@@ -139,7 +152,7 @@ class Telemetry:
 
         Its cells are its children (each linked to the caller's span at the
         time): a session outlives the turn of the agent loop that opened it."""
-        tracer = self.tracer() if _AVAILABLE else None
+        tracer = self.tracer()
         if tracer is None:
             return None
         span = tracer.start_span("ptc.session", attributes={"ptc.session.id": session_id, "ptc.tenant": tenant_id})
@@ -160,9 +173,11 @@ class Telemetry:
         session's cell is parented on its session's span instead and linked to
         the caller's span (the agent-loop turn that ran it).
         """
-        if not _AVAILABLE:
-            return None
-        tracer, instruments = self.tracer(), self.instruments()
+        if self._tracer is None and self._instruments is None:  # the no-SDK path: one clock reading
+            if not _AVAILABLE or time.monotonic() < self._quiet_until:
+                return None
+            self._look()
+        tracer, instruments = self._tracer, self._instruments
         if tracer is None and instruments is None:
             return None
         span: Span | None = None
