@@ -200,14 +200,14 @@ class Runner:
             if state.suspended:
                 suspend(result, state, session)
             state.close()
-            if live is not None:
-                await live.finish()
             if trace is not None:
                 _traced(trace, result, state.output.bytes)
         finally:
             if not release_later:
                 release()
         self.auditor.record(code, started_at, limits, result)
+        if live is not None:  # the rest of the output, before the result (a cancel here: all is recorded already)
+            await live.finish()
         return result
 
     def _result(
