@@ -53,6 +53,7 @@ __all__ = ["AVAILABLE", "CONTENT_CHARS", "ExecutionTrace", "SessionTrace", "Tele
 AVAILABLE = _AVAILABLE
 INSTRUMENTATION = "ptc"
 CONTENT_CHARS = 8192  # the most of a program, parameters or a result put in one attribute (trace_content=True)
+NAME_CHARS = 128  # an error's type name may be the program's own class: bounded (it is no content, but its text)
 _T = TypeVar("_T")
 # A W3C traceparent as this module accepts one from a message body (version 00, lowercase hex).
 _TRACEPARENT = re.compile(r"00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")
@@ -305,7 +306,7 @@ class ExecutionTrace:
         if memory_used is not None:
             span.set_attribute("ptc.memory_used", memory_used)
         if error_type is not None:
-            span.set_attribute("error.type", error_type)
+            span.set_attribute("error.type", error_type[:NAME_CHARS])
             span.set_status(_trace.Status(_trace.StatusCode.ERROR, outcome))
         span.end()
 

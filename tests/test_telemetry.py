@@ -344,3 +344,40 @@ async def test_the_trace_context_reaches_a_real_a2a_agent():
         proc.wait(10)
     (attempt,) = by_name(exporter.get_finished_spans(), "ptc.tool_call.attempt")
     assert sent and all(_parent_of(p) == (attempt.context.trace_id, attempt.context.span_id) for p in sent), sent
+
+
+async def test_approval_cache_hit_and_unknown_tools():
+    from ptc import ApprovalDecision
+
+    tracer_provider, exporter, _, _ = providers()
+    cat = ToolCatalog()
+
+    @cat.tool(domain="bank", policy=Policy(requires_approval=True))
+    async def transfer(amount: int) -> str:
+        """Needs a decision."""
+        return f"sent {amount}"
+
+    @cat.tool(domain="bank")
+    async def rate() -> float:
+        """Cacheable with a key."""
+        return 1.5
+
+    ex = ProgrammaticToolExecutor(
+        cat,
+        timeout=10,
+        tracer_provider=tracer_provider,
+        on_approval=lambda request: ApprovalDecision(approved=True, by="alice"),
+    )
+    program = (
+        "from tools.bank import transfer, rate\nfrom tools import call_tool, ToolError\n"
+        "await transfer(amount=5)\nawait rate(idempotency_key='k')\nawait rate(idempotency_key='k')\n"
+        "try:\n    await call_tool('bank', 'SECRET_NAME_' + 'x' * 5000, {})\nexcept ToolError:\n    pass"
+    )
+    r = await ex.execute(program)
+    assert r.error is None, r.error
+    calls = sorted(by_name(exporter.get_finished_spans(), "ptc.tool_call"), key=lambda s: s.start_time)
+    assert [c.attributes["gen_ai.tool.name"] for c in calls] == ["transfer", "rate", "rate", "<unknown tool>"]
+    assert calls[0].attributes["ptc.tool.approval"] == "approved"
+    assert [c.attributes["ptc.tool.cache_hit"] for c in calls[1:3]] == [False, True]
+    assert calls[3].attributes["error.type"] == "ToolNotFoundError"
+    assert "SECRET_NAME_" not in every_value(exporter.get_finished_spans())

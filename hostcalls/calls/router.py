@@ -178,12 +178,14 @@ class Router:
 
 # -- telemetry (ptc.telemetry): only when the execution is traced ---------------------
 
+UNKNOWN_TOOL = "<unknown tool>"
+
 
 def traced(record: ToolCallRecord, call: Prepared | None, context: CallContext) -> ToolTrace:
     """Start the span of one call (a child of its execution's); `call` None: refused before it was prepared."""
     assert context.trace is not None
     return context.trace.tool_call(
-        record.tool,
+        record.tool if record.type is not None else UNKNOWN_TOOL,  # a name not in the catalog is the program's text
         domain=record.domain,
         backend=record.type,
         call_id=record.caller.tool_id,
