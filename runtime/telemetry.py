@@ -137,16 +137,17 @@ class Telemetry:
             self._look()
         return self._tracer
 
-    def instruments(self) -> _Instruments | None:
-        if self._instruments is None and _AVAILABLE and time.monotonic() >= self._quiet_until:
-            self._look()
-        return self._instruments
-
     def queue_wait(self, tenant_id: str, seconds: float) -> None:
         """How long an execution waited for its tenant's slot and share of the threads."""
-        instruments = self.instruments()
-        if instruments is not None:
-            instruments.queue_wait.record(seconds, {"ptc.tenant": tenant_id})
+        instruments = self._instruments
+        if instruments is None:  # the no-SDK path: one clock reading
+            if not _AVAILABLE or time.monotonic() < self._quiet_until:
+                return
+            self._look()
+            instruments = self._instruments
+            if instruments is None:
+                return
+        instruments.queue_wait.record(seconds, {"ptc.tenant": tenant_id})
 
     def session(self, session_id: str, tenant_id: str) -> SessionTrace | None:
         """The `ptc.session` span of a new session, parented on the caller's current span (None: not tracing).
