@@ -175,21 +175,21 @@ class Telemetry:
         session's cell is parented on its session's span instead and linked to
         the caller's span (the agent-loop turn that ran it).
         """
-        if self._tracer is None and self._instruments is None:  # the no-SDK path: one clock reading
-            if not _AVAILABLE or time.monotonic() < self._quiet_until:
-                return None
-            self._look()
+        if (self._tracer is None or self._instruments is None) and _AVAILABLE:  # no SDK: one clock reading
+            if time.monotonic() >= self._quiet_until:
+                self._look()
         tracer, instruments = self._tracer, self._instruments
         if tracer is None and instruments is None:
             return None
         span: Span | None = None
         context: Context | None = None
         if tracer is not None:
+            data = code.encode("utf-8", "surrogatepass")
             attributes: dict[str, Any] = {
                 "ptc.tenant": tenant_id,
                 "ptc.execution.id": execution_id,
-                "ptc.code.sha256": hashlib.sha256(code.encode("utf-8", "surrogatepass")).hexdigest(),
-                "ptc.code.bytes": len(code),
+                "ptc.code.sha256": hashlib.sha256(data).hexdigest(),  # groups runs of one program, shows none of it
+                "ptc.code.bytes": len(data),
             }
             if self.trace_content:
                 attributes["ptc.code"] = code[:CONTENT_CHARS]
