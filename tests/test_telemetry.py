@@ -19,10 +19,10 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from test_mcp import free_port, wait_for_port
 
 from ptc import Policy, ProgrammaticToolExecutor, RetryableError, ToolCatalog
 from ptc.telemetry import Telemetry, traceparent_of_message
-from tests.test_mcp import free_port, wait_for_port
 
 TRACED = Path(__file__).parent / "mcp_servers" / "traced.py"
 SECRET_CODE = "SECRET_IN_CODE_7731"
@@ -327,7 +327,7 @@ async def test_slow_tool_call_span_times_the_call():
 
 
 async def test_the_trace_context_reaches_a_real_a2a_agent():
-    from tests.test_a2a import start_agents, stats
+    from test_a2a import start_agents, stats
 
     proc, base = start_agents()
     try:
