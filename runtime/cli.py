@@ -294,7 +294,7 @@ def _repl(args: argparse.Namespace) -> int:
     from ptc.repl import run_repl
 
     with _connected(args) as executor:
-        return run_repl(executor, _print_result, raw=args.raw)
+        return run_repl(executor, _print_result, raw=args.raw, live=_live_printer(args.raw))
 
 
 def _stubs(args: argparse.Namespace) -> int:

@@ -165,3 +165,27 @@ async def test_ptc_serve_sends_the_output_as_progress_when_asked(tmp_path):
                 "execute_python", {"code": "print('x')"}
             )  # no progress asked: no live output
             assert not plain.is_error
+
+
+def test_ptc_repl_prints_a_cells_output_as_it_comes(tmp_path):
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ptc.cli", "repl", "--timeout", "20"],
+        cwd=tmp_path,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdin is not None and proc.stdout is not None
+        proc.stdin.write("import time; print('first'); time.sleep(3); print('second')\n")
+        proc.stdin.close()
+        assert proc.stdout.readline() == "first\n"
+        at_first = time.perf_counter()
+        assert proc.poll() is None
+        assert proc.stdout.readline() == "second\n" and time.perf_counter() - at_first > 2
+        assert proc.wait(30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
