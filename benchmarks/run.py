@@ -2,7 +2,7 @@
 
     python benchmarks/run.py                  # full run (about 2.5 minutes)
     python benchmarks/run.py --quick          # smoke run (under ~40 s)
-    python benchmarks/run.py --only tools     # one section: sandbox, tools, throughput, cpu, mcp, a2a, sessions or all
+    python benchmarks/run.py --only tools     # one section (sandbox, tools, ..., sessions, typecheck) or all
 
 Prints a markdown table (metric | value | target | status) and writes every
 figure, plus the raw samples' summaries and the environment, to
@@ -35,6 +35,7 @@ SECTIONS = {
     "mcp": "an MCP tool call direct and through the sandbox",
     "a2a": "an A2A agent call direct and through the sandbox",
     "sessions": "ten agent blocks in one session, a small cell, restoring a session from its journal",
+    "typecheck": "executor.check of a 20-line program against a 100-tool catalog, warm",
 }
 
 

@@ -18,8 +18,10 @@ from ptc.errors import (
     ToolApprovalDenied,
     ToolError,
     ToolNotFoundError,
+    ToolResultTooLarge,
     ToolTimeoutError,
     ToolValidationError,
+    TypeCheckerError,
 )
 from ptc.events import ToolEvent
 from ptc.executor import ProgrammaticToolExecutor
@@ -28,7 +30,7 @@ from ptc.journal import Journal, JournalCall, JournalCell
 from ptc.limits import Limits
 from ptc.policy import Policy
 from ptc.records import CallErrorInfo, ToolCallRecord
-from ptc.results import ExecutionError, ExecutionErrorInfo, ExecutionResult
+from ptc.results import Diagnostic, Dropped, ExecutionError, ExecutionErrorInfo, ExecutionResult
 from ptc.sessions import Session
 from ptc.tenancy import Quota
 
@@ -41,6 +43,8 @@ __all__ = [
     "Quota",
     "CircuitOpenError",
     "CallErrorInfo",
+    "Diagnostic",
+    "Dropped",
     "ExecutionError",
     "ExecutionErrorInfo",
     "ExecutorClosedError",
@@ -68,7 +72,9 @@ __all__ = [
     "ToolError",
     "ToolEvent",
     "ToolNotFoundError",
+    "ToolResultTooLarge",
     "ToolParameter",
     "ToolTimeoutError",
     "ToolValidationError",
+    "TypeCheckerError",
 ]

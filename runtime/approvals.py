@@ -18,6 +18,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from ptc.records import Subscriptable
 
 ApprovalOutcome = Literal["approved", "denied", "timed_out"]
+# The name under which the guest asks (through load-module, once) which tools need an approval;
+# rendered into the guest's `_ptc_generated` (ptc.guest.build), so it is written once.
+APPROVAL_TOOLS: Final = "ptc:approval-tools"
 MAX_REASON = 1000  # a denial's reason reaches the program as a ToolApprovalDenied message
 
 

@@ -30,7 +30,7 @@ from ptc.executor import ProgrammaticToolExecutor
 from ptc.limits import Limits, MiB
 from ptc.policy import Policy
 from ptc.results import ExecutionResult
-from ptc.stubgen import render_api_reference, write_stubs
+from ptc.stubgen import write_modules
 from ptc.tenancy import Quota
 
 
@@ -115,6 +115,7 @@ def _executor(args: argparse.Namespace) -> ProgrammaticToolExecutor:
         mcp_servers=_mcp_servers(args.mcp),
         a2a_agents=_a2a_agents(args.a2a),
         quota=Quota(**admission) if admission else None,
+        workers=getattr(args, "workers", None),  # None: PTC_WORKERS, else in this process
     )
 
 
@@ -141,6 +142,10 @@ def _limits(args: argparse.Namespace) -> Limits:
         update["fuel"] = args.fuel if args.fuel > 0 else None
     if args.max_output is not None:
         update["max_output_bytes"] = args.max_output
+    if getattr(args, "max_result", None) is not None:
+        update["max_result_bytes"] = args.max_result
+    if getattr(args, "typecheck", False):
+        update["typecheck"] = True
     return Limits(**update)
 
 
@@ -196,7 +201,20 @@ def _add_limit_flags(parser: argparse.ArgumentParser) -> None:
                 _number(int, 0, "a whole number of bytes, 0 or more"),
                 "bytes of output kept (default 1 MiB)",
             ),
+            (
+                "--max-result",
+                _number(int, 1, "a whole number of bytes, 1 or more"),
+                "the program's value kept up to this many bytes encoded; a larger one is dropped, and said so",
+            ),
         ],
+    )
+
+
+def _add_typecheck_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--typecheck",
+        action="store_true",
+        help="type-check each program against the stubs first (ty, ptc[typecheck]); refuse one with type errors",
     )
 
 
@@ -240,6 +258,9 @@ def _print_result(
             sys.stderr.write(shown(result.stderr))
         if result.output_truncated:
             print("ptc: output truncated", file=sys.stderr)
+        for dropped in result.dropped:
+            if dropped.what == "result":  # said, so an empty value is not read as None
+                print(f"ptc: {dropped}", file=sys.stderr)
         sys.stderr.flush()
         if value and result.error is None and result.result is not None:
             text = result.result if result.result_is_repr else repr(result.result)
@@ -299,14 +320,14 @@ def _repl(args: argparse.Namespace) -> int:
 
 def _stubs(args: argparse.Namespace) -> int:
     with _connected(args) as executor:
-        for path in write_stubs(executor.catalog, Path(args.out)):
+        for path in write_modules(executor.stubs.modules(), Path(args.out)):  # as the sandbox and checker see them
             print(path)
     return 0
 
 
 def _api(args: argparse.Namespace) -> int:
     with _connected(args) as executor:
-        sys.stdout.write(render_api_reference(executor.catalog))
+        sys.stdout.write(executor.api_reference())
     return 0
 
 
@@ -326,7 +347,7 @@ def _serve(args: argparse.Namespace) -> int:
         # The runtime first (on a fresh machine the guest build, with its progress
         # above): no client's first call waits a minute on it without a word.
         asyncio.run(executor.warm_up())
-        server = build_server(executor)
+        server = build_server(executor, **({"max_result_bytes": args.max_result_json} if args.max_result_json else {}))
         domains = ", ".join(executor.catalog.domains()) or "none"
         tools = f"{len(executor.catalog)} tools (domains: {domains})"
         if args.http:
@@ -374,11 +395,14 @@ def client_config(args: argparse.Namespace, name: str = "ptc") -> dict[str, Any]
     for spec in args.a2a:
         flags += ["--a2a", spec]
     for flag in (
-        "timeout", "memory", "fuel", "max_output", "tool_timeout", "max_retries", "max_concurrent", "max_queued"
+        "timeout", "memory", "fuel", "max_output", "max_result", "max_result_json", "tool_timeout", "max_retries",
+        "max_concurrent", "max_queued", "workers",
     ):  # fmt: skip
         value = getattr(args, flag)
         if value is not None:
             flags += [f"--{flag.replace('_', '-')}", str(value)]
+    if args.typecheck:
+        flags.append("--typecheck")
     if args.http:  # the client does not start an HTTP server: it is reached at its URL
         host, port = args.http
         if port == 0:
@@ -422,6 +446,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--raw", action="store_true", help="write the program's output as is (terminal control sequences included)"
     )
     _add_limit_flags(run)
+    _add_typecheck_flag(run)
     _add_tool_flags(run)
     run.set_defaults(handler=_run)
 
@@ -454,6 +479,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="serve the tools to MCP clients as one code-execution tool")
     _add_tool_flags(serve)
     _add_limit_flags(serve)
+    _add_typecheck_flag(serve)
     serve.add_argument("--http", metavar="HOST:PORT", type=_host_port, help="streamable HTTP instead of stdio")
     _add_number_flags(
         serve,
@@ -466,6 +492,12 @@ def build_parser() -> argparse.ArgumentParser:
                 "programs running at once, all clients (default 8)",
             ),
             ("--max-queued", _WHOLE, "programs waiting for a slot; more fail at once (default 32)"),
+            ("--workers", _WHOLE, "worker processes running the programs (default $PTC_WORKERS, else 0: this one)"),
+            (
+                "--max-result-json",
+                _number(int, 256, "a whole number of bytes, 256 or more"),
+                "a reply's value as JSON up to this size, shortened structurally past it (default 100000)",
+            ),
         ],
     )
     serve.add_argument(

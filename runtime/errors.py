@@ -9,6 +9,7 @@
     ├── ReplayDivergedError      a replay asked for something its journal does not hold
     ├── OverCapacityError        the tenant's quota and queue (or its sessions) are full
     ├── StubError                (also ValueError) a rendered stub is not what its template intends
+    ├── TypeCheckerError         the type checker (ty) could not check a program: it crashed or timed out
     ├── RetryableError           raised by a tool: a transient failure the router may retry
     ├── BackendUnavailable       (also ConnectionError) a tool's backend could not be reached
     │   ├── MCPConnectionError   an MCP server could not be started or reached
@@ -18,7 +19,8 @@
         ├── ToolTimeoutError     the tool did not answer within its timeout
         ├── CircuitOpenError     the backend failed repeatedly; calls fail fast for a while
         ├── ToolNotFoundError    no tool of that name in the catalog
-        └── ToolApprovalDenied   the call needed an approval and was denied or not decided in time
+        ├── ToolApprovalDenied   the call needed an approval and was denied or not decided in time
+        └── ToolResultTooLarge   the result was larger than the tool's Policy.max_result_bytes
 
 Internal ones, which never reach a caller of the public API, derive from
 PtcError too, so an `except PtcError` around ptc catches whatever leaks:
@@ -26,7 +28,10 @@ PtcError too, so an `except PtcError` around ptc catches whatever leaks:
 `Abort` and its `Diverged` (ptc.hostcalls.wasm.state, .tape), `ParameterError`
 (ptc.hostcalls.calls.validation), `CallFailed`, `CallAbandoned` and
 `DeadlinePassed` (ptc.hostcalls.calls), `A2AReplyTooLarge`
-(ptc.hostcalls.backends.a2a: an agent sent more than its limits allow).
+(ptc.hostcalls.backends.a2a: an agent sent more than its limits allow),
+`WorkerProtocolError` and `Closed` (ptc.workers.wire: a worker process sent
+something malformed or over its cap, or its connection closed), `_Over`
+(ptc.budgets: a shortened value is still over its budget).
 
 The ToolError family is also what a program sees (`from tools import
 ToolError, ...`): `program_errors_source()` renders it, from the classes
@@ -92,6 +97,11 @@ class OverCapacityError(PtcError):
 
 class StubError(PtcError, ValueError):
     """A rendered module is not what its template intends; it must not be served."""
+
+
+class TypeCheckerError(PtcError):
+    """The type checker could not give a verdict on a program: it crashed, timed out or printed what ptc
+    cannot read. Not a finding about the program (those are Diagnostics); the message says what happened."""
 
 
 class RetryableError(PtcError):
@@ -171,6 +181,11 @@ class ToolApprovalDenied(ToolError):
     """The call needed an approval and was denied (or not given in time); the message holds the reason."""
 
 
+class ToolResultTooLarge(ToolError):
+    """The tool's result was larger than its Policy.max_result_bytes; the message names both sizes. Ask for
+    less: a filter, a page, fewer fields."""
+
+
 # The program-facing family, root first: what `from tools import ...` offers inside the sandbox.
 PROGRAM_ERRORS: tuple[type[ToolError], ...] = (
     ToolError,
@@ -179,6 +194,7 @@ PROGRAM_ERRORS: tuple[type[ToolError], ...] = (
     CircuitOpenError,
     ToolNotFoundError,
     ToolApprovalDenied,
+    ToolResultTooLarge,
 )
 PROGRAM_ERROR_NAMES: frozenset[str] = frozenset(cls.__name__ for cls in PROGRAM_ERRORS)
 
@@ -218,6 +234,11 @@ def _require(feature: str, extra: str, sdk: str, modules: tuple[str, ...], packa
         ) from exc
 
 
+def require_typecheck(feature: str) -> None:
+    """Raise MissingExtraError naming `feature` when the type checker (ty) is not installed."""
+    _require(feature, "typecheck", "type checker ty", ("ty",), "ty", "ty>=0.0.100")
+
+
 def require_mcp(feature: str) -> None:
     """Raise MissingExtraError naming `feature` when the MCP SDK cannot be imported."""
     _require(feature, "mcp", "MCP SDK", ("mcp", "mcp_types"), "mcp", "mcp>=2.3,<3")
@@ -247,7 +268,9 @@ __all__ = [
     "ToolError",
     "ToolApprovalDenied",
     "ToolNotFoundError",
+    "ToolResultTooLarge",
     "ToolTimeoutError",
     "ToolValidationError",
+    "TypeCheckerError",
     "program_errors_source",
 ]

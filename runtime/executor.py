@@ -17,16 +17,19 @@ import asyncio
 import json
 import threading
 import time
+import uuid
+import weakref
 from collections.abc import Callable, Mapping
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from ptc.approvals import ApprovalCallback, ApprovalDecision
+from ptc.approvals import APPROVAL_TOOLS, ApprovalCallback, ApprovalDecision
 from ptc.audit import AuditCallback, Auditor
 from ptc.catalog import ToolCatalog
 from ptc.connections import A2AConnections, MCPConnections
 from ptc.engine import get_runtime, prepare_runtime, runtime_ready
-from ptc.errors import ExecutorClosedError, JournalError
+from ptc.errors import ExecutorClosedError, JournalError, TypeCheckerError
 from ptc.events import EventBus, EventCallback
 from ptc.execution import Runner, resumed
 from ptc.hostcalls.backends.a2a.client import A2AAgentConfig
@@ -34,18 +37,21 @@ from ptc.hostcalls.backends.mcp.client import MCPServerConfig
 from ptc.hostcalls.calls.approval import DEFAULT_APPROVAL_TIMEOUT, Approvals
 from ptc.hostcalls.calls.idempotency import DEFAULT_CACHE_BYTES, DEFAULT_CACHE_ENTRIES, IdempotencyCache
 from ptc.hostcalls.calls.shim import MCPClientShim
-from ptc.hostcalls.calls.tools import APPROVAL_TOOLS
 from ptc.hostcalls.wasm.output import OutputCallback
 from ptc.journal import DEFAULT_MAX_JOURNAL_BYTES, Fingerprints, Journal, load
 from ptc.limits import Limits
 from ptc.policy import Policy
-from ptc.results import ExecutionResult
+from ptc.results import Diagnostic, ExecutionErrorInfo, ExecutionResult
 from ptc.resume import decisions_for, resumes
 from ptc.sessions import Session
+from ptc.stub_code import StubCode
 from ptc.stubgen import StubCache, render_api_reference, write_stubs
 from ptc.stubgen.discovery import describe_tool, search_tools
 from ptc.telemetry import Telemetry
 from ptc.tenancy import Quota, admission, tenants
+from ptc.typecheck import TypeChecker, describe, refusing
+from ptc.workers.pool import WorkerPool, workers_from_env
+from ptc.workers.sessions import PinnedSession
 
 if TYPE_CHECKING:
     from opentelemetry.metrics import MeterProvider
@@ -136,6 +142,7 @@ class ProgrammaticToolExecutor:
         enable_stubs: bool = True,
         on_approval: ApprovalCallback | None = None,
         approval_timeout: float = DEFAULT_APPROVAL_TIMEOUT,
+        workers: int | None = None,
         tracer_provider: TracerProvider | None = None,
         meter_provider: MeterProvider | None = None,
         trace_content: bool = False,
@@ -160,7 +167,10 @@ class ProgrammaticToolExecutor:
         self.router.approvals = Approvals(on_approval, approval_timeout)
         self._mcp = MCPConnections(mcp_servers or {}, self.catalog, self.router.tools.bind)
         self._a2a = A2AConnections(a2a_agents or {}, self.catalog, self.router.tools.bind, taken=mcp_servers or {})
-        self.stubs = StubCache(self.catalog)
+        self.stubs = StubCache(self.catalog, self._result_cap)
+        self.typechecker = TypeChecker(self.stubs)  # nothing runs or is written until a first check
+        self._stub_code = StubCode()  # the stubs compiled once, served as code (ptc.stub_code)
+        self._compiled_revision = -1  # the catalog revision whose stubs warm_up() queued for compiling
         self.stub_dir = Path(stub_dir) if (stub_dir is not None and enable_stubs) else None
         self._written_revision = -1
         self._sync_stub_dir()
@@ -177,6 +187,11 @@ class ProgrammaticToolExecutor:
         self._lifecycle: Lifecycle = "unopened"
         self._lock = threading.Lock()
         self._sessions: dict[str, Session] = {}
+        # workers > 0: one-shot executions run in worker processes (ptc.workers); None reads PTC_WORKERS
+        size = workers_from_env(workers)
+        self._pool = WorkerPool(size, self._runner.max_journal_bytes) if size else None
+        if self._pool is not None:  # an executor dropped without close() still ends its workers
+            weakref.finalize(self, self._pool.close)
 
     @property
     def mcp_configs(self) -> list[MCPServerConfig]:
@@ -214,6 +229,8 @@ class ProgrammaticToolExecutor:
                 await session.aclose(_EXECUTOR_CLOSED)
             await asyncio.to_thread(self._mcp.close)
             await asyncio.to_thread(self._a2a.close)
+            if self._pool is not None:
+                await asyncio.to_thread(self._pool.close)
             self.router.close()
 
     def close(self) -> None:
@@ -223,11 +240,14 @@ class ProgrammaticToolExecutor:
                 session.close(_EXECUTOR_CLOSED)
             self._mcp.close()
             self._a2a.close()
+            if self._pool is not None:
+                self._pool.close()
             self.router.close()
 
     def _close(self) -> bool:
         with self._lock:
             was, self._lifecycle = self._lifecycle, "closed"
+        self.typechecker.close()
         return was != "closed"
 
     def _open_sessions(self) -> list[Session]:
@@ -257,7 +277,8 @@ class ProgrammaticToolExecutor:
         `$PTC_CACHE_DIR`). execute() waits for this itself, before its clock
         starts (`execution_time` never counts it); call warm_up() to pay it
         up front (a server before it accepts requests, a benchmark before it
-        measures).
+        measures). It also starts compiling the catalog's stub modules in the
+        background, so early executions load them as code (ptc.stub_code).
         Waits on a thread of its own: the event loop keeps running. `limits`
         picks the engine (fuel on or off); the default is the executor's.
         """
@@ -266,6 +287,12 @@ class ProgrammaticToolExecutor:
         fuel = (limits or self.limits).fuel is not None
         if not runtime_ready(fuel):
             await asyncio.wrap_future(prepare_runtime(fuel))
+        if self._compiled_revision != self.catalog.revision:  # once per revision: execute() comes here each time
+            self._compiled_revision = self.catalog.revision
+            for name, source in self.stubs.modules().items():  # compiled in the background (ptc.stub_code)
+                self._stub_code.served(name, source)
+        if self._pool is not None and not self._pool.ready(fuel):
+            await asyncio.to_thread(self._pool.wait_ready, fuel=fuel)  # the workers' runtimes too
 
     # -- configuration ----------------------------------------------------------
     def on_event(self, callback: EventCallback) -> EventCallback:
@@ -279,7 +306,7 @@ class ProgrammaticToolExecutor:
 
     def api_reference(self) -> str:
         """The catalog as a prompt-ready API reference."""
-        return render_api_reference(self.catalog)
+        return render_api_reference(self.catalog, self._result_cap)
 
     def search_tools(self, query: str, limit: int = 10) -> list[dict[str, Any]]:
         """Functions, MCP tools and A2A skills ranked together for `query` (ptc.stubgen.discovery), best first.
@@ -291,24 +318,35 @@ class ProgrammaticToolExecutor:
 
     def describe_tool(self, name: str) -> dict[str, Any] | None:
         """One tool's search entry and its full stub (`stub`), by name, `domain.tool` or `tools.domain.tool`."""
-        return describe_tool(self.catalog, name)
+        return describe_tool(self.catalog, name, self._result_cap)
 
     def _module_source(self, name: str) -> str | None:
         """A stub module's source for the guest; or, under APPROVAL_TOOLS, the tools that need an approval
         (JSON), which the guest asks once, so that only their calls carry the program's source line."""
         if name == APPROVAL_TOOLS:
             return json.dumps(self.router.tools.approval_tools())
-        return self.stubs.source(name)
+        source = self.stubs.source(name)
+        return None if source is None else self._stub_code.served(name, source)
+
+    def _result_cap(self, name: str) -> int | None:
+        """The tool's Policy.max_result_bytes as the router applies it: its stub's docstring states it."""
+        tool = self.router.tools.get(name)
+        return tool.policy.max_result_bytes if tool is not None else None
 
     def _sync_stub_dir(self) -> None:
         if self.stub_dir is not None and self._written_revision != self.catalog.revision:
             revision = self.catalog.revision
-            write_stubs(self.catalog, self.stub_dir)
+            write_stubs(self.catalog, self.stub_dir, self._result_cap)
             self._written_revision = revision
 
     # -- running ------------------------------------------------------------------
     async def execute(
-        self, code: str, *, limits: Limits | None = None, on_output: OutputCallback | None = None
+        self,
+        code: str,
+        *,
+        limits: Limits | None = None,
+        typecheck: bool | None = None,
+        on_output: OutputCallback | None = None,
     ) -> ExecutionResult:
         """Run one program; never raises for anything the program does.
 
@@ -324,10 +362,65 @@ class ProgrammaticToolExecutor:
         is freed and its audit event says "cancelled". The first execution of
         a process first waits for the runtime (see warm_up());
         `execution_time` starts after that.
+
+        `typecheck` (default: `limits.typecheck`) type-checks the program
+        first (`check()`): one with type errors comes back at once with
+        `error.kind == "type_error"` and the diagnostics, and nothing ran.
         """
         limits = limits or self.limits
-        release = await self._admit(limits)
-        return await self._runner.run(code, limits, release, on_output=on_output)
+        release = await self._admit(limits)  # a check runs in the tenant's slot too: checks cannot flood the host
+        if typecheck if typecheck is not None else limits.typecheck:
+            try:
+                refused = await self._typecheck(code, limits)
+            except BaseException:
+                release()
+                raise
+            if refused is not None:
+                release()
+                return refused
+        cell = self._pool.cell(self._runner, code) if self._pool is not None else None  # workers: ptc.workers
+        return await self._runner.run(code, limits, release, cell, on_output=on_output)
+
+    # -- type checking (ptc.typecheck) ---------------------------------------------
+    def check(self, code: str) -> list[Diagnostic]:
+        """Type-check `code` against this executor's stubs on the host (ty; `ptc[typecheck]`); runs nothing.
+
+        The diagnostics (errors and warnings) are at the program's own lines
+        and columns; [] when it type-checks. Raises MissingExtraError without
+        ty, TypeCheckerError when the checker cannot give a verdict. With MCP
+        servers or A2A agents, connect first (`connect()`, `async with`): their
+        tools are in the catalog, and so in the stubs, from then on.
+        """
+        if self._lifecycle == "closed":
+            raise ExecutorClosedError("the executor is closed")
+        return self.typechecker.check(code)
+
+    async def _typecheck(self, code: str, limits: Limits) -> ExecutionResult | None:
+        """The refusal of a program with type errors (no tool called, no sandbox used), or None to run it.
+
+        Called once admitted, so MCP and A2A tools are connected: their stubs
+        are part of what the program is checked against. A checker that
+        cannot give a verdict refuses the program too (fail closed), with the
+        reason.
+        """
+        started = time.time()
+        clock = time.perf_counter()
+        try:
+            found = refusing(await asyncio.to_thread(self.check, code))
+        except TypeCheckerError as exc:
+            error = ExecutionErrorInfo(kind="type_error", type="TypeCheckerError", message=str(exc), diagnostics=[])
+        else:
+            if not found:
+                return None
+            error = ExecutionErrorInfo(kind="type_error", type="TypeError", message=describe(found), diagnostics=found)
+        result = ExecutionResult(
+            execution_id=f"ptc_{uuid.uuid4().hex}",
+            tenant_id=self.tenant_id,
+            error=error,
+            execution_time=time.perf_counter() - clock,
+        )
+        self._auditor.record(code, started, limits, result)
+        return result
 
     async def _ready(self, limits: Limits) -> None:
         if not self._mcp.connected or not self._a2a.connected or self._lifecycle != "open":
@@ -394,12 +487,14 @@ class ProgrammaticToolExecutor:
             checked.cells[0].code, limits, release, resumed(self._runner, checked), decisions=given
         )
 
-    def execute_sync(self, code: str, *, limits: Limits | None = None) -> ExecutionResult:
+    def execute_sync(
+        self, code: str, *, limits: Limits | None = None, typecheck: bool | None = None
+    ) -> ExecutionResult:
         """execute() for callers without an event loop."""
         try:
             asyncio.get_running_loop()
         except RuntimeError:
-            return asyncio.run(self.execute(code, limits=limits))
+            return asyncio.run(self.execute(code, limits=limits, typecheck=typecheck))
         raise RuntimeError("execute_sync() called from a running event loop; use `await executor.execute(code)`")
 
     # -- sessions -----------------------------------------------------------------
@@ -472,7 +567,9 @@ class ProgrammaticToolExecutor:
                 raise ValueError(f"a session {session_id!r} is already open in this executor")
             gate.open_session()
             try:
-                session = Session(
+                # workers: a session lives on one worker process (ptc.workers.sessions)
+                make: Callable[..., Session] = Session if self._pool is None else partial(PinnedSession, self._pool)
+                session = make(
                     self._runner,
                     self._admit,
                     self._forget_session,

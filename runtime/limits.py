@@ -27,10 +27,25 @@ class Limits(BaseModel):
     fuel: int | None = Field(20_000_000_000, gt=0)
     memory_bytes: int = Field(256 * MiB, gt=0, description="the guest's linear memory, including the ~40 MiB snapshot")
     max_output_bytes: int = Field(1 * MiB, ge=0, description="stdout+stderr kept; the rest is dropped")
+    max_result_bytes: int | None = Field(
+        None,
+        gt=0,
+        description=(
+            "the program's final value, encoded, kept up to this size; a larger one is dropped and "
+            "result.dropped says its size and this cap (None: up to max_frame_bytes)"
+        ),
+    )
     max_tool_calls: int = Field(1000, ge=0)
     max_frame_bytes: int = Field(16 * MiB, gt=0, description="largest call frame or reply crossing the boundary")
     max_frame_items: int = Field(
         250_000, gt=0, description="most elements (list items, map keys and values) in one call frame or report"
+    )
+    typecheck: bool = Field(
+        False,
+        description=(
+            "type-check a one-shot program against the stubs before it runs (needs ptc[typecheck]); "
+            'one with type errors is refused, error.kind "type_error", and no tool is called'
+        ),
     )
     max_host_bytes: int | None = Field(
         None,

@@ -45,6 +45,15 @@ class Policy(BaseModel):
         ),
     )
 
+    max_result_bytes: int | None = Field(
+        None,
+        gt=0,
+        description=(
+            "the largest result passed to the program, in bytes as encoded for the sandbox; a larger one raises "
+            "ToolResultTooLarge (naming both sizes) so the program can ask for less; the stub's docstring says it"
+        ),
+    )
+
     def merged(self, override: Policy | None) -> Policy:
         if override is None:
             return self

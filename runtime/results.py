@@ -19,7 +19,47 @@ ErrorKind = Literal[
     "tool_call_limit",
     "cancelled",
     "internal_error",
+    "type_error",  # refused before it ran: Limits(typecheck=True) and the checker found errors (`diagnostics`)
 ]
+
+
+class Diagnostic(BaseModel):
+    """One finding of the type check of a program (`executor.check`), at the program's own line and column.
+
+    `line` and `column` are 1-based and count in the program as given (the
+    checker reads it wrapped in an async function; ptc.typecheck maps them
+    back). `code` is the checker's rule (`unknown-argument`,
+    `invalid-typed-dict-key`, ...); `message` is its text, capped.
+    """
+
+    line: int
+    column: int
+    code: str
+    message: str
+    severity: Literal["error", "warning"] = "error"
+
+    def __str__(self) -> str:
+        return f"line {self.line}, column {self.column}: {self.severity}[{self.code}] {self.message}"
+
+
+class Dropped(BaseModel):
+    """What a budget kept out of a result, so its reader (a model) knows what it did not get, and why.
+
+    what "result": the final value, `size` bytes encoded, was dropped whole
+    (`result` is None) for being over `limit`. what "output": the output was
+    cut after its first `size` bytes (UTF-8); everything written after them
+    is gone.
+    """
+
+    what: Literal["result", "output"]
+    size: int
+    limit: int
+    setting: str = Field(description='the limit that applied, e.g. "Limits.max_result_bytes"')
+
+    def __str__(self) -> str:
+        if self.what == "result":
+            return f"the result ({self.size} bytes) was dropped: more than {self.setting} = {self.limit}"
+        return f"the output was cut after {self.size} bytes ({self.setting} = {self.limit}); the rest was dropped"
 
 
 class ExecutionErrorInfo(BaseModel):
@@ -29,6 +69,9 @@ class ExecutionErrorInfo(BaseModel):
     type: str = Field(description="the exception class name, e.g. ZeroDivisionError")
     message: str
     traceback: str = Field("", description="the program's frames only")
+    diagnostics: list[Diagnostic] | None = Field(
+        None, description='kind "type_error": what the check found (the message lists them too)'
+    )
 
     def __str__(self) -> str:
         return f"{self.kind}: {self.type}: {self.message}"
@@ -46,6 +89,9 @@ class ExecutionResult(Subscriptable):
         False, description="the value was not plain data, so `result` holds its repr (a string) instead"
     )
     error: ExecutionErrorInfo | None = None
+    dropped: list[Dropped] = Field(
+        default_factory=list, description="what the result's budgets dropped (the value, output), with the caps"
+    )
     execution_time: float = Field(0.0, description="seconds, end to end")
     fuel_used: int | None = None
     memory_used: int | None = Field(

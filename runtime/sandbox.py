@@ -17,7 +17,7 @@ from typing import Any
 from wasmtime import ExitTrap, WasmtimeError
 
 from ptc.engine import get_runtime
-from ptc.hostcalls.wasm import codec
+from ptc.hostcalls.wasm import codec, exports
 from ptc.hostcalls.wasm.budget import REPORT_RESERVE, decoded_cost
 from ptc.hostcalls.wasm.state import Abort, ExecutionState
 from ptc.limits import Limits
@@ -179,7 +179,7 @@ def run_program(
     instance = instantiate(runtime, limits) if made is None else made
     if isinstance(instance, Outcome):
         return instance
-    call = functools.partial(instance.run, instance.store, code, state.report_cap())
+    call = functools.partial(exports.run, instance.run, instance.store, code, state.report_cap())
     outcome = _run_in(instance, state, limits, call, clock_offset)
     del call  # the store's last references go with the instance, on the spare thread
     outcome.warm = instance.warm
@@ -194,7 +194,7 @@ def run_cell(
     bad = _not_text(code)
     if bad is not None:
         return bad
-    call = functools.partial(instance.run_cell, instance.store, code, cell, state.report_cap())
+    call = functools.partial(exports.run_cell, instance.run_cell, instance.store, code, cell, state.report_cap())
     outcome = _run_in(instance, state, limits, call, clock_offset)
     if not outcome.trapped:
         try:

@@ -19,11 +19,11 @@ from typing import TYPE_CHECKING, Annotated, Any
 import pydantic_core
 from pydantic import Field
 
+from ptc.budgets import MIN_JSON_BUDGET, bounded_calls, json_size, shorten_json
 from ptc.errors import BackendUnavailable, PtcError, require_mcp
 from ptc.executor import ProgrammaticToolExecutor
 from ptc.results import ExecutionResult
 from ptc.serve_sessions import MAX_PER_CONNECTION, ServeSessions
-from ptc.stubgen import render_api_reference
 
 if TYPE_CHECKING:
     from mcp.types import CallToolResult
@@ -85,27 +85,51 @@ def _echoed(parameters: Any) -> Any:
     return _jsonable(parameters)
 
 
-def compact(result: ExecutionResult) -> dict[str, Any]:
-    """The result as an MCP client's model should see it (JSON: bytes in the value come as their repr)."""
+RESULT_JSON_BYTES = 100_000  # the value's JSON in a reply, by default (~25k tokens): past it, shortened
+
+
+def _call_entry(call: Any) -> dict[str, Any]:
     return {
+        "tool": call.tool,
+        "parameters": _echoed(call.parameters),
+        "duration": round(call.duration or 0.0, 4),
+        "error": f"{call.error.type}: {call.error.message}" if call.error else None,
+        **({"cache_hit": True} if call.cache_hit else {}),
+        **({"attempts": call.attempts} if call.attempts > 1 else {}),
+    }
+
+
+def compact(result: ExecutionResult, *, max_result_bytes: int = RESULT_JSON_BYTES) -> dict[str, Any]:
+    """The result as an MCP client's model should see it (JSON: bytes in the value come as their repr).
+
+    Bounded, and saying so (ptc.budgets): a value whose JSON is over
+    `max_result_bytes` is shortened structurally (`result_truncated` states
+    the size and the cap); a long call log shows its first and last calls,
+    counts by tool and keeps the failed ones; what the executor's own limits
+    dropped is listed in `dropped`.
+    """
+    value, shortened = shorten_json(_jsonable(result.result), max_result_bytes)
+    payload: dict[str, Any] = {
         "output": result.output,
         "output_truncated": result.output_truncated,
-        "result": _jsonable(result.result),
+        "result": value,
         **({"result_is_repr": True} if result.result_is_repr else {}),
-        "error": result.error.model_dump() if result.error else None,
+        "error": result.error.model_dump(exclude_none=True) if result.error else None,
         "execution_time": round(result.execution_time, 4),
-        "tool_calls": [
-            {
-                "tool": call.tool,
-                "parameters": _echoed(call.parameters),
-                "duration": round(call.duration or 0.0, 4),
-                "error": f"{call.error.type}: {call.error.message}" if call.error else None,
-                **({"cache_hit": True} if call.cache_hit else {}),
-                **({"attempts": call.attempts} if call.attempts > 1 else {}),
-            }
-            for call in result.tool_calls
-        ],
+        **bounded_calls(result.tool_calls, _call_entry, lambda call: str(call.tool)),
     }
+    if shortened:
+        payload["result_truncated"] = {
+            "limit_bytes": max(max_result_bytes, MIN_JSON_BUDGET),
+            "note": (
+                f"the value was {json_size(result.result)} bytes as JSON, more than this server's "
+                f"{max(max_result_bytes, MIN_JSON_BUDGET)}-byte budget: lists, objects and strings were shortened, "
+                "each ending with a marker saying how much it lost; print or return less (a summary, a page)"
+            ),
+        }
+    if result.dropped:
+        payload["dropped"] = [str(d) for d in result.dropped]
+    return payload
 
 
 SESSION_NOTE = """Pass `session="NAME"` to keep state between calls: variables, functions and imports persist from
@@ -136,7 +160,9 @@ def error_text(result: ExecutionResult) -> str:
     return "\n\n".join(parts)
 
 
-def tool_result(result: ExecutionResult, session: dict[str, Any] | None = None) -> "CallToolResult":
+def tool_result(
+    result: ExecutionResult, session: dict[str, Any] | None = None, *, max_result_bytes: int = RESULT_JSON_BYTES
+) -> "CallToolResult":
     """The MCP CallToolResult for one execution: an error result when the program failed.
 
     The first text block is the error (see error_text) or, on success, the
@@ -145,7 +171,7 @@ def tool_result(result: ExecutionResult, session: dict[str, Any] | None = None) 
     """
     from mcp.types import CallToolResult, TextContent
 
-    payload = {**compact(result), **(session or {})}
+    payload = {**compact(result, max_result_bytes=max_result_bytes), **(session or {})}
     text = pydantic_core.to_json(payload, indent=2, fallback=repr, inf_nan_mode="null").decode()
     data = TextContent(type="text", text=text)
     if result.error is None:
@@ -160,11 +186,13 @@ def build_server(
     *,
     max_sessions_per_connection: int = MAX_PER_CONNECTION,
     session_idle_timeout: float = 300.0,
+    max_result_bytes: int = RESULT_JSON_BYTES,
 ) -> Any:
     """An MCPServer (official SDK) whose tools run programs against the executor's catalog.
 
     `execute_python(code, session=NAME)` runs a cell in the connection's
     session NAME (ptc.serve_sessions); `close_session(NAME)` closes it.
+    `max_result_bytes` is the JSON budget of a reply's value (`compact`).
     Raises MissingExtraError (an ImportError) without the `mcp` extra.
     """
     require_mcp("ptc serve")
@@ -173,7 +201,7 @@ def build_server(
     from mcp.types import CallToolResult
 
     if len(executor.catalog) <= _LARGE_CATALOG:
-        reference = render_api_reference(executor.catalog)
+        reference = executor.api_reference()
     else:
         domains = ", ".join(f"tools.{d} ({len(t)} tools)" for d, t in executor.catalog.domains().items())
         reference = (
@@ -195,8 +223,9 @@ def build_server(
     ) -> Annotated[CallToolResult, dict[str, Any]]:
         try:
             if session is None:
-                return tool_result(await executor.execute(code, on_output=_progress(ctx)))
-            return await _run_cell(sessions, ctx, session, code)
+                result = await executor.execute(code, on_output=_progress(ctx))
+                return tool_result(result, max_result_bytes=max_result_bytes)
+            return await _run_cell(sessions, ctx, session, code, max_result_bytes)
         except BackendUnavailable as exc:  # an upstream that cannot be (re)discovered: its public sentence only
             _log.warning("execute_python: %r", str(exc))  # the operator's detail (command line, stderr), on one line
             raise ToolError(exc.public) from None
@@ -262,7 +291,9 @@ def _progress(ctx: Any) -> Callable[[str, str], Awaitable[None]] | None:
     return progress
 
 
-async def _run_cell(sessions: ServeSessions, ctx: Any, name: str, code: str) -> "CallToolResult":
+async def _run_cell(
+    sessions: ServeSessions, ctx: Any, name: str, code: str, max_result_bytes: int = RESULT_JSON_BYTES
+) -> "CallToolResult":
     """One cell in the connection's session `name` (made on first use), rendered with the session's name and cell."""
     session, replaced = sessions.get(ctx, name)
     result = await session.execute(code, on_output=_progress(ctx))
@@ -273,7 +304,7 @@ async def _run_cell(sessions: ServeSessions, ctx: Any, name: str, code: str) -> 
         about["previous_session_closed"] = replaced
     if result.session_restored:
         about["session_restored"] = True  # the cell was stopped; the session goes on from the cells before it
-    return tool_result(result, about)
+    return tool_result(result, about, max_result_bytes=max_result_bytes)
 
 
 def run_http(server: Any, host: str, port: int, *, on_listening: Callable[[str], None] | None = None) -> None:

@@ -145,7 +145,8 @@ class Session:
         self._lock = threading.Lock()
         self._closed: str | None = None  # why, once closed
         self._busy = False  # a cell's work is on a thread (it owns the instance until it ends)
-        self._queued = 0  # cells waiting for their turn
+        self._queued = 0  # cells sent and not yet returned to their callers
+        self._returned: Future[None] | None = None  # done when the last of them has returned (for aclose)
         self._current: ExecutionState | None = None
         self._instance: Instance | None = None
         self._warm = False
@@ -200,6 +201,8 @@ class Session:
         cell = _Cell(self, mine)
         with self._lock:
             self._queued += 1
+            if self._returned is None or self._returned.done():
+                self._returned = Future()
         try:
             if before is not None and not before.done():  # (awaiting a done one still costs a loop wake-up)
                 await asyncio.shield(asyncio.wrap_future(before))
@@ -209,6 +212,9 @@ class Session:
         finally:
             with self._lock:
                 self._queued -= 1
+                returned = self._returned if self._queued == 0 else None
+            if returned is not None:
+                _end_turn(returned)
             if not cell.started:  # its work never started: the turn passes on once the one before ends
                 if before is None:
                     _end_turn(mine)
@@ -384,6 +390,12 @@ class Session:
         if tail is not None:
             with contextlib.suppress(Exception):
                 await asyncio.shield(asyncio.wrap_future(tail))
+        # and until the cells sent have returned to their callers (their tasks hand back
+        # the result after the instance is free: a caller that then looks finds them done)
+        returned = self._returned
+        if returned is not None and not returned.done():
+            with contextlib.suppress(Exception):
+                await asyncio.shield(asyncio.wrap_future(returned))
 
     async def __aenter__(self) -> Session:
         return self

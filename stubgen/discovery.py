@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ptc.catalog import ToolCatalog, ToolDefinition
-from ptc.stubgen.render import build_stub, render_tool_module
+from ptc.stubgen.render import ResultCaps, build_stub, render_tool_module
 from ptc.stubgen.text import md_inline
 
 MAX_QUERY = 1000
@@ -131,9 +131,11 @@ def find_tool(catalog: ToolCatalog, name: str) -> ToolDefinition | None:
     return None
 
 
-def describe_tool(catalog: ToolCatalog, name: str) -> dict[str, Any] | None:
-    """One tool in full: its search entry, plus its stub module's source (signature, types, docstring)."""
+def describe_tool(catalog: ToolCatalog, name: str, result_caps: ResultCaps | None = None) -> dict[str, Any] | None:
+    """One tool in full: its search entry, plus its stub module's source (signature, types, docstring;
+    with `result_caps`, the executor's result cap for it, as its served stub says)."""
     tool = find_tool(catalog, str(name)[:MAX_QUERY])
     if tool is None:
         return None
-    return {**entry(tool), "stub": render_tool_module(build_stub(tool), catalog.source, catalog.version)}
+    stub = build_stub(tool, result_caps(tool.name) if result_caps else None)
+    return {**entry(tool), "stub": render_tool_module(stub, catalog.source, catalog.version)}

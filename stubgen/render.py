@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -113,7 +114,8 @@ def _default(p: ToolParameter, schema: dict[str, Any]) -> _Default | None:
     return _Default(source, f" Defaults to {source}.")
 
 
-def build_stub(tool: ToolDefinition) -> ToolStub:
+def build_stub(tool: ToolDefinition, result_cap: int | None = None) -> ToolStub:
+    """`result_cap`: the tool's Policy.max_result_bytes as its executor merges it (else the definition's own)."""
     inputs = normalize_properties({p.name: p.schema_dict() for p in tool.parameters})
     linked = link(inputs.schema)
     types = TypeRenderer(reserved=frozenset({tool.python_name}), definitions=linked.names)
@@ -188,6 +190,11 @@ def build_stub(tool: ToolDefinition) -> ToolStub:
         "Example:\n    " + f"from tools.{tool.domain} import {tool.python_name}\n    " + call_example,
     ]
     notes = [*tool.notes, *(note for note in types.fallbacks if note not in tool.notes)]
+    if result_cap is None and tool.policy is not None:
+        result_cap = tool.policy.max_result_bytes
+    if result_cap is not None:  # the model reads the budget where it reads the signature
+        notes.append(f"A result larger than {int(result_cap)} bytes raises ToolResultTooLarge: ask for less.")
+        api_lines.append(f"results over {int(result_cap)} bytes raise `ToolResultTooLarge`")
     if notes:
         sections.append("Notes:\n" + "\n".join("    " + n for n in notes))
     if tool.name != tool.python_name:
@@ -243,8 +250,14 @@ def _example(schema: dict[str, Any]) -> str:
     return _EXAMPLE_VALUES.get(kind if isinstance(kind, str) else "", "...")
 
 
-def _stubs_by_domain(catalog: ToolCatalog) -> dict[str, list[ToolStub]]:
-    return {domain: [build_stub(t) for t in tools] for domain, tools in catalog.domains().items()}
+ResultCaps = Callable[[str], int | None]  # tool name -> its Policy.max_result_bytes (an executor's merged policy)
+
+
+def _stubs_by_domain(catalog: ToolCatalog, result_caps: ResultCaps | None = None) -> dict[str, list[ToolStub]]:
+    return {
+        domain: [build_stub(t, result_caps(t.name) if result_caps else None) for t in tools]
+        for domain, tools in catalog.domains().items()
+    }
 
 
 def module_doc(stub: ToolStub, source: str, version: str) -> str:
@@ -276,9 +289,9 @@ def _render_tool(stub: ToolStub, source: str, version: str) -> str:
     )
 
 
-def render_stubs(catalog: ToolCatalog) -> dict[str, str]:
+def render_stubs(catalog: ToolCatalog, result_caps: ResultCaps | None = None) -> dict[str, str]:
     """{module name: source} for `tools`, `tools.<domain>` and `tools.<domain>.<tool>`."""
-    by_domain = _stubs_by_domain(catalog)
+    by_domain = _stubs_by_domain(catalog, result_caps)
     context = {"source": catalog.source, "version": catalog.version}
     modules = {
         "tools": _ENV.get_template("package.py.j2").render(domains=list(by_domain), **context),
@@ -288,17 +301,22 @@ def render_stubs(catalog: ToolCatalog) -> dict[str, str]:
         modules[f"tools.{domain}"] = source = _ENV.get_template("domain.py.j2").render(
             domain=domain, tools=stubs, **context
         )
-        verify_domain_module(source, [s.function for s in stubs])
+        verify_domain_module(source, [s.function for s in stubs], domain)
         for stub in stubs:
             modules[stub.module] = render_tool_module(stub, catalog.source, catalog.version)
     return modules
 
 
-def write_stubs(catalog: ToolCatalog, out_dir: str | Path) -> list[Path]:
+def write_stubs(catalog: ToolCatalog, out_dir: str | Path, result_caps: ResultCaps | None = None) -> list[Path]:
     """Write the stub package under out_dir/tools/; returns the files written."""
+    return write_modules(render_stubs(catalog, result_caps), out_dir)
+
+
+def write_modules(modules: dict[str, str], out_dir: str | Path) -> list[Path]:
+    """Write rendered stub modules (`render_stubs`' table) as the package an IDE and a checker read."""
     root = Path(out_dir)
     written = []
-    for module, source in render_stubs(catalog).items():
+    for module, source in modules.items():
         parts = module.split(".")
         path = (
             root.joinpath(*parts, "__init__.py") if len(parts) <= 2 else root.joinpath(*parts[:-1], parts[-1] + ".py")
@@ -310,12 +328,12 @@ def write_stubs(catalog: ToolCatalog, out_dir: str | Path) -> list[Path]:
     return written
 
 
-def render_api_reference(catalog: ToolCatalog) -> str:
+def render_api_reference(catalog: ToolCatalog, result_caps: ResultCaps | None = None) -> str:
     """The whole catalog as one compact, prompt-ready reference (markdown).
 
     Upstream text in it is one line of prose per item (`md_text`): it cannot
     open a code fence, a heading or a list item of its own.
     """
     return _ENV.get_template("api.md.j2").render(
-        source=catalog.source, version=catalog.version, domains=_stubs_by_domain(catalog)
+        source=catalog.source, version=catalog.version, domains=_stubs_by_domain(catalog, result_caps)
     )

@@ -273,23 +273,27 @@ def _return(node: ast.stmt, stub: ToolStub) -> None:
     )
 
 
-def verify_domain_module(source: str, functions: list[str]) -> None:
-    """Raise StubError unless `source` is a domain package: docstring, import, `__all__`, lazy loader."""
+def verify_domain_module(source: str, functions: list[str], domain: str) -> None:
+    """Raise StubError unless `source` is a domain package: docstring, imports, `__all__`, and the block that
+    gives a checker each function by name and the sandbox its lazy loader (`if TYPE_CHECKING: ... else: ...`)."""
     try:
         tree = ast.parse(source)
     except (SyntaxError, ValueError) as exc:
         raise StubError(f"the domain module does not parse: {exc}") from None
     body = tree.body
-    _require(len(body) == 4, "the domain module holds other statements")
+    _require(len(body) == 5, "the domain module holds other statements")
     _require(
         isinstance(body[0], ast.Expr)
         and isinstance(body[0].value, ast.Constant)
         and isinstance(body[0].value.value, str),
         "the domain module's docstring",
     )
-    _import(body[1], "tools", ("_lazy_domain",))
-    _require(
-        ast.unparse(body[2]) == f"__all__ = {functions!r}"
-        and ast.unparse(body[3]) == "__getattr__, __dir__ = _lazy_domain(__name__, __all__)",
-        "the domain module's names",
+    _import(body[1], "typing", ("TYPE_CHECKING",))
+    _import(body[2], "tools", ("_lazy_domain",))
+    _require(ast.unparse(body[3]) == f"__all__ = {functions!r}", "the domain module's names")
+    expected = "\n".join(
+        ["if TYPE_CHECKING:"]
+        + [f"    from tools.{domain}.{name} import {name} as {name}" for name in functions]
+        + ["else:", "    __getattr__, __dir__ = _lazy_domain(__name__, __all__)"]
     )
+    _require(ast.unparse(body[4]) == expected, "the domain module's lazy loader and TYPE_CHECKING imports")

@@ -60,3 +60,15 @@ async def test_unfinished_tasks_are_cancelled_at_the_end(run):
         "import asyncio\nasync def forever():\n    await asyncio.sleep(3600)\nasyncio.create_task(forever())\nawait asyncio.sleep(0)\n'finished'"
     )
     assert r.error is None and r.result == "finished"
+
+
+async def test_async_generators_left_open_are_finalized_at_the_end(run):
+    # As asyncio.run: the loop's async generators are closed, so their `finally` runs (and prints).
+    code = (
+        "import asyncio\nasync def ticks():\n    try:\n        while True:\n            yield 1\n"
+        "    finally:\n        print('closed')\nit = ticks()\nawait it.__anext__()\n'left open'"
+    )
+    r = await run(code)
+    assert r.error is None and r.result == "left open" and r.output == "closed\n", (r.error, r.output)
+    r = await run("import asyncio\nawait asyncio.sleep(0)\nasyncio.get_running_loop().is_closed()")
+    assert r.error is None and r.result is False  # the program's loop is its own, open while it runs

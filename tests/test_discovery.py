@@ -106,3 +106,24 @@ async def test_mcp_tools_and_functions_rank_together() -> None:
         kinds = {entry["kind"] for entry in executor.search_tools("weather orders budget", limit=20)}
         assert kinds == {"mcp", "function"}
         assert executor.search_tools("weather", limit=1)[0]["name"] == "shop.get_weather"
+
+
+async def test_an_answer_larger_than_the_execution_may_hold_is_a_tool_error():
+    # The answer is bounded like a reply: by the frame limit and by what is left of the host budget.
+    catalog = ToolCatalog()
+    catalog.add_tool(
+        ToolDefinition(name="huge", domain="big", description="A tool. " + "word " * 40_000, parameters=[])
+    )
+    program = (
+        "from tools import describe_tool, ToolError\n"
+        "try:\n    result = len((await describe_tool('huge'))['stub'])\n"
+        "except ToolError as exc:\n    result = str(exc)"
+    )
+    async with ProgrammaticToolExecutor(catalog) as executor:
+        roomy = await executor.execute(program)
+        assert roomy.error is None and isinstance(roomy.result, int) and roomy.result > 200_000, roomy.result
+        for limits in ({"max_frame_bytes": 64 * 1024}, {"max_host_bytes": 256 * 1024}):
+            small = await executor.execute(program, limits=executor.limits.model_copy(update=limits))
+            assert small.error is None, small.error
+            assert small.result == "the answer is larger than this execution may hold", (limits, small.result)
+            assert small.tool_calls == []  # discovery is not a tool call

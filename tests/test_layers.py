@@ -28,8 +28,13 @@ LAYERS: list[tuple[str, list[str]]] = [
     ("stub generation", [r"ptc\.stubgen(\..*)?"]),
     ("wasm boundary", [r"ptc\.hostcalls", r"ptc\.hostcalls\.wasm(\..*)?"]),
     ("tool calls and backends", [r"ptc\.hostcalls\.calls(\..*)?", r"ptc\.hostcalls\.backends(\..*)?"]),
-    ("sandbox", [r"ptc\.guest(\..*)?", r"ptc\.(wasm_threads|interrupts|spares|engine|sandbox|replay)"]),
-    ("executor", [r"ptc\.(tenancy|audit|executor|lifecycle|connections|admission|execution|sessions|resume)(\..*)?"]),
+    ("sandbox", [r"ptc\.guest(\..*)?", r"ptc\.(wasm_threads|interrupts|spares|engine|sandbox|replay|stub_code)"]),
+    (
+        "executor",
+        [
+            r"ptc\.(tenancy|audit|budgets|executor|lifecycle|connections|admission|execution|sessions|resume|typecheck|workers)(\..*)?"
+        ],
+    ),
     ("front ends", [r"ptc", r"ptc\.(__main__|cli|repl|serve|serve_sessions|demo)", r"ptc\.examples(\..*)?"]),
 ]
 # Siblings in one layer that must not know each other.

@@ -51,7 +51,7 @@ def _host_modules() -> dict[str, Path]:
 
 MODULES = _host_modules()
 # Private names that are not spelled `library._name`: methods and attributes reached on wasmtime-py's objects.
-PRIVATE_MEMBERS = {"_from_ptr", "_consume", "_unintern", "_context", "_adjust_thread_count"}
+PRIVATE_MEMBERS = {"_from_ptr", "_consume", "_unintern", "_context", "_adjust_thread_count", "_func"}
 
 
 def _private_uses(path: Path) -> set[str]:
@@ -255,6 +255,34 @@ def test_define_func_is_called_by_a_component() -> None:
             assert isinstance(got, str) and expected in got, f"{WASMTIME}: the trap was {got!r}"
 
 
+def test_call_func_calls_an_export_with_lowered_arguments() -> None:
+    """An export called through the C API with arguments written by hand: its result, and a trap."""
+    engine = Engine()
+    component = Component(engine, _COMPONENT)
+    linker = Linker(engine)
+
+    def body(env: Any, context: Any, ty: Any, args: Any, nargs: int, results: Any, n: int) -> None:
+        if args[0].of.u64 == 13:
+            raise KeyError(13)
+        results.contents.kind = ffi.WASMTIME_COMPONENT_U64
+        results.contents.of.u64 = args[0].of.u64 * 2
+
+    with linker.root() as root:
+        private_wasmtime.define_func(root, "f", body, lambda exc: "failed")
+    store = Store(engine, data=_Data())
+    run = linker.instantiate(store, component).get_func(store, "run")
+    assert run is not None
+    args = (ffi.wasmtime_component_val_t * 1)()
+    result = ffi.wasmtime_component_val_t()
+    args[0].kind = ffi.WASMTIME_COMPONENT_U64
+    args[0].of.u64 = 21
+    private_wasmtime.call_func(run, store, args, 1, ctypes.byref(result), 1)
+    assert (result.kind, result.of.u64) == (ffi.WASMTIME_COMPONENT_U64.value, 42), f"{WASMTIME}: call_func"
+    args[0].of.u64 = 13
+    with pytest.raises(WasmtimeError, match="failed"):
+        private_wasmtime.call_func(run, store, args, 1, ctypes.byref(result), 1)
+
+
 def test_the_epoch_deadline_callback_grants_ticks_and_traps() -> None:
     config = Config()
     config.epoch_interruption = True
@@ -367,6 +395,23 @@ def test_thread_pool_starts_its_threads_through_the_hook() -> None:
     with Counting(max_workers=1) as pool:
         assert pool.submit(lambda: 7).result() == 7
     assert started[:1] == [1], f"{PYTHON}: ThreadPoolExecutor no longer starts its threads in _adjust_thread_count"
+
+
+# os (the standard library's)
+
+
+def test_exit_now_ends_the_process_without_waiting_for_its_threads() -> None:
+    program = (
+        "import atexit, threading, time\n"
+        "from ptc.private.os import exit_now\n"
+        "atexit.register(lambda: print('atexit ran'))\n"
+        "threading.Thread(target=time.sleep, args=(60,)).start()\n"
+        "exit_now(3)\n"
+    )
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 3 and "atexit ran" not in done.stdout, f"{PYTHON} changed os._exit"
+    assert time.monotonic() - started < 20
 
 
 # mcp

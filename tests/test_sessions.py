@@ -160,6 +160,17 @@ async def test_nothing_crosses_sessions_or_executors(executor):
     await other_executor.aclose()
 
 
+async def test_a_session_starts_from_nothing_its_spare_ran(executor):
+    # Spares run a warm-up cell (ptc.spares.WARM_CELL) and forget its namespace; each session seeds `random` afresh.
+    draws = []
+    for _ in range(3):
+        async with executor.session() as session:
+            r = await session.execute("sorted(k for k in globals() if not k.startswith('__'))")
+            assert r.error is None and r.result == [], r.result
+            draws.append((await session.execute("import random\nrandom.random()")).result)
+    assert len(set(draws)) == 3, draws
+
+
 async def test_quota_bounds_a_tenants_open_sessions():
     quota = Quota(max_sessions=2)
     one = ProgrammaticToolExecutor(limits=LIMITS, tenant_id="sessions-quota", quota=quota)

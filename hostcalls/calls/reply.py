@@ -35,12 +35,27 @@ def _too_large(tool: str, size: int, limit: int, *, least: bool = False) -> Call
     )
 
 
-async def encode_reply(tool: str, value: Any, context: CallContext) -> str:
-    """The reply frame of a result, charged to the execution's budget, or CallFailed."""
+def _over_cap(tool: str, size: int, cap: int, *, least: bool = False) -> CallFailed:
+    """The tool's own result budget (Policy.max_result_bytes): a failure the program reads and acts on."""
+    return CallFailed(
+        "ToolResultTooLarge",
+        f"{tool} returned {'at least ' if least else ''}{size} bytes, more than its {cap}-byte result limit "
+        f"(max_result_bytes): ask for less (a filter, a page, fewer fields)",
+    )
+
+
+async def encode_reply(tool: str, value: Any, context: CallContext, cap: int | None = None) -> str:
+    """The reply frame of a result, charged to the execution's budget, or CallFailed.
+
+    `cap` is the tool's Policy.max_result_bytes: a larger encoding is a ToolResultTooLarge naming its exact
+    size (one past the frame limit is refused before it is encoded, naming the lower bound).
+    """
     if isinstance(value, BaseModel):
         value = value.model_dump(mode="json")
     least = len(value) if isinstance(value, (str, bytes, list, dict, tuple)) else 0  # >= 1 byte each
     if least > context.max_frame_bytes:
+        if cap is not None and cap < context.max_frame_bytes:
+            raise _over_cap(tool, least, cap, least=True)
         raise _too_large(tool, least, context.max_frame_bytes, least=True)
     if not context.budget.charge(least):
         raise CallFailed("ToolError", OVER_BUDGET_MESSAGE)
@@ -52,6 +67,8 @@ async def encode_reply(tool: str, value: Any, context: CallContext) -> str:
                 reply = _encode_result(value)
         except (TypeError, ValueError, OverflowError) as exc:
             raise CallFailed("ToolError", f"{tool} returned a value that is not plain data ({exc})") from None
+        if cap is not None and len(reply) > cap:
+            raise _over_cap(tool, len(reply), cap)
         if len(reply) > context.max_frame_bytes:
             raise _too_large(tool, len(reply), context.max_frame_bytes)
         if not context.budget.charge(len(reply) - least):  # held from here until the guest has it
@@ -62,8 +79,10 @@ async def encode_reply(tool: str, value: Any, context: CallContext) -> str:
     return reply
 
 
-def shared_reply(tool: str, reply: str, context: CallContext) -> str:
+def shared_reply(tool: str, reply: str, context: CallContext, cap: int | None = None) -> str:
     """Another call's reply frame (an idempotent call's), charged to this execution's budget, or CallFailed."""
+    if cap is not None and len(reply) > cap:
+        raise _over_cap(tool, len(reply), cap)
     if len(reply) > context.max_frame_bytes:
         raise _too_large(tool, len(reply), context.max_frame_bytes)
     if not context.budget.charge(len(reply)):

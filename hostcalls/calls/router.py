@@ -137,7 +137,7 @@ class Router:
                 trace.result(value)
             if isinstance(value, str) and policy.parse_json_text and tool.definition.type in _TEXT_BACKENDS:
                 value = json_data(value, context)
-            return encode_reply(tool.name, value, context)
+            return encode_reply(tool.name, value, context, policy.max_result_bytes)
 
         if call.key is None:
             return await encode(await attempt())
@@ -157,7 +157,7 @@ class Router:
             policy.idempotency_ttl,
             attempt=attempt,
             encode=encode,
-            join=lambda reply: shared_reply(tool.name, reply, context),
+            join=lambda reply: shared_reply(tool.name, reply, context, policy.max_result_bytes),
             joined=joined,
         )
 

@@ -33,10 +33,6 @@ Check = Callable[[Any], dict[str, Any]]
 MAX_LINE = 500
 
 
-# The name under which the guest asks (through load-module, once) which tools need an approval.
-APPROVAL_TOOLS = "ptc:approval-tools"
-
-
 @dataclass
 class Tool:
     """One tool as this executor runs it (for one catalog revision)."""

@@ -165,3 +165,19 @@ def encode(value: Any) -> str:
     """Encode a host value for the guest; raises TypeError/ValueError if it is not plain data."""
     packed: bytes = msgpack.packb(value, use_bin_type=True)
     return packed.decode("latin-1")
+
+
+def module_text(code: bytes, source: str) -> str:
+    """A stub module as `load-module` answers it with its code compiled already (the
+    guest's `_ptc_tools._code` reads it): a NUL (no source holds one), the code's
+    length, a NUL, the code as latin-1 text, then the source (for tracebacks)."""
+    return f"\0{len(code)}\0{code.decode('latin-1')}{source}"
+
+
+def module_source(text: str) -> str:
+    """The source in a `load-module` answer: what a journal records the digest of,
+    whether the module came compiled or not."""
+    if not text.startswith("\0"):
+        return text
+    split = text.index("\0", 1)
+    return text[split + 1 + int(text[1:split]) :]

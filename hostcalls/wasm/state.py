@@ -185,9 +185,9 @@ class ExecutionState:
         return int.from_bytes(self.tape.random(8), "little")
 
     def load_module(self, name: str | Oversize) -> str | None:
-        source = self.module_source(name) if isinstance(name, str) else None
-        self.tape.module(source)
-        return source
+        text = self.module_source(name) if isinstance(name, str) else None
+        self.tape.module(None if text is None else codec.module_source(text))
+        return text
 
     def cancel(self) -> None:
         """Stop the execution promptly (from any thread): a wait or sleep in the host

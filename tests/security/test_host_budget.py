@@ -45,9 +45,6 @@ class _Peak:
 def rss_growth() -> Iterator[_Peak]:
     """The most the process's resident memory rose above where it started, sampled every 2 ms."""
     gc.collect()
-    for fuel in (True, False):  # no refill of the spare pool starts inside the window
-        if runtime_ready(fuel):
-            get_runtime(fuel).spares.settle()
     peak = _Peak()
     base = _rss()
     done = threading.Event()
@@ -65,6 +62,13 @@ def rss_growth() -> Iterator[_Peak]:
         done.set()
         thread.join()
         peak.growth = max(peak.growth, _rss() - base)
+
+
+async def _spares_settled() -> None:
+    """No refill of the spare pool starts inside a measurement (waited for off the loop: LoopStall watches it)."""
+    for fuel in (True, False):
+        if runtime_ready(fuel):
+            await asyncio.to_thread(get_runtime(fuel).spares.settle)
 
 
 async def host_growth(
@@ -85,8 +89,10 @@ async def host_growth(
     run_limits = LIMITS.model_copy(update=limits)
     differences = []
     for _ in range(3):
+        await _spares_settled()
         with rss_growth() as baseline:
             await executor.execute(control, limits=run_limits)
+        await _spares_settled()
         with rss_growth() as grown:
             result = await executor.execute(code, limits=run_limits)
         differences.append(grown.growth - baseline.growth)
@@ -278,6 +284,7 @@ SUBMIT_BLOBS = (
 
 async def test_replies_never_waited_for_are_bounded_by_the_budget(blob_executor: ProgrammaticToolExecutor) -> None:
     # Before: 60 submits of an 8 MiB reply, never waited for, left 480 MiB queued on the host (200: 1.6 GB).
+    await _spares_settled()
     with rss_growth() as grown:
         r = await blob_executor.execute(SUBMIT_BLOBS + "result = len(ids)")
     assert r.error is None and r.result == 200, r.error
@@ -320,6 +327,7 @@ async def test_replies_the_program_has_taken_are_not_kept_by_the_host(blob_execu
     # kept every ended execution's replies until the cyclic GC ran: 4 x 20 awaited 8 MiB replies, +600 MiB.
     code = "from tools.data import blob\nfor i in range(20):\n    x = await blob(n=i)\nresult = len(x)"
     gc.collect()
+    await _spares_settled()
     gc.disable()  # what the host frees must not wait for the cyclic GC
     try:
         with rss_growth() as grown:
