@@ -189,3 +189,16 @@ def test_ptc_repl_prints_a_cells_output_as_it_comes(tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+async def test_with_worker_processes_the_callback_gets_everything_at_the_end():
+    ex = ProgrammaticToolExecutor(workers=1, timeout=20)
+    try:
+        got: list[tuple[str, str]] = []
+        r = await ex.execute(
+            "import sys\nprint('a')\nprint('b', file=sys.stderr)", on_output=lambda s, t: got.append((s, t))
+        )
+        assert r.error is None and r.output == "a\nb\n"
+        assert got == [("stdout", "a\n"), ("stderr", "b\n")]
+    finally:
+        await ex.aclose()

@@ -381,3 +381,18 @@ async def test_approval_cache_hit_and_unknown_tools():
     assert [c.attributes["ptc.tool.cache_hit"] for c in calls[1:3]] == [False, True]
     assert calls[3].attributes["error.type"] == "ToolNotFoundError"
     assert "SECRET_NAME_" not in every_value(exporter.get_finished_spans())
+
+
+async def test_with_worker_processes_the_tree_is_the_same():
+    tracer_provider, exporter, _, _ = providers()
+    ex = ProgrammaticToolExecutor(catalog(), workers=1, timeout=20, tracer_provider=tracer_provider)
+    try:
+        r = await ex.execute(PROGRAM)
+        assert r.error is None, r.error
+    finally:
+        await ex.aclose()
+    spans = exporter.get_finished_spans()
+    (execute,) = by_name(spans, "ptc.execute")
+    calls = by_name(spans, "ptc.tool_call")
+    assert len(calls) == 4 and all(c.parent.span_id == execute.context.span_id for c in calls)
+    assert execute.attributes["ptc.outcome"] == "ok" and execute.attributes["ptc.output_bytes"] == len("done\n")
