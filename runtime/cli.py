@@ -238,21 +238,24 @@ def _escaped(match: re.Match[str]) -> str:
     return "\\x%02x" % code if code < 0x100 else "\\u%04x" % code
 
 
-def _print_result(result: ExecutionResult, as_json: bool, raw: bool = False, value: bool = True) -> int:
+def _print_result(
+    result: ExecutionResult, as_json: bool, raw: bool = False, value: bool = True, printed: bool = False
+) -> int:
     """Print a result and return the exit code.
 
-    Its output (escaped unless `raw`), then its value, like the REPL: the
-    `repr` of the program's `result` (or last expression) when it is not None,
-    as is when it came back as a repr already (`result_is_repr`). Then any
-    error on stderr.
+    Its output (escaped unless `raw`; `printed`: already printed as it came,
+    `_live_printer`), then its value, like the REPL: the `repr` of the
+    program's `result` (or last expression) when it is not None, as is when
+    it came back as a repr already (`result_is_repr`). Then any error on stderr.
     """
     shown = (lambda text: text) if raw else terminal_text
     if as_json:
         sys.stdout.write(result.model_dump_json(indent=2) + "\n")  # JSON escapes every control character itself
     else:
-        sys.stdout.write(shown(result.stdout))
-        sys.stdout.flush()
-        sys.stderr.write(shown(result.stderr))
+        if not printed:
+            sys.stdout.write(shown(result.stdout))
+            sys.stdout.flush()
+            sys.stderr.write(shown(result.stderr))
         if result.output_truncated:
             print("ptc: output truncated", file=sys.stderr)
         for dropped in result.dropped:
@@ -291,15 +294,28 @@ def _run(args: argparse.Namespace) -> int:
     except BaseException:
         executor.close()
         raise
+    live = None if args.json else _live_printer(args.raw)  # JSON is one document, printed at the end
     with _connect(executor) as executor:
-        return _print_result(executor.execute_sync(code), args.json, raw=args.raw, value=not args.no_value)
+        result = asyncio.run(executor.execute(code, on_output=live))
+        return _print_result(result, args.json, raw=args.raw, value=not args.no_value, printed=live is not None)
+
+
+def _live_printer(raw: bool) -> Callable[[str, str], None]:
+    """`ptc run` prints the program's output as it prints it (escaped unless `raw`), not when it ends."""
+
+    def printed(stream: str, text: str) -> None:
+        out = sys.stdout if stream == "stdout" else sys.stderr
+        out.write(text if raw else terminal_text(text))
+        out.flush()
+
+    return printed
 
 
 def _repl(args: argparse.Namespace) -> int:
     from ptc.repl import run_repl
 
     with _connected(args) as executor:
-        return run_repl(executor, _print_result, raw=args.raw)
+        return run_repl(executor, _print_result, raw=args.raw, live=_live_printer(args.raw))
 
 
 def _stubs(args: argparse.Namespace) -> int:

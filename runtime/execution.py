@@ -31,6 +31,7 @@ from ptc.engine import get_runtime
 from ptc.hostcalls.calls.router import Router
 from ptc.hostcalls.calls.session import CallSession
 from ptc.hostcalls.wasm.budget import HostBudget
+from ptc.hostcalls.wasm.output import LiveOutput, OutputCallback
 from ptc.hostcalls.wasm.state import ExecutionState, ModuleSource
 from ptc.hostcalls.wasm.tape import Recorder, Resumer
 from ptc.journal import DEFAULT_MAX_JOURNAL_BYTES, JOURNAL_VERSION, Fingerprints, Journal, JournalCell, JournalPending
@@ -38,6 +39,7 @@ from ptc.limits import Limits
 from ptc.replay import fresh, outcome_of
 from ptc.results import ExecutionErrorInfo, ExecutionResult
 from ptc.sandbox import Outcome, run_program
+from ptc.telemetry import ExecutionTrace, Telemetry
 from ptc.tenancy import EXECUTION_THREADS
 from ptc.wasm_threads import WasmThreadPool
 
@@ -83,6 +85,7 @@ class Runner:
     auditor: Auditor
     fingerprints: Fingerprints
     max_journal_bytes: int = DEFAULT_MAX_JOURNAL_BYTES  # a one-shot execution's journal (past it: none)
+    telemetry: Telemetry = field(default_factory=Telemetry)  # spans and metrics (ptc.telemetry)
 
     def journal(
         self, cells: list[JournalCell], *, session_id: str | None, warm: bool, cells_run: int, fuel: bool
@@ -116,8 +119,13 @@ class Runner:
         release: Callable[[], None],
         cell: Cell | None = None,
         decisions: dict[str, ApprovalDecision] | None = None,
+        on_output: OutputCallback | None = None,
     ) -> ExecutionResult:
         """Run on a worker thread; `release` the tenant's slot once the instance is gone.
+
+        `on_output(stream, text)` gets the output as the program writes it, on
+        this loop (ptc.hostcalls.wasm.output.LiveOutput); all of it before the
+        result is returned.
 
         When the caller is cancelled, the program is stopped and the slot is
         released by the worker thread itself when it ends: the caller's loop
@@ -151,6 +159,16 @@ class Runner:
                 module_source=self.module_source,
                 tape=kind.tape(budget),
             )
+            # telemetry: None unless traces or metrics are configured (a session's cell: under its session's span)
+            trace = self.telemetry.execution(
+                code,
+                tenant_id=self.tenant_id,
+                execution_id=execution_id,
+                session=getattr(kind, "trace_parent", None),
+                cell=kind.session_id is not None,
+            )
+            session.context.trace = trace
+            live = state.output.live = LiveOutput(loop, on_output) if on_output is not None else None
             started_at, started = time.time(), time.perf_counter()
             work = kind.start(code, state, limits)
             try:
@@ -159,6 +177,8 @@ class Runner:
                 state.cancel()
                 session.cancel_all()
                 release_later = True
+                if trace is not None:
+                    trace.end("cancelled", error_type="CancelledError")
 
                 def audit() -> None:
                     result = self._result(execution_id, state, session, Outcome(error=state.abort_error()), started)
@@ -181,11 +201,15 @@ class Runner:
             if state.suspended:
                 suspend(result, state, session)
             state.close()
+            if trace is not None:
+                _traced(trace, result, state.output.bytes)
         finally:
             if not release_later:
                 release()
         await apply_budgets(result, limits)  # ptc.budgets: a value past Limits.max_result_bytes is dropped, and said so
         self.auditor.record(code, started_at, limits, result)
+        if live is not None:  # the rest of the output, before the result (a cancel here: all is recorded already)
+            await live.finish()
         return result
 
     def _result(
@@ -208,6 +232,19 @@ class Runner:
             host_memory_peak=state.budget.peak,
             tool_calls=session.records,
         )
+
+
+def _traced(trace: ExecutionTrace, result: ExecutionResult, output_bytes: int) -> None:
+    """The execution's span and metrics end with what its result says."""
+    error = result.error
+    trace.end(
+        "suspended" if result.suspended else (error.kind if error is not None else "ok"),
+        error_type=error.type if error is not None else None,
+        fuel_used=result.fuel_used,
+        memory_used=result.memory_used,
+        output_bytes=output_bytes,
+        tool_calls=len(result.tool_calls),
+    )
 
 
 def _wake(done: asyncio.Future[None]) -> None:

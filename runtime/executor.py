@@ -22,7 +22,7 @@ import weakref
 from collections.abc import Callable, Mapping
 from functools import partial
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from ptc.approvals import APPROVAL_TOOLS, ApprovalCallback, ApprovalDecision
 from ptc.audit import AuditCallback, Auditor
@@ -37,6 +37,7 @@ from ptc.hostcalls.backends.mcp.client import MCPServerConfig
 from ptc.hostcalls.calls.approval import DEFAULT_APPROVAL_TIMEOUT, Approvals
 from ptc.hostcalls.calls.idempotency import DEFAULT_CACHE_BYTES, DEFAULT_CACHE_ENTRIES, IdempotencyCache
 from ptc.hostcalls.calls.shim import MCPClientShim
+from ptc.hostcalls.wasm.output import OutputCallback
 from ptc.journal import DEFAULT_MAX_JOURNAL_BYTES, Fingerprints, Journal, load
 from ptc.limits import Limits
 from ptc.policy import Policy
@@ -46,10 +47,15 @@ from ptc.sessions import Session
 from ptc.stub_code import StubCode
 from ptc.stubgen import StubCache, render_api_reference, write_stubs
 from ptc.stubgen.discovery import describe_tool, search_tools
+from ptc.telemetry import Telemetry
 from ptc.tenancy import Quota, admission, tenants
 from ptc.typecheck import TypeChecker, describe, refusing
 from ptc.workers.pool import WorkerPool, workers_from_env
 from ptc.workers.sessions import PinnedSession
+
+if TYPE_CHECKING:
+    from opentelemetry.metrics import MeterProvider
+    from opentelemetry.trace import TracerProvider
 
 Lifecycle = Literal["unopened", "open", "closed"]
 _EXECUTOR_CLOSED = "its executor was closed"
@@ -103,6 +109,13 @@ class ProgrammaticToolExecutor:
         Without a callback (or when it returns ptc.DEFER) the execution
         suspends: `result.status == "suspended"`, then `executor.resume()`.
 
+    tracer_provider / meter_provider / trace_content: OpenTelemetry
+        (ptc.telemetry, the `ptc[otel]` extra). Spans and metrics go to these
+        providers, else to the global ones; without a configured SDK nothing
+        is recorded and it costs nothing noticeable. The program's code, tool
+        parameters and results go into spans only with `trace_content=True`
+        (the code's SHA-256 always does).
+
     Aliases, the walkthrough's spellings: `timeout=S` is `limits.timeout`
     (giving both, different, is a ValueError); `enable_stubs=False` writes
     no stub_dir.
@@ -130,6 +143,9 @@ class ProgrammaticToolExecutor:
         on_approval: ApprovalCallback | None = None,
         approval_timeout: float = DEFAULT_APPROVAL_TIMEOUT,
         workers: int | None = None,
+        tracer_provider: TracerProvider | None = None,
+        meter_provider: MeterProvider | None = None,
+        trace_content: bool = False,
     ) -> None:
         self.catalog = catalog if catalog is not None else ToolCatalog()
         self.limits = _limits(limits, timeout)
@@ -159,7 +175,15 @@ class ProgrammaticToolExecutor:
         self._written_revision = -1
         self._sync_stub_dir()
         self._auditor = Auditor(tenant_id, [on_audit] if on_audit else [])
-        self._runner = Runner(tenant_id, self.router, self._module_source, self._auditor, Fingerprints(self.catalog))
+        self.telemetry = Telemetry(tracer_provider, meter_provider, trace_content=trace_content)
+        self._runner = Runner(
+            tenant_id,
+            self.router,
+            self._module_source,
+            self._auditor,
+            Fingerprints(self.catalog),
+            telemetry=self.telemetry,
+        )
         self._lifecycle: Lifecycle = "unopened"
         self._lock = threading.Lock()
         self._sessions: dict[str, Session] = {}
@@ -317,9 +341,20 @@ class ProgrammaticToolExecutor:
 
     # -- running ------------------------------------------------------------------
     async def execute(
-        self, code: str, *, limits: Limits | None = None, typecheck: bool | None = None
+        self,
+        code: str,
+        *,
+        limits: Limits | None = None,
+        typecheck: bool | None = None,
+        on_output: OutputCallback | None = None,
     ) -> ExecutionResult:
         """Run one program; never raises for anything the program does.
+
+        `on_output(stream, text)` ("stdout" or "stderr"; sync or async) gets
+        the output while the program runs, in batches, on this loop; what it
+        gets in all is what the result keeps (bounded by max_output_bytes),
+        all of it before this returns. A callback that raises is logged and
+        does not stop the program.
 
         Raises OverCapacityError (at once) when the tenant's quota and queue
         are full, ExecutorClosedError after aclose(). Cancelling the awaiting
@@ -344,7 +379,7 @@ class ProgrammaticToolExecutor:
                 release()
                 return refused
         cell = self._pool.cell(self._runner, code) if self._pool is not None else None  # workers: ptc.workers
-        return await self._runner.run(code, limits, release, cell)
+        return await self._runner.run(code, limits, release, cell, on_output=on_output)
 
     # -- type checking (ptc.typecheck) ---------------------------------------------
     def check(self, code: str) -> list[Diagnostic]:
@@ -396,6 +431,7 @@ class ProgrammaticToolExecutor:
         """Wait for the tenant's slot and share of the threads; returns what releases them."""
         await self._ready(limits)
         gate = tenants.gate(self.tenant_id)
+        queued = time.perf_counter()
         await gate.acquire()
         try:
             await admission.acquire(self.tenant_id)  # the tenant's fair share of the execution threads
@@ -403,6 +439,7 @@ class ProgrammaticToolExecutor:
             gate.release()
             raise
         tenant_id = self.tenant_id
+        self.telemetry.queue_wait(tenant_id, time.perf_counter() - queued)
 
         def release() -> None:
             admission.release(tenant_id)

@@ -51,6 +51,7 @@ class SandboxConsole(code.InteractiveConsole):
         runner: asyncio.Runner,
         show: Callable[..., int],
         raw: bool = False,
+        live: Callable[[str, str], None] | None = None,
     ) -> None:
         super().__init__(filename="<stdin>")
         self.compile.compiler.flags |= ast.PyCF_ALLOW_TOP_LEVEL_AWAIT  # as `python -m asyncio` does
@@ -58,6 +59,7 @@ class SandboxConsole(code.InteractiveConsole):
         self.runner = runner
         self.show = show
         self.raw = raw
+        self.live = live  # prints a cell's output as it comes (on_output); then `show` prints the rest
         self.failed = 0
         self.session = self._new_session()
 
@@ -79,7 +81,7 @@ class SandboxConsole(code.InteractiveConsole):
         if not source.strip():
             return
         try:
-            result = self.runner.run(self.session.execute(source))
+            result = self.runner.run(self.session.execute(source, on_output=self.live))
         except KeyboardInterrupt:
             self.failed += 1
             self.write("\n" + STOPPED + "\n")  # after the terminal's ^C
@@ -89,7 +91,7 @@ class SandboxConsole(code.InteractiveConsole):
             self.session = self._new_session()
             self.write(f"ptc: {exc}; the cell did not run. A fresh session starts now (the earlier state is gone)\n")
             return
-        if self.show(result, False, raw=self.raw) != 0:
+        if self.show(result, False, raw=self.raw, printed=self.live is not None) != 0:
             self.failed += 1
 
     def write(self, data: str) -> None:
@@ -133,11 +135,16 @@ def banner(executor: ProgrammaticToolExecutor) -> str:
     )
 
 
-def run_repl(executor: ProgrammaticToolExecutor, show: Callable[..., int], raw: bool = False) -> int:
+def run_repl(
+    executor: ProgrammaticToolExecutor,
+    show: Callable[..., int],
+    raw: bool = False,
+    live: Callable[[str, str], None] | None = None,
+) -> int:
     """The REPL on stdin: interactive on a terminal, else the input's cells in order; the exit status."""
     with asyncio.Runner() as runner:
         runner.run(executor.warm_up())  # a first build (with its progress) before the prompt, not in cell 0
-        console = SandboxConsole(executor, runner, show, raw=raw)
+        console = SandboxConsole(executor, runner, show, raw=raw, live=live)
         try:
             if sys.stdin.isatty():
                 with history():

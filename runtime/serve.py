@@ -13,7 +13,7 @@ queue and the like raise the SDK's `ToolError`.
 """
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Annotated, Any
 
 import pydantic_core
@@ -223,7 +223,8 @@ def build_server(
     ) -> Annotated[CallToolResult, dict[str, Any]]:
         try:
             if session is None:
-                return tool_result(await executor.execute(code), max_result_bytes=max_result_bytes)
+                result = await executor.execute(code, on_output=_progress(ctx))
+                return tool_result(result, max_result_bytes=max_result_bytes)
             return await _run_cell(sessions, ctx, session, code, max_result_bytes)
         except BackendUnavailable as exc:  # an upstream that cannot be (re)discovered: its public sentence only
             _log.warning("execute_python: %r", str(exc))  # the operator's detail (command line, stderr), on one line
@@ -263,12 +264,39 @@ def build_server(
     return server
 
 
+def _progress(ctx: Any) -> Callable[[str, str], Awaitable[None]] | None:
+    """The program's output as MCP progress notifications, while it runs, if the client asked for progress.
+
+    Each notification's message is the new output (stderr marked), its
+    progress the characters sent so far (it must grow); the total is unknown.
+    Without a progress token in the request: None, and no live output at all.
+    """
+    try:
+        meta = ctx.request_context.meta
+    except (AttributeError, ValueError):
+        return None
+    if isinstance(meta, Mapping):
+        token = meta.get("progressToken", meta.get("progress_token"))
+    else:
+        token = getattr(meta, "progress_token", None)
+    if token is None:
+        return None
+    sent = 0
+
+    async def progress(stream: str, text: str) -> None:
+        nonlocal sent
+        sent += len(text)
+        await ctx.report_progress(sent, None, text if stream == "stdout" else "[stderr] " + text)
+
+    return progress
+
+
 async def _run_cell(
     sessions: ServeSessions, ctx: Any, name: str, code: str, max_result_bytes: int = RESULT_JSON_BYTES
 ) -> "CallToolResult":
     """One cell in the connection's session `name` (made on first use), rendered with the session's name and cell."""
     session, replaced = sessions.get(ctx, name)
-    result = await session.execute(code)
+    result = await session.execute(code, on_output=_progress(ctx))
     about: dict[str, Any] = {"session": name, "cell": result.cell}
     if result.cell == 0:  # (not `session.cells` before it: two first calls at once would both say new)
         about["new_session"] = True

@@ -48,6 +48,7 @@ from ptc.engine import get_runtime
 from ptc.errors import SessionClosedError
 from ptc.execution import Runner
 from ptc.hostcalls.wasm.budget import HostBudget
+from ptc.hostcalls.wasm.output import OutputCallback
 from ptc.hostcalls.wasm.state import ExecutionState, random_clock_offset
 from ptc.hostcalls.wasm.tape import Recorder
 from ptc.journal import CELL_BYTES, Journal, JournalCell, cell_size
@@ -155,6 +156,7 @@ class Session:
         self._clock_offset = random_clock_offset()  # one clock for the session: it runs on from cell to cell
         self._idle_since = time.monotonic()
         _reaper.watch(self, self._idle_since + idle_timeout)
+        self.trace = runner.telemetry.session(self.id, runner.tenant_id)  # ptc.telemetry: its cells' parent span
 
     # -- state ------------------------------------------------------------------
     @property
@@ -187,7 +189,7 @@ class Session:
             raise SessionClosedError(f"session {self.id} is closed: {self._closed}")
 
     # -- running ----------------------------------------------------------------
-    async def execute(self, code: str) -> ExecutionResult:
+    async def execute(self, code: str, *, on_output: OutputCallback | None = None) -> ExecutionResult:
         """Run one cell; it sees what the cells before it left. Never raises for what the program does.
 
         Raises SessionClosedError on a closed session, OverCapacityError when the
@@ -206,7 +208,7 @@ class Session:
                 await asyncio.shield(asyncio.wrap_future(before))
             self._check_open()
             release = await self._admit(self.limits)
-            return await self._runner.run(code, self.limits, release, cell)
+            return await self._runner.run(code, self.limits, release, cell, on_output=on_output)
         finally:
             with self._lock:
                 self._queued -= 1
@@ -349,6 +351,8 @@ class Session:
             current.cancel()
         self._retire(dropped)
         self._forget(self)
+        if self.trace is not None:
+            self.trace.end(reason)
         return True
 
     def _drop_if_closed(self) -> Instance | None:
@@ -415,6 +419,7 @@ class _Cell:
         self.index: int | None = None
         self.recorder = Recorder(-1)
         self.session_id: str | None = session.id  # its calls' approval requests name it
+        self.trace_parent = session.trace  # ptc.telemetry: the cell's span is a child of the session's
 
     def tape(self, budget: HostBudget) -> Recorder:
         """A cell's part of the session's journal, bounded by the session's own `max_journal_bytes`

@@ -21,7 +21,7 @@ LAYERS: list[tuple[str, list[str]]] = [
     (
         "vocabulary",
         [
-            r"ptc\.(errors|limits|policy|records|events|results|schemas|catalog|handoff|journal|approvals)",
+            r"ptc\.(errors|limits|policy|records|events|results|schemas|catalog|handoff|journal|approvals|telemetry)",
             r"ptc\.private(\..*)?",
         ],
     ),

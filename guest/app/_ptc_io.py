@@ -3,13 +3,16 @@
 Both streams share one buffer so the host sees them in the order they were
 written. Once the host answers that the output cap is reached, nothing more is
 sent: the program keeps running, its output is dropped.
+
+What is buffered is also sent before the program blocks in the host (a wait
+for tool replies, a sleep, a sync call: `flush_before_blocking`), so the host
+sees output as the program prints it (live output, `on_output`), not only
+in 8 KiB chunks or at the end.
 """
 
 from __future__ import annotations
 
 import io
-from itertools import groupby
-from operator import itemgetter
 
 from wit_world.imports import host
 
@@ -20,34 +23,67 @@ _SLICE = 256 * 1024
 
 
 class _Sink:
+    """The text written since the last flush: runs of one stream each (`runs`), the last one still open
+    (`fd`, `texts`), so a flush joins lists instead of grouping parts (a print is two writes)."""
+
     def __init__(self) -> None:
-        self.parts: list[tuple[int, str]] = []
+        global _current
+        self.runs: list[tuple[int, str]] = []
+        self.texts: list[str] = []
+        self.fd = 1
         self.size = 0
         self.open = True
+        _current = self
 
     def reopen(self) -> None:
         """A new cell of a session: its output starts empty, under its own cap."""
-        self.parts, self.size, self.open = [], 0, True
+        global _current
+        self.runs, self.texts, self.size, self.open = [], [], 0, True
+        _current = self
 
     def add(self, fd: int, text: str) -> None:
         if not self.open or not text:
             return
-        self.parts.append((fd, text))
+        if fd != self.fd:
+            if self.texts:
+                self.runs.append((self.fd, "".join(self.texts)))
+                self.texts = []
+            self.fd = fd
+        self.texts.append(text)
         self.size += len(text)
         if self.size >= _CHUNK:
             self.flush()
 
     def flush(self) -> None:
-        parts, self.parts, self.size = self.parts, [], 0
-        for fd, run in groupby(parts, key=itemgetter(0)):
-            text = "".join(text for _, text in run)
-            try:
-                text.encode("utf-8")
-            except UnicodeEncodeError:  # lone surrogates are not valid text for the host
-                text = text.encode("utf-8", "replace").decode("utf-8")
-            for start in range(0, len(text), _SLICE):
-                if self.open and not host.write(fd, text[start : start + _SLICE]):
-                    self.open = False
+        if self.texts:
+            self.runs.append((self.fd, "".join(self.texts)))
+            self.texts = []
+        runs, self.runs, self.size = self.runs, [], 0
+        for fd, text in runs:
+            self._send(fd, text)
+
+    def _send(self, fd: int, text: str) -> None:
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:  # lone surrogates are not valid text for the host
+            text = text.encode("utf-8", "replace").decode("utf-8")
+        if len(text) <= _SLICE:
+            if self.open and not host.write(fd, text):
+                self.open = False
+            return
+        for start in range(0, len(text), _SLICE):
+            if self.open and not host.write(fd, text[start : start + _SLICE]):
+                self.open = False
+
+
+_current: _Sink | None = None  # the running program's
+
+
+def flush_before_blocking() -> None:
+    """The program is about to block in the host: send what it printed so far first."""
+    sink = _current
+    if sink is not None and (sink.texts or sink.runs):
+        sink.flush()
 
 
 class HostWriter(io.TextIOBase):

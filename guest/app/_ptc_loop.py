@@ -13,6 +13,7 @@ import asyncio
 import asyncio.events
 from time import time as _wall_clock
 
+from _ptc_io import flush_before_blocking
 from wit_world.imports import host
 from wit_world.imports.host import Submitted_Done
 
@@ -26,6 +27,7 @@ class _HostSelector:
             if not self._loop._calls:
                 return []
             return host.wait(0)
+        flush_before_blocking()  # what the program printed reaches the host before it waits
         if timeout is None:
             return host.wait(-1)
         return host.wait(int(timeout * 1e9))

@@ -35,7 +35,7 @@ from typing import Any
 
 import _ptc_codec
 import _ptc_tools
-from _ptc_io import make_streams
+from _ptc_io import flush_before_blocking, make_streams
 from _ptc_loop import HostEventLoop
 from _ptc_mem import pages as _memory_pages
 from wit_world.imports import host
@@ -303,6 +303,7 @@ def _sleep(seconds: float) -> None:
         raise ValueError("sleep length must be non-negative")
     if seconds * 1e9 >= 2.0**63:  # as CPython: beyond its clock's range
         raise OverflowError("timestamp too large to convert to C PyTime_t")
+    flush_before_blocking()  # live output: what was printed before the sleep is seen during it
     host.sleep(int(seconds * 1e9))
 
 

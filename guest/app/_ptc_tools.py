@@ -24,6 +24,7 @@ import _ptc_codec
 from _ptc_generated import APPROVAL_TOOLS as _APPROVAL_TOOLS
 from _ptc_generated import ERRORS as _ERRORS
 from _ptc_generated import WARM_UP_MODULES as _WARM_UP_MODULES
+from _ptc_io import flush_before_blocking
 from _ptc_loop import HostEventLoop
 from wit_world.imports import host
 
@@ -129,6 +130,7 @@ async def _send(frame: str) -> Any:
     if isinstance(loop, HostEventLoop):
         reply = await loop.submit(frame)
     else:
+        flush_before_blocking()  # live output: printed before the call is seen while it runs
         reply = host.call(frame)
     return _decode(reply)
 

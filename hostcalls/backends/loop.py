@@ -15,6 +15,8 @@ import threading
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
+from ptc.telemetry import carried
+
 _T = TypeVar("_T")
 
 
@@ -30,8 +32,10 @@ class LoopThread:
         """Run `coro` on the private loop; await the result on the caller's loop.
 
         Cancelling the awaiting task cancels `coro` on the private loop too.
+        The caller's trace context goes with it (ptc.telemetry.carried): the
+        client there propagates the caller's span upstream.
         """
-        return asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, self.loop))
+        return asyncio.wrap_future(asyncio.run_coroutine_threadsafe(carried(coro), self.loop))
 
     def close(self, last: Callable[[], Coroutine[Any, Any, Any]] | None = None, timeout: float = 20) -> None:
         """Run `last()` (the clients' own close) on the loop, then stop it and join the thread; blocks."""

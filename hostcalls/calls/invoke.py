@@ -32,6 +32,7 @@ from ptc.hostcalls.calls.sync_threads import SyncLane, SyncThreads
 from ptc.hostcalls.wasm.budget import HostBudget
 from ptc.policy import Policy
 from ptc.private.asyncio import running_loop
+from ptc.telemetry import ExecutionTrace
 
 _thread = threading.local()
 
@@ -56,6 +57,7 @@ class CallContext:
     decisions: dict[str, ApprovalDecision] = field(default_factory=dict)  # given to resume, by call id
     deferred: dict[str, ApprovalRequest] = field(default_factory=dict)  # calls waiting for resume, by call id
     suspended: bool = False  # the execution suspended: its deferred calls are cancelled, not failed
+    trace: ExecutionTrace | None = None  # its span and metrics (ptc.telemetry); None: not tracing
 
 
 def inline_loop() -> asyncio.AbstractEventLoop:

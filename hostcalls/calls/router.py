@@ -39,6 +39,7 @@ from ptc.hostcalls.calls.tools import Prepared, ToolTable
 from ptc.hostcalls.wasm import codec
 from ptc.policy import Policy
 from ptc.records import CallErrorInfo, ToolCallRecord
+from ptc.telemetry import ToolTrace
 
 # Backends whose results are text by nature: a JSON object or array in it is data (Policy.parse_json_text).
 _TEXT_BACKENDS = frozenset({"mcp", "a2a"})
@@ -75,6 +76,7 @@ class Router:
     ) -> str:
         """Run a prepared call and return its reply frame, charged to the execution's budget."""
         started = time.perf_counter()
+        trace = None if context.trace is None else traced(record, call, context)
         try:
             if call.policy.requires_approval:
                 try:
@@ -83,7 +85,7 @@ class Router:
                     if record.approval is not None:
                         self.emit("approval", record, context, state=record.approval, text=record.approved_by)
             with emitting(lambda kind, **extra: self.emit(kind, record, context, **extra)):  # a backend's own events
-                reply = await self._run(record, call, context)
+                reply = await self._run(record, call, context, trace)
             self.emit("complete", record, context, duration=time.perf_counter() - started)
         except CallFailed as failure:
             reply = self.failed(record, failure, context)
@@ -91,11 +93,15 @@ class Router:
         except asyncio.CancelledError:
             if not (context.suspended and record.caller.tool_id in context.deferred):  # resume decides it
                 record.error = CallErrorInfo(type="CancelledError", message="the program stopped waiting for this call")
+            if trace is not None:
+                ended(trace, record)
             raise
         finally:
             record.completed_at = time.time()
             record.duration = time.perf_counter() - started
         record.result_size = len(reply)
+        if trace is not None:
+            ended(trace, record)
         return reply
 
     def failed(self, record: ToolCallRecord, failure: CallFailed, context: CallContext) -> str:
@@ -105,12 +111,14 @@ class Router:
         self.emit("failure", record, context, error=f"{failure.type}: {failure.detail}")
         return codec.error_frame(failure.type, message)
 
-    async def _run(self, record: ToolCallRecord, call: Prepared, context: CallContext) -> str:
+    async def _run(self, record: ToolCallRecord, call: Prepared, context: CallContext, trace: ToolTrace | None) -> str:
         tool = call.tool
         assert tool.binding is not None  # prepare() refused a tool without one
         binding, policy = tool.binding, call.policy
 
         def attempt_once() -> Awaitable[Any]:
+            if trace is not None:
+                return trace.attempt(record.attempts, invoke(binding, call.params, policy, context, self.sync_threads))
             return invoke(binding, call.params, policy, context, self.sync_threads)
 
         def on_attempt(attempt: int) -> None:
@@ -125,6 +133,8 @@ class Router:
             return attempts(tool.name, breaker, policy, attempt_once, on_attempt, on_retry)
 
         def encode(value: Any) -> Awaitable[str]:
+            if trace is not None:
+                trace.result(value)
             if isinstance(value, str) and policy.parse_json_text and tool.definition.type in _TEXT_BACKENDS:
                 value = json_data(value, context)
             return encode_reply(tool.name, value, context, policy.max_result_bytes)
@@ -164,3 +174,31 @@ class Router:
                 **extra,
             )
         )
+
+
+# -- telemetry (ptc.telemetry): only when the execution is traced ---------------------
+
+UNKNOWN_TOOL = "<unknown tool>"
+
+
+def traced(record: ToolCallRecord, call: Prepared | None, context: CallContext) -> ToolTrace:
+    """Start the span of one call (a child of its execution's); `call` None: refused before it was prepared."""
+    assert context.trace is not None
+    return context.trace.tool_call(
+        record.tool if record.type is not None else UNKNOWN_TOOL,  # a name not in the catalog is the program's text
+        domain=record.domain,
+        backend=record.type,
+        call_id=record.caller.tool_id,
+        parameters=call.params if call is not None else record.parameters,
+    )
+
+
+def ended(trace: ToolTrace, record: ToolCallRecord) -> None:
+    error = record.error.type if record.error is not None else None
+    trace.end(
+        error_type=error,
+        attempts=record.attempts,
+        cache_hit=record.cache_hit,
+        approval=record.approval,
+        result_bytes=record.result_size,
+    )

@@ -20,7 +20,7 @@ from typing import Any
 
 from ptc.hostcalls.calls.failures import CANCELLED_REPLY, INTERNAL_REPLY, CallFailed, DeadlinePassed
 from ptc.hostcalls.calls.invoke import CallContext, by_deadline, inline_loop, no_deadline
-from ptc.hostcalls.calls.router import Router
+from ptc.hostcalls.calls.router import Router, ended, traced
 from ptc.hostcalls.calls.tools import Prepared, Tool
 from ptc.hostcalls.wasm import codec
 from ptc.hostcalls.wasm.budget import HostBudget
@@ -134,6 +134,8 @@ class CallSession:
         record.completed_at = time.time()
         record.duration = 0.0
         record.result_size = len(reply)
+        if self.context.trace is not None:
+            ended(traced(record, None, self.context), record)
         return reply
 
     def _serve_inline(self, record: ToolCallRecord, prepared: Prepared) -> str:

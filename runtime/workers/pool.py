@@ -366,6 +366,8 @@ def _outcome(job: Job, done: object) -> Outcome:
             raise WorkerProtocolError("more output than max_output_bytes")
         output.parts.append((part[0], part[1]))
         output.bytes += size
+        if output.live is not None:  # on_output: a worker's output comes at its end (not yet as it is written)
+            output.live.push(part[0], part[1])
     state.budget.force(output.bytes)
     output.truncated = done.get("truncated") is True
     value = done.get("value")

@@ -17,6 +17,9 @@ Each agent is mounted under its own path, its card at
 - elsewhere: answers like quick, but its card names its endpoint on `localhost`
   (another origin than the 127.0.0.1 it is reached at)
 
+`GET /stats` also lists the W3C `traceparent` headers the agents' POSTs came
+with (trace-context propagation, tests/test_telemetry.py).
+
 and two that are not agents: `/huge/.well-known/agent-card.json` (a card of
 tens of MiB) and `/garbage/.well-known/agent-card.json` (not JSON).
 """
@@ -42,6 +45,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Mount, Route
 
 CANCELLED: list[str] = []
+TRACEPARENTS: list[str | None] = []  # of every POST (a message sent, a task polled or cancelled), in order
 QUICK_MESSAGES = [0]
 
 
@@ -207,7 +211,21 @@ def agents() -> dict[str, tuple[AgentExecutor, list[AgentSkill], bool]]:
 
 
 async def stats(request: Request) -> Response:
-    return JSONResponse({"cancelled": CANCELLED, "quick_messages": QUICK_MESSAGES[0]})
+    return JSONResponse({"cancelled": CANCELLED, "quick_messages": QUICK_MESSAGES[0], "traceparents": TRACEPARENTS})
+
+
+class _Traceparents:
+    """ASGI middleware: note the `traceparent` header of each POST."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            headers = dict(scope["headers"])
+            value = headers.get(b"traceparent")
+            TRACEPARENTS.append(value.decode() if value is not None else None)
+        await self.inner(scope, receive, send)
 
 
 async def huge_card(request: Request) -> Response:
@@ -224,7 +242,7 @@ async def garbage_card(request: Request) -> Response:
     return Response("not json at all", media_type="application/json")
 
 
-def app(port: int) -> Starlette:
+def app(port: int) -> Any:
     root = f"http://127.0.0.1:{port}"
     routes: list[Any] = [
         Route("/stats", stats),
@@ -238,7 +256,7 @@ def app(port: int) -> Starlette:
         routes.append(
             Mount(f"/{name}", routes=create_agent_card_routes(agent_card) + create_jsonrpc_routes(handler, "/"))
         )
-    return Starlette(routes=routes)
+    return _Traceparents(Starlette(routes=routes))
 
 
 def main() -> None:

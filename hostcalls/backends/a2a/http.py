@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 
 from ptc.hostcalls.backends.a2a.replies import A2AReplyTooLarge
+from ptc.telemetry import inject
 
 
 class _Capped(httpx.AsyncByteStream):
@@ -76,7 +77,13 @@ def http_client(headers: dict[str, str], limit: int) -> httpx.AsyncClient:
         headers={**headers, "Accept-Encoding": "identity"},
         timeout=httpx.Timeout(30.0, read=300.0),
         follow_redirects=False,
+        event_hooks={"request": [_traceparent]},
     )
+
+
+async def _traceparent(request: httpx.Request) -> None:
+    """The calling attempt's trace context as W3C headers (ptc.telemetry; the call carried it to this loop)."""
+    inject(request.headers)
 
 
 async def fetch_json(client: httpx.AsyncClient, url: str) -> Any:

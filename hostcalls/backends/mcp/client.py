@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import shlex
 import tempfile
 from collections.abc import Awaitable, Coroutine, Mapping
@@ -21,6 +22,7 @@ from pydantic import BaseModel, Field
 from ptc.errors import MCPConnectionError, MissingExtraError, require_mcp
 from ptc.hostcalls.backends.loop import LoopThread
 from ptc.private.mcp import http_client
+from ptc.telemetry import traceparent_of_message
 
 _T = TypeVar("_T")
 
@@ -69,6 +71,18 @@ def _connection_lost(exc: BaseException) -> bool:
     return isinstance(exc, (anyio.ClosedResourceError, anyio.BrokenResourceError, anyio.EndOfStream, OSError))
 
 
+async def _traceparent_header(request: Any) -> None:
+    """A tools/call's trace context as the W3C `traceparent` header too (the SDK puts it in `_meta` only), so
+    an HTTP server's own instrumentation parents its spans on the calling attempt (ptc.telemetry)."""
+    if request.method != "POST":
+        return
+    try:
+        body = request.content
+    except Exception:  # noqa: BLE001 - a streamed body (not the SDK's JSON-RPC message): nothing to read
+        return
+    request.headers.update(traceparent_of_message(body))
+
+
 class _Connection:
     """One server's session, reopened on the next call after it died."""
 
@@ -95,7 +109,10 @@ class _Connection:
         if self._errlog is not None:
             self._errlog.close()
         errlog = self._errlog = tempfile.TemporaryFile(mode="w+", encoding="utf-8", errors="replace")
-        self._owner = asyncio.create_task(self._hold(ready, self._stop, errlog), name=f"mcp:{self.config.name}")
+        # A context of its own: the session outlives the call that opened it (and that call's trace context).
+        self._owner = asyncio.create_task(
+            self._hold(ready, self._stop, errlog), name=f"mcp:{self.config.name}", context=contextvars.Context()
+        )
         try:
             self._client = await asyncio.wait_for(asyncio.shield(ready), self.config.connect_timeout)
         except Exception as exc:
@@ -126,6 +143,7 @@ class _Connection:
             async with contextlib.AsyncExitStack() as stack:
                 if self.config.url is not None:
                     http = await stack.enter_async_context(http_client(self.config.headers))
+                    http.event_hooks["request"].append(_traceparent_header)
                     transport: Any = streamable_http_client(self.config.url, http_client=http)
                 else:
                     command = self.config.command or []
