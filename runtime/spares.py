@@ -28,23 +28,6 @@ from ptc.interrupts import watch
 from ptc.wasm_threads import start_thread
 
 WARM_UP = "pass"
-# A session's first cells take the cell path (its namespace, streams, report) and what
-# most cells do (literals, a function, a comprehension, json, an f-string, print) for
-# the first time, each a copy-on-write fault per page they write. A spare runs them
-# once, as a cell, then forgets the namespace it made: a session starts from none of
-# it, and its first cell seeds `random` afresh. Measured on the ten agent blocks of
-# benchmarks/sessions_section.py: 401 -> 88 faults, the first cell 2.5 -> 1.6 ms.
-WARM_CELL = """
-import json
-rows = [{"name": "a", "n": 2, "x": 1.5}, {"name": "b", "n": 1, "x": 4.0}]
-def total(row):
-    return row["n"] * row["x"]
-totals = [total(r) for r in rows if r["n"]]
-text = json.dumps({"sum": round(sum(totals), 2), "top": max(rows, key=total)["name"]})
-print(f"{len(rows)} rows: {text}")
-import _ptc_run
-_ptc_run._session = None
-"""
 _INSTANTIATE_FUEL = 10**10
 _MAX_RETIRED = 4
 _SETTLE = 0.0015  # seconds between an execution's end and the pool's work
@@ -85,8 +68,6 @@ def warm_instance(runtime: Any) -> Instance:
     spare.store.set_epoch_deadline(1)
     exports.run(spare.run, spare.store, WARM_UP, 1 << 20)
     spare.run.post_return(spare.store)
-    exports.run_cell(spare.run_cell, spare.store, WARM_CELL, 0, 1 << 20)
-    spare.run_cell.post_return(spare.store)
     spare.data.state = None
     spare.warm = True
     return spare

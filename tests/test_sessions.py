@@ -161,7 +161,7 @@ async def test_nothing_crosses_sessions_or_executors(executor):
 
 
 async def test_a_session_starts_from_nothing_its_spare_ran(executor):
-    # Spares run a warm-up cell (ptc.spares.WARM_CELL) and forget its namespace; each session seeds `random` afresh.
+    # A spare ran the warm-up program before it was handed out; each session seeds `random` afresh.
     draws = []
     for _ in range(3):
         async with executor.session() as session:
