@@ -43,6 +43,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Future
+from typing import TypeVar
 
 from ptc.engine import get_runtime
 from ptc.errors import SessionClosedError
@@ -59,6 +60,7 @@ from ptc.results import ExecutionErrorInfo, ExecutionResult
 from ptc.sandbox import Outcome, instantiate, run_cell
 from ptc.spares import Instance
 
+T = TypeVar("T")
 Admit = Callable[[Limits], Awaitable[Callable[[], None]]]  # the executor's admission: returns the release
 _USABLE = ("runtime_error", "syntax_error")  # errors a program raised itself: its instance goes on
 
@@ -297,6 +299,22 @@ class Session:
 
     async def _rebuild(self, journal: Journal) -> None:
         """Restore from a journal (executor.restore_session): the first turn, through admission."""
+        work = await self._first_turn(
+            lambda: replay(journal, self.limits, self._runner.module_source, f"restore-{self.id}")
+        )
+        try:
+            restored = await asyncio.shield(asyncio.wrap_future(work))
+        except asyncio.CancelledError:
+            work.add_done_callback(self._orphaned)
+            raise
+        self._adopt_journal(journal)
+        self._clock_offset = time.monotonic_ns() - restored.last_clock - 1
+        self._instance = restored.instance
+        self._check_journal_size()
+
+    async def _first_turn(self, restore: Callable[[], T]) -> Future[T]:
+        """A restore's work, started as the session's first turn once the tenant admits it: the slot
+        is released and the turn ends when the work does, not when its awaiter does."""
         before, mine = self._turns.take()
         assert before is None
         try:
@@ -305,31 +323,28 @@ class Session:
             _end_turn(mine)
             raise
         try:
-            work = self._runner.work(
-                lambda: replay(journal, self.limits, self._runner.module_source, f"restore-{self.id}")
-            )
+            work = self._runner.work(restore)
         except BaseException:
             release()
             _end_turn(mine)
             raise
 
-        def ended(_: object) -> None:  # when the replay ends, not when its awaiter does
+        def ended(_: object) -> None:
             release()
             _end_turn(mine)
 
         work.add_done_callback(ended)
-        try:
-            restored = await asyncio.shield(asyncio.wrap_future(work))
-        except asyncio.CancelledError:
-            work.add_done_callback(self._orphaned)
-            raise
+        return work
+
+    def _adopt_journal(self, journal: Journal) -> None:
+        """The restored cells are the session's own journal from here on."""
         with self._lock:
             self._cells = list(journal.cells)
             self._journal_bytes = CELL_BYTES + sum(cell_size(c) for c in journal.cells)
             self._cells_run = journal.cells_run
             self._warm = journal.warm
-        self._clock_offset = time.monotonic_ns() - restored.last_clock - 1
-        self._instance = restored.instance
+
+    def _check_journal_size(self) -> None:
         if self._journal_bytes > self.max_journal_bytes:
             self._close(f"its journal is past max_journal_bytes ({self.max_journal_bytes} bytes)")
 

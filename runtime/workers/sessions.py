@@ -20,11 +20,11 @@ from typing import Any
 
 from ptc.errors import ReplayDivergedError
 from ptc.hostcalls.wasm.state import ExecutionState
-from ptc.journal import CELL_BYTES, Journal, cell_size
+from ptc.journal import Journal, cell_size
 from ptc.limits import Limits
 from ptc.results import ExecutionErrorInfo
 from ptc.sandbox import Outcome
-from ptc.sessions import _USABLE, Session, _Cell, _end_turn
+from ptc.sessions import _USABLE, Session, _Cell
 from ptc.workers.pool import WorkerPool, WorkerProcess
 
 
@@ -140,36 +140,13 @@ class PinnedSession(Session):
 
     async def _rebuild(self, journal: Journal) -> None:
         """restore_session: the first turn, through admission, replayed in a worker."""
-        before, mine = self._turns.take()
-        assert before is None
-        try:
-            release = await self._admit(self.limits)
-        except BaseException:
-            _end_turn(mine)
-            raise
         self._clock_offset = time.monotonic_ns()  # then min() with the replay's: the clock goes on, never back
-        try:
-            work = self._runner.work(lambda: self._replay_on(self._pool.pick(), journal, f"restore-{self.id}"))
-        except BaseException:
-            release()
-            _end_turn(mine)
-            raise
-
-        def ended(_: object) -> None:  # when the replay ends, not when its awaiter does
-            release()
-            _end_turn(mine)
-
-        work.add_done_callback(ended)
+        work = await self._first_turn(lambda: self._replay_on(self._pool.pick(), journal, f"restore-{self.id}"))
         failure = await asyncio.shield(asyncio.wrap_future(work))  # cancelled: the instance goes with the session
         if failure is not None:
             raise failure
-        with self._lock:
-            self._cells = list(journal.cells)
-            self._journal_bytes = CELL_BYTES + sum(cell_size(c) for c in journal.cells)
-            self._cells_run = journal.cells_run
-            self._warm = journal.warm
-        if self._journal_bytes > self.max_journal_bytes:
-            self._close(f"its journal is past max_journal_bytes ({self.max_journal_bytes} bytes)")
+        self._adopt_journal(journal)
+        self._check_journal_size()
 
     def _close(self, reason: str) -> bool:
         closed = super()._close(reason)
