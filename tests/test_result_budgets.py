@@ -67,6 +67,9 @@ def test_the_cap_is_in_the_stub_docstring(executor):
     assert "ToolResultTooLarge" in executor.stubs.source("tools")  # importable: `from tools import ...`
     assert executor.describe_tool("rows")["stub"] == stub  # what describe_tool (and ptc serve's) shows
     assert "results over 2000 bytes raise `ToolResultTooLarge`" in executor.api_reference()
+    # and what the program's own `describe_tool` shows, answered by the host from the same catalog
+    inside = executor.execute_sync("from tools import describe_tool\n(await describe_tool('rows'))['stub']")
+    assert inside.error is None and inside.result == stub, inside.error
 
 
 def test_the_cap_holds_for_idempotent_calls_too(executor):

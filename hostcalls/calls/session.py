@@ -90,13 +90,18 @@ class CallSession:
             limit = limit if isinstance(limit, int) and not isinstance(limit, bool) else 10
             value: Any = search_tools(catalog, str(args.get("query", "")), limit)
         elif op == "describe_tool":
-            value = describe_tool(catalog, str(args.get("name", "")))
+            value = describe_tool(catalog, str(args.get("name", "")), self._result_cap)
         else:
             return codec.error_frame("ToolError", "unknown request")
         reply = codec.encode({"ok": value})
         if len(reply) > min(self.context.max_frame_bytes, self.budget.room()):
             return codec.error_frame("ToolError", "the answer is larger than this execution may hold")
         return reply
+
+    def _result_cap(self, name: str) -> int | None:
+        """The tool's result cap as the router applies it: the stub it is shown says so, as its served one does."""
+        tool = self.router.tools.get(name)
+        return tool.policy.max_result_bytes if tool is not None else None
 
     async def call(self, request: dict[str, Any]) -> str:
         """A call from host code (ptc.hostcalls.calls.shim), on the running loop: its reply frame."""
