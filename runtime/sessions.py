@@ -267,18 +267,22 @@ class Session:
         error = outcome.error
         if not outcome.trapped and (error is None or error.kind in _USABLE):
             journaled = cell.recorder.cell(index, code, outcome_of(error))
-            if journaled is None:
-                self._close(f"its journal grew past max_journal_bytes ({self.max_journal_bytes} bytes) in cell {index}")
-            else:
-                with self._lock:
-                    self._cells.append(journaled)
-                    self._journal_bytes += cell.recorder.size  # as ptc.journal.cell_size counts it
+            self._keep(journaled, index, cell.recorder.size)  # (the size as ptc.journal.cell_size counts it)
             return outcome
         self._instance = None
         self._retire(instance)
         if self._closed is None:
             cell.restored = self._restore(state.execution_id)
         return outcome
+
+    def _keep(self, journaled: JournalCell | None, index: int, size: int) -> None:
+        """A completed cell into the session's journal; None (it outgrew its room) closes the session."""
+        if journaled is None:
+            self._close(f"its journal grew past max_journal_bytes ({self.max_journal_bytes} bytes) in cell {index}")
+            return
+        with self._lock:
+            self._cells.append(journaled)
+            self._journal_bytes += size
 
     def _restore(self, execution_id: str) -> bool:
         """Rebuild the instance from the journal (on this thread); a failure closes the session."""

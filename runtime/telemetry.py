@@ -296,20 +296,16 @@ class ExecutionTrace:
             attributes = {"ptc.tenant": self.tenant_id, "ptc.outcome": outcome}
             self.instruments.execution_duration.record(time.perf_counter() - self.started, attributes)
             self.instruments.in_flight.add(-1, {"ptc.tenant": self.tenant_id})
-        span = self.span
-        if span is None:
-            return
-        span.set_attribute("ptc.outcome", outcome)
-        span.set_attribute("ptc.output_bytes", output_bytes)
-        span.set_attribute("ptc.tool_calls", tool_calls)
-        if fuel_used is not None:
-            span.set_attribute("ptc.fuel_used", fuel_used)
-        if memory_used is not None:
-            span.set_attribute("ptc.memory_used", memory_used)
-        if error_type is not None:
-            span.set_attribute("error.type", error_type[:NAME_CHARS])
-            span.set_status(_trace.Status(_trace.StatusCode.ERROR, outcome))
-        span.end()
+        if self.span is not None:
+            measured = {
+                "ptc.outcome": outcome,
+                "ptc.output_bytes": output_bytes,
+                "ptc.tool_calls": tool_calls,
+                "ptc.fuel_used": fuel_used,
+                "ptc.memory_used": memory_used,
+            }
+            # the error's type may be the program's own class name: cut to NAME_CHARS
+            _end_span(self.span, measured, None if error_type is None else error_type[:NAME_CHARS], outcome)
 
 
 class ToolTrace:
@@ -368,19 +364,14 @@ class ToolTrace:
                 time.perf_counter() - self.started,
                 {"gen_ai.tool.name": self.tool, "ptc.outcome": outcome, "ptc.tenant": self.execution.tenant_id},
             )
-        span = self.span
-        if span is None:
-            return
-        span.set_attribute("ptc.tool.attempts", attempts)
-        span.set_attribute("ptc.tool.cache_hit", cache_hit)
-        if approval is not None:
-            span.set_attribute("ptc.tool.approval", approval)
-        if result_bytes is not None:
-            span.set_attribute("ptc.tool.result_bytes", result_bytes)
-        if error_type is not None:
-            span.set_attribute("error.type", error_type)
-            span.set_status(_trace.Status(_trace.StatusCode.ERROR, error_type))
-        span.end()
+        if self.span is not None:
+            measured = {
+                "ptc.tool.attempts": attempts,
+                "ptc.tool.cache_hit": cache_hit,
+                "ptc.tool.approval": approval,
+                "ptc.tool.result_bytes": result_bytes,
+            }
+            _end_span(self.span, measured, error_type, error_type)
 
 
 def _content(value: Any) -> str:
@@ -396,6 +387,17 @@ def _content(value: Any) -> str:
 
 
 # -- propagation to backends -------------------------------------------------------
+
+
+def _end_span(span: Span, measured: dict[str, Any], error_type: str | None, status: str | None) -> None:
+    """End a span with what is known only at its end: each measured value there is, and the error."""
+    for key, value in measured.items():
+        if value is not None:
+            span.set_attribute(key, value)
+    if error_type is not None:
+        span.set_attribute("error.type", error_type)
+        span.set_status(_trace.Status(_trace.StatusCode.ERROR, status))
+    span.end()
 
 
 def carried(coro: Coroutine[Any, Any, _T]) -> Coroutine[Any, Any, _T]:

@@ -1,11 +1,13 @@
 """Real MCP servers (the official SDK, stdio subprocess and streamable HTTP) as tool backends."""
 
 import asyncio
+import contextlib
 import os
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -36,16 +38,23 @@ def wait_for_port(port: int, proc: subprocess.Popen, timeout: float = 20) -> Non
     raise TimeoutError(f"nothing listening on {port}")
 
 
-@pytest.fixture(scope="module")
-def http_shop():
+@contextlib.contextmanager
+def http_server(script: Path) -> Iterator[str]:
+    """An MCP server script (`--http PORT`) on a free loopback port: its URL while it runs."""
     port = free_port()
-    proc = subprocess.Popen([sys.executable, str(SHOP), "--http", str(port)], stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, str(script), "--http", str(port)], stderr=subprocess.PIPE, text=True)
     try:
         wait_for_port(port, proc)
         yield f"http://127.0.0.1:{port}/mcp"
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+@pytest.fixture(scope="module")
+def http_shop():
+    with http_server(SHOP) as url:
+        yield url
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from test_mcp import free_port, wait_for_port
+from test_mcp import http_server
 
 from ptc import Policy, ProgrammaticToolExecutor, RetryableError, ToolCatalog
 from ptc.telemetry import Telemetry, traceparent_of_message
@@ -220,14 +220,8 @@ async def test_metrics():
 
 @pytest.fixture(scope="module")
 def traced_http():
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, str(TRACED), "--http", str(port)], stderr=subprocess.PIPE, text=True)
-    try:
-        wait_for_port(port, proc)
-        yield f"http://127.0.0.1:{port}/mcp"
-    finally:
-        proc.terminate()
-        proc.wait(10)
+    with http_server(TRACED) as url:
+        yield url
 
 
 def _parent_of(traceparent: str) -> tuple[int, int]:

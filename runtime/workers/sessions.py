@@ -79,14 +79,9 @@ class PinnedSession(Session):
         if not outcome.trapped and (error is None or error.kind in _USABLE):
             journaled = job.cell if job is not None else None
             if journaled is not None and (journaled.index != index or journaled.code != code):
-                journaled = None  # not this cell's: a worker is not believed
-                self._close(f"its worker process returned another cell's journal in cell {index}")
-            elif journaled is None:
-                self._close(f"its journal grew past max_journal_bytes ({self.max_journal_bytes} bytes) in cell {index}")
+                self._close(f"its worker process returned another cell's journal in cell {index}")  # not believed
             else:
-                with self._lock:
-                    self._cells.append(journaled)
-                    self._journal_bytes += cell_size(journaled)
+                self._keep(journaled, index, 0 if journaled is None else cell_size(journaled))
             return outcome
         if self._closed is None:
             cell.restored = self._restore(state.execution_id)
