@@ -63,8 +63,9 @@ class StubCode:
 
     _compiled: dict[str, tuple[str, str]] = field(default_factory=dict)  # name -> (source, answer)
     _queued: dict[str, str] = field(default_factory=dict)  # name -> source, to compile
+    _compiling: dict[str, str] = field(default_factory=dict)  # the batch the thread is compiling now
     _refused: set[tuple[str, str]] = field(default_factory=set)  # (name, source) the compiler refused
-    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _idle: threading.Condition = field(default_factory=threading.Condition)  # its lock guards all of the above
     _working: bool = False
 
     def served(self, name: str, source: str) -> str:
@@ -72,8 +73,9 @@ class StubCode:
         entry = self._compiled.get(name)
         if entry is not None and entry[0] == source:
             return entry[1]
-        with self._lock:
-            if (name, source) not in self._refused and self._queued.get(name) != source:
+        with self._idle:
+            waiting = (self._queued.get(name), self._compiling.get(name))  # queued, or in the batch compiling now
+            if (name, source) not in self._refused and source not in waiting:
                 self._queued[name] = source
                 if not self._working:
                     self._working = True
@@ -82,34 +84,25 @@ class StubCode:
 
     def wait_idle(self, timeout: float = 30.0) -> bool:
         """Until nothing is queued or compiling (for tests and warm-up)."""
-        done = threading.Event()
-
-        def poll() -> None:
-            while True:
-                with self._lock:
-                    if not self._working:
-                        done.set()
-                        return
-                if done.wait(0.005):
-                    return
-
-        poller = threading.Thread(target=poll, daemon=True)
-        poller.start()
-        finished = done.wait(timeout)
-        done.set()
-        return finished
+        with self._idle:
+            return self._idle.wait_for(lambda: not self._working, timeout)
 
     def _work(self) -> None:
         while True:
-            with self._lock:
+            with self._idle:
                 batch = dict(list(self._queued.items())[:_BATCH])
                 for name in batch:
                     del self._queued[name]
+                self._compiling = batch
                 if not batch:
                     self._working = False
+                    self._idle.notify_all()
                     return
-            compiled = _compile(batch)
-            with self._lock:
+            try:
+                compiled = _compile(batch)
+            except Exception:  # noqa: BLE001 - what the batch held is served as source, as a refused module is
+                compiled = {}
+            with self._idle:
                 for name, source in batch.items():
                     code = compiled.get(name)
                     if code is None:

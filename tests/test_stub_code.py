@@ -136,3 +136,21 @@ async def test_top_level_imports_are_loaded_before_the_program_runs_as_importlib
     else:
         assert r.error is None and r.result == expected, (r.error, r.result)
     await executor.aclose()
+
+
+async def test_a_compiler_that_fails_leaves_the_modules_served_as_source(executor, monkeypatch):
+    # A compile that raises (an instance that would not start, say) must not wedge the cache: the modules
+    # stay source, the thread ends, and programs run as before.
+    import ptc.stub_code
+
+    def broken(sources: dict[str, str]) -> dict[str, bytes]:
+        raise RuntimeError("no instance")
+
+    monkeypatch.setattr(ptc.stub_code, "_compile", broken)
+    await executor.warm_up()
+    assert executor._stub_code.wait_idle(timeout=10)
+    assert not _compiled(executor, "tools.shop.stock")
+    r = await executor.execute(f"{IMPORT}\nresult = await stock(sku='A1')")
+    assert r.error is None and r.result == 7, r.error
+    assert executor._stub_code.wait_idle(timeout=10)  # a refused module is not queued again
+    await executor.aclose()
