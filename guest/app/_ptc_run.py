@@ -399,7 +399,8 @@ def _run(code: str, report_limit: int, namespace: dict[str, Any], filename: str,
     else:
         host.started()
         try:
-            _ptc_tools.preload(tree)
+            if "tools" in code:  # (a program that names no tools has none to preload: no walk of its statements)
+                _ptc_tools.preload(tree)
             _execute(code_obj, namespace, session)
             if not session:
                 value, report["repr"] = _value(namespace)
