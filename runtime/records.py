@@ -10,22 +10,27 @@ from pydantic import BaseModel, Field
 class Subscriptable(BaseModel):
     """Read as objects (`rec.tool`) or as the walkthrough's dicts (`rec["tool"]`, `rec.get("tool")`).
 
-    Only fields are keys: `rec["model_dump"]` is a KeyError, as for a dict.
+    Only fields (computed ones too: `result["status"]`) are keys, the same keys
+    model_dump() gives: `rec["model_dump"]` is a KeyError, as for a dict.
     """
 
+    @classmethod
+    def _is_key(cls, name: object) -> bool:
+        return name in cls.model_fields or name in cls.model_computed_fields
+
     def __getitem__(self, name: str) -> Any:
-        if name not in type(self).model_fields:
+        if not self._is_key(name):
             raise KeyError(name)
         return getattr(self, name)
 
     def get(self, name: str, default: Any = None) -> Any:
-        return getattr(self, name) if name in type(self).model_fields else default
+        return getattr(self, name) if self._is_key(name) else default
 
     def __contains__(self, name: object) -> bool:
-        return name in type(self).model_fields
+        return self._is_key(name)
 
     def keys(self) -> list[str]:
-        return list(type(self).model_fields)
+        return [*type(self).model_fields, *type(self).model_computed_fields]
 
 
 class CallErrorInfo(Subscriptable):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, computed_field
 
 from ptc.approvals import ApprovalRequest
 from ptc.journal import Journal
@@ -136,6 +136,7 @@ class ExecutionResult(Subscriptable):
     def ok(self) -> bool:
         return self.error is None and not self.suspended
 
+    @computed_field  # type: ignore[prop-decorator]  # in model_dump() and result["status"], as the other fields
     @property
     def status(self) -> Literal["completed", "failed", "suspended"]:
         """ "suspended" (waiting for approvals), "failed" (an error ended it) or "completed"."""

@@ -48,6 +48,9 @@ async def test_result_reads_as_the_walkthroughs_dictionary(executor: Programmati
     dumped = result.model_dump()
     for key in ("output", "error", "execution_time", "tool_calls", "execution_id", "result"):
         assert key in dumped
+    assert result["status"] == dumped["status"] == "completed" and set(dumped) <= set(result.keys())
+    failed = await executor.execute("1 / 0")
+    assert failed["status"] == failed.model_dump()["status"] == "failed"
 
 
 async def test_call_ids_are_numbered_per_execution(executor: ProgrammaticToolExecutor) -> None:
