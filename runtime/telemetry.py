@@ -31,6 +31,7 @@ import json
 import re
 import time
 from collections.abc import Coroutine, Mapping
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
 try:
@@ -230,6 +231,7 @@ class SessionTrace:
         self.span.end()
 
 
+@dataclass(slots=True, eq=False)
 class ExecutionTrace:
     """One execution's span (or only its metrics); its tool calls' spans are its children.
 
@@ -238,23 +240,13 @@ class ExecutionTrace:
     taken from the current context.
     """
 
-    __slots__ = ("telemetry", "span", "context", "instruments", "tenant_id", "started", "ended")
-
-    def __init__(
-        self,
-        telemetry: Telemetry,
-        span: Span | None,
-        context: Context | None,
-        instruments: _Instruments | None,
-        tenant_id: str,
-    ) -> None:
-        self.telemetry = telemetry
-        self.span = span
-        self.context = context
-        self.instruments = instruments
-        self.tenant_id = tenant_id
-        self.started = time.perf_counter()
-        self.ended = False
+    telemetry: Telemetry
+    span: Span | None
+    context: Context | None
+    instruments: _Instruments | None
+    tenant_id: str
+    started: float = field(default_factory=time.perf_counter)
+    ended: bool = False
 
     def tool_call(
         self, tool: str, *, domain: str | None, backend: str | None, call_id: str, parameters: Any = None
@@ -306,6 +298,9 @@ class ExecutionTrace:
             }
             # the error's type may be the program's own class name: cut to NAME_CHARS
             _end_span(self.span, measured, None if error_type is None else error_type[:NAME_CHARS], outcome)
+
+
+_TOOL_MEASURES = ("ptc.tool.attempts", "ptc.tool.cache_hit", "ptc.tool.approval", "ptc.tool.result_bytes")
 
 
 class ToolTrace:
@@ -365,13 +360,8 @@ class ToolTrace:
                 {"gen_ai.tool.name": self.tool, "ptc.outcome": outcome, "ptc.tenant": self.execution.tenant_id},
             )
         if self.span is not None:
-            measured = {
-                "ptc.tool.attempts": attempts,
-                "ptc.tool.cache_hit": cache_hit,
-                "ptc.tool.approval": approval,
-                "ptc.tool.result_bytes": result_bytes,
-            }
-            _end_span(self.span, measured, error_type, error_type)
+            measured = zip(_TOOL_MEASURES, (attempts, cache_hit, approval, result_bytes), strict=True)
+            _end_span(self.span, dict(measured), error_type, error_type)
 
 
 def _content(value: Any) -> str:
