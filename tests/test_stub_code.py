@@ -109,6 +109,7 @@ async def test_a_compiled_tool_module_makes_its_types_on_first_use_and_they_are_
     assert shown == "<class 'tools.f.size.Node'>"
     assert node[1]["children"] == "list[tools.f.size.Node]", node
     assert [node[0], size_input[0]] == [k for k, _ in from_source]  # required keys as the source makes them
+    assert node[0] == ["name"] and size_input[0] == ["tree"]  # Required[...] seen through the string annotations
     assert node[1].keys() == from_source[0][1].keys() and size_input[1].keys() == from_source[1][1].keys()
     await executor.aclose()
 

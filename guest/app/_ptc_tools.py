@@ -189,6 +189,11 @@ def stub(tool: str, names: dict[str, str]) -> Any:
     """
 
     def decorate(function: Any) -> Any:
+        module = function.__globals__
+        for name in module.get("__all__", ()):  # its TypedDicts, made above it (compiled: lazily, see lazy_types)
+            if name in module:
+                own_required_keys(module[name])
+
         @functools.wraps(function)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             try:
@@ -204,6 +209,27 @@ def stub(tool: str, names: dict[str, str]) -> Any:
         return wrapper
 
     return decorate
+
+
+def own_required_keys(cls: Any) -> None:
+    """Give a stub's class-form TypedDict the required keys its source writes.
+
+    A stub is written under `from __future__ import annotations` (so it reads
+    the same to a type checker on any Python), and then TypedDict cannot see
+    `Required[...]` in its string annotations: `__required_keys__` came out
+    empty. The strings say which keys are required; only the stubs' own
+    spelling (`Required[...]` in a `total=False` class) is read.
+    """
+    if not (isinstance(cls, type) and issubclass(cls, dict) and hasattr(cls, "__required_keys__")):
+        return
+    keys = cls.__required_keys__ | cls.__optional_keys__
+    required = set(cls.__required_keys__)
+    for key, value in getattr(cls, "__annotations__", {}).items():
+        text = value if isinstance(value, str) else getattr(value, "__forward_arg__", None)
+        if isinstance(text, str) and text.startswith("Required["):
+            required.add(key)
+    cls.__required_keys__ = frozenset(required)
+    cls.__optional_keys__ = frozenset(keys - required)
 
 
 def lazy_domain(module: str, names: list[str]) -> tuple[Any, Any]:
@@ -240,6 +266,7 @@ def lazy_types(make: Any, namespace: dict[str, Any], names: list[str]) -> tuple[
         if name in names:
             for cls_name, cls in make().items():
                 cls.__qualname__ = cls_name  # not `_ptc_types.<locals>.X`: the module's own class
+                own_required_keys(cls)
                 namespace.setdefault(cls_name, cls)
             return namespace[name]
         raise AttributeError("module %r has no attribute %r" % (namespace.get("__name__"), name))
