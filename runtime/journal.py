@@ -46,6 +46,7 @@ from pydantic import (
     field_validator,
 )
 
+from ptc.approvals import ApprovalRequest
 from ptc.catalog import ToolCatalog
 from ptc.errors import JournalError
 
@@ -153,6 +154,11 @@ class Journal(BaseModel):
     )
     execution_id: str | None = Field(
         None, pattern=r"^ptc_[0-9a-f]{32}$", description="a suspended execution's id, which its resumed run keeps"
+    )
+    approvals: list[ApprovalRequest] = Field(
+        default_factory=list,
+        description="a suspended execution's requests, to show (a restored session's pending_approvals); "
+        "never trusted: a resumed call is the replayed program's own, checked against the recorded frame",
     )
 
 
@@ -277,9 +283,9 @@ def _check_structure(journal: Journal) -> None:
             if call.at_once and call.reply is None:
                 raise JournalError(f"journal cell {cell.index}: call {index} was answered at once with no reply")
     if journal.pending:
-        if journal.kind != "execution" or len(journal.cells) != 1 or journal.resume_id is None:
-            raise JournalError("only a suspended execution's journal (one cell, a resume id) has pending calls")
-        calls = journal.cells[0].calls
+        if journal.resume_id is None or not journal.cells or (journal.kind == "execution" and len(journal.cells) != 1):
+            raise JournalError("only a suspended execution's or session's journal (with a resume id) has pending calls")
+        calls = journal.cells[-1].calls  # a session's: its last cell is the suspended one
         for pending in journal.pending:
             if pending.index >= len(calls) or calls[pending.index].reply is not None or calls[pending.index].at_once:
                 raise JournalError(f"the journal's pending call {pending.call_id} is not a call without a reply")

@@ -54,7 +54,7 @@ from ptc.hostcalls.wasm import codec
 from ptc.hostcalls.wasm.budget import RECORD_COST, HostBudget
 from ptc.hostcalls.wasm.state import Abort, Cancel, ExecutionState, Replier
 from ptc.hostcalls.wasm.tape import Recorder
-from ptc.journal import JournalCell
+from ptc.journal import Journal, JournalCell
 from ptc.limits import Limits
 from ptc.results import ExecutionErrorInfo, ExecutionResult
 from ptc.sandbox import Outcome
@@ -529,6 +529,8 @@ class _Remote:
     code: str
     session_id: str | None = None
     job: Job | None = None
+    suspendable: bool = True
+    resuming: Journal | None = None
 
     def tape(self, budget: HostBudget) -> Recorder:
         return Recorder.off()  # the worker's tape records the journal; the parent's sees nothing to record
@@ -542,3 +544,6 @@ class _Remote:
         if job is not None and job.cell is not None:
             fuel = limits.fuel is not None
             result.journal = self.runner.journal([job.cell], session_id=None, warm=job.warm, cells_run=1, fuel=fuel)
+
+    def suspended(self, result: ExecutionResult) -> None:
+        pass  # its journal says it all: executor.resume goes on with it (in this process)
