@@ -153,6 +153,7 @@ class Session:
         limits: Limits,
         idle_timeout: float,
         max_journal_bytes: int,
+        suspendable: bool = True,
     ) -> None:
         if idle_timeout <= 0:
             raise ValueError("idle_timeout must be positive (seconds)")
@@ -160,6 +161,7 @@ class Session:
         self.limits = limits
         self.idle_timeout = idle_timeout
         self.max_journal_bytes = max_journal_bytes
+        self.suspendable = suspendable  # False: a call without a decision is denied, the cell goes on
         self._runner = runner
         self._admit = admit
         self._forget = forget
@@ -377,7 +379,8 @@ class Session:
         if state.suspended:
             self._instance = None
             self._retire(instance)
-            self._suspend(cell, code, index, list(state.deferred_ids.values()), state.execution_id)
+            partial = cell.recorder.cell(index, code, None)
+            self._suspend(partial, index, list(state.deferred_ids.values()), state.execution_id)
             return outcome
         with self._lock:
             self._suspension = None  # (a resumed cell ran on: it waits no more)
@@ -392,14 +395,13 @@ class Session:
             cell.restored = self._restore(state.execution_id)
         return outcome
 
-    def _suspend(self, cell: _Cell, code: str, index: int, call_ids: list[str], execution_id: str) -> None:
+    def _suspend(self, partial: JournalCell | None, index: int, call_ids: list[str], execution_id: str) -> None:
         """The cell waits for decisions: keep its partial journal, and rebuild the instance to before it.
 
         The instance is stuck in the middle of the cell (the suspension stopped
         it in a host call), so it is dropped; `resume` runs the cell again from
         its start, its recorded part replayed, in the instance the restore makes.
         """
-        partial = cell.recorder.cell(index, code, None)
         with self._lock:
             self._suspension = None if partial is None else _Suspension(partial, call_ids)
         if partial is None:
@@ -578,7 +580,6 @@ class Session:
 class _Cell:
     """One cell of a session as ptc.execution's Runner runs it (its `Cell`)."""
 
-    suspendable = True  # a call without a decision waits for one: the cell suspends (`Session.resume`)
     resuming: Journal | None = None
     decisions: dict[str, ApprovalDecision] | None = None
     code = ""
@@ -591,6 +592,7 @@ class _Cell:
         self.index: int | None = None
         self.recorder = Recorder(-1)
         self.session_id: str | None = session.id  # its calls' approval requests name it
+        self.suspendable = session.suspendable  # a call without a decision waits: the cell suspends (`resume`)
         self.trace_parent = session.trace  # ptc.telemetry: the cell's span is a child of the session's
 
     def ready(self) -> None:

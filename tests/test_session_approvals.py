@@ -292,15 +292,63 @@ async def test_a_suspended_session_counts_against_max_sessions_and_its_idle_time
     await replacement.aclose()
 
 
-async def test_workers_a_pinned_session_cell_suspends_and_resumes():
+async def test_a_session_made_not_suspendable_denies_a_call_without_a_decision():
+    session = executor().session(suspendable=False)  # as `ptc serve` and the REPL make theirs: nothing resumes
+    await session.execute(SETUP)
+    result = await session.execute(CELL)
+    assert result.status == "completed" and not session.suspended
+    assert result.result == [100.0, "denied: transfer: no decision (this call cannot wait for one)"]
+    assert CALLS == {"balance": 1}
+    await session.aclose()
+
+
+@pytest.fixture
+async def workers_executor():
     ex = executor(workers=1)
-    try:
-        session, result = await _suspended_session(ex)
-        resumed = await session.resume({"tool_call_2": True})
-        assert resumed.status == "completed", resumed.error
-        assert resumed.result == [100.0, "sent 50 to bob"] and CALLS == {"balance": 1, "transfer": 1}
-        after = await session.execute("notes")
-        assert after.result == ["cell 0", "cell 1 before", "cell 1 after"]
-        await session.aclose()
-    finally:
-        await ex.aclose()
+    yield ex
+    await ex.aclose()
+
+
+async def test_workers_a_pinned_session_cell_suspends_and_resumes(workers_executor):
+    session, result = await _suspended_session(workers_executor)
+    assert session.suspended and [p.call_id for p in session.pending_approvals] == ["tool_call_2"]
+    with pytest.raises(SessionSuspendedError):
+        await session.execute("1")
+    resumed = await session.resume({"tool_call_2": True})
+    assert resumed.status == "completed", resumed.error
+    assert resumed.result == [100.0, "sent 50 to bob"] and CALLS == {"balance": 1, "transfer": 1}
+    assert resumed.tool_calls[0].caller.tool_id == "tool_call_2" and resumed.tool_calls[0].approval == "approved"
+    after = await session.execute("notes")
+    assert after.result == ["cell 0", "cell 1 before", "cell 1 after"] and after.cell == 2
+    assert CALLS == {"balance": 1, "transfer": 1}
+    await session.aclose()
+
+
+async def test_workers_a_first_cell_suspends_twice_and_a_denial_reaches_the_cell(workers_executor):
+    session = workers_executor.session()
+    cell = (
+        "from tools.bank import transfer\nfrom tools import ToolApprovalDenied\n"
+        "a = await transfer(to='a', amount=1)\n"
+        "try:\n    b = await transfer(to='b', amount=2)\nexcept ToolApprovalDenied:\n    b = 'no'\n[a, b]"
+    )
+    first = await session.execute(cell)
+    assert first.status == "suspended" and first.cell == 0
+    second = await session.resume({"tool_call_1": True})
+    assert second.status == "suspended" and [p.call_id for p in second.pending_approvals] == ["tool_call_2"]
+    third = await session.resume({"tool_call_2": False})
+    assert third.status == "completed", third.error
+    assert third.result == ["sent 1 to a", "no"] and CALLS == {"transfer": 1}
+    assert (await session.execute("[a, b]")).result == ["sent 1 to a", "no"]
+    await session.aclose()
+
+
+async def test_suspended_in_one_process_resumed_in_a_worker_process(workers_executor):
+    session, result = await _suspended_session(executor())
+    text = result.journal.model_dump_json()
+    await session.aclose()
+    restored = await workers_executor.restore_session(text)
+    assert restored.suspended and CALLS == {"balance": 1}
+    resumed = await restored.resume({"tool_call_2": True})
+    assert resumed.result == [100.0, "sent 50 to bob"] and CALLS == {"balance": 1, "transfer": 1}
+    assert (await restored.execute("notes[-1]")).result == "cell 1 after"
+    await restored.aclose()
