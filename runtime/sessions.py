@@ -178,6 +178,7 @@ class Session:
         self._journal_bytes = CELL_BYTES
         self._cells_run = 0
         self._suspension: _Suspension | None = None  # the last cell waits for decisions (session.resume)
+        self._resumes_sent = 0  # resumes not yet returned: a cell sent after one waits for its turn
         self._clock_offset = random_clock_offset()  # one clock for the session: it runs on from cell to cell
         self._idle_since = time.monotonic()
         _reaper.watch(self, self._idle_since + idle_timeout)
@@ -256,7 +257,8 @@ class Session:
         executor closed. Cells sent at once run one after another, in call order.
         """
         self._check_open()
-        self._check_not_suspended()
+        if self._resumes_sent == 0:  # (a resume sent before it goes first: its turn decides)
+            self._check_not_suspended()
         return await self._in_turn(lambda turn: _Cell(self, turn), code, on_output)
 
     async def resume(
@@ -282,7 +284,13 @@ class Session:
         if suspension is None or suspension.journal is None:
             raise JournalError(f"session {self.id} is not suspended: there is nothing to resume (or it was already)")
         given = decisions_for(suspension.journal, decisions)
-        return await self._in_turn(lambda turn: _ResumedCell(self, turn, suspension, given), "", on_output)
+        with self._lock:
+            self._resumes_sent += 1
+        try:
+            return await self._in_turn(lambda turn: _ResumedCell(self, turn, suspension, given), "", on_output)
+        finally:
+            with self._lock:
+                self._resumes_sent -= 1
 
     async def _in_turn(
         self, make: Callable[[Future[None]], _Cell], code: str, on_output: OutputCallback | None
@@ -380,7 +388,7 @@ class Session:
             self._instance = None
             self._retire(instance)
             partial = cell.recorder.cell(index, code, None)
-            self._suspend(partial, index, list(state.deferred_ids.values()), state.execution_id)
+            cell.journal_lost = not self._suspend(partial, index, list(state.deferred_ids.values()), state.execution_id)
             return outcome
         with self._lock:
             self._suspension = None  # (a resumed cell ran on: it waits no more)
@@ -395,19 +403,25 @@ class Session:
             cell.restored = self._restore(state.execution_id)
         return outcome
 
-    def _suspend(self, partial: JournalCell | None, index: int, call_ids: list[str], execution_id: str) -> None:
+    def _suspend(self, partial: JournalCell | None, index: int, call_ids: list[str], execution_id: str) -> bool:
         """The cell waits for decisions: keep its partial journal, and rebuild the instance to before it.
 
         The instance is stuck in the middle of the cell (the suspension stopped
         it in a host call), so it is dropped; `resume` runs the cell again from
         its start, its recorded part replayed, in the instance the restore makes.
+        False: its journal outgrew max_journal_bytes, so it cannot be resumed (the session closes).
         """
         with self._lock:
             self._suspension = None if partial is None else _Suspension(partial, call_ids)
         if partial is None:
-            self._close(f"its journal grew past max_journal_bytes ({self.max_journal_bytes} bytes) in cell {index}")
-        elif self._closed is None:
+            self._close(
+                f"its journal grew past max_journal_bytes ({self.max_journal_bytes} bytes) in cell {index}, "
+                "which suspended: it cannot be resumed"
+            )
+            return False
+        if self._closed is None:
             self._restore(execution_id)
+        return True
 
     def _keep(self, journaled: JournalCell | None, index: int, size: int) -> None:
         """A completed cell into the session's journal; None (it outgrew its room) closes the session."""
@@ -589,6 +603,7 @@ class _Cell:
         self.turn = turn
         self.started = False
         self.restored = False
+        self.journal_lost = False  # it suspended with a journal past max_journal_bytes: none to resume
         self.index: int | None = None
         self.recorder = Recorder(-1)
         self.session_id: str | None = session.id  # its calls' approval requests name it
@@ -631,7 +646,8 @@ class _Cell:
         result.cell = self.index
         result.session_restored = self.restored
         suspension = session._suspension
-        result.journal = session._journal(suspension.cell if suspension is not None else None)
+        journal = None if self.journal_lost else session._journal(suspension.cell if suspension is not None else None)
+        result.journal = journal
 
     def suspended(self, result: ExecutionResult) -> None:
         """The session keeps the journal to resume (with its pending calls and resume id) and the requests."""

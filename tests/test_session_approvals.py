@@ -157,6 +157,33 @@ async def test_a_cell_queued_behind_the_one_that_suspends_is_refused_not_run():
     await session.aclose()
 
 
+async def test_a_cell_sent_right_after_a_resume_runs_after_it_in_order():
+    session, _ = await _suspended_session(executor())
+    resuming = asyncio.create_task(session.resume({"tool_call_2": True}))
+    await asyncio.sleep(0)  # the resume has taken its turn
+    after = await session.execute("notes[-1]")  # not refused: it waits for the resume, as cells wait for cells
+    assert (await resuming).status == "completed"
+    assert after.status == "completed" and after.result == "cell 1 after" and after.cell == 2
+    await session.aclose()
+
+
+async def test_a_suspended_cell_whose_journal_is_past_max_journal_bytes_closes_the_session():
+    from ptc.journal import size
+
+    probe = executor().session()
+    await probe.execute(SETUP)
+    room = size(probe.journal()) + 300  # cell 0 fits; the suspended cell (code, two calls) does not
+    await probe.aclose()
+    session = executor().session(max_journal_bytes=room)
+    await session.execute(SETUP)
+    result = await session.execute(CELL)
+    assert result.status == "suspended" and result.journal is None
+    assert session.closed and "max_journal_bytes" in session.closed_reason
+    with pytest.raises(SessionClosedError):
+        await session.resume({"tool_call_2": True})
+    assert CALLS == {"balance": 1}
+
+
 async def test_a_bad_decision_set_is_a_value_error_naming_the_id_and_consumes_nothing():
     session, _ = await _suspended_session(executor())
     with pytest.raises(ValueError, match="tool_call_9"):

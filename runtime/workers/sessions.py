@@ -94,7 +94,8 @@ class PinnedSession(Session):
             if partial_cell is not None and (partial_cell.index != index or partial_cell.code != code):
                 self._close(f"its worker process returned another cell's journal in cell {index}")  # not believed
                 return outcome
-            self._suspend(partial_cell, index, list(state.deferred_ids.values()), state.execution_id)
+            kept = self._suspend(partial_cell, index, list(state.deferred_ids.values()), state.execution_id)
+            cell.journal_lost = not kept
             return outcome
         with self._lock:
             self._suspension = None  # (a resumed cell ran on: it waits no more)
