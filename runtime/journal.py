@@ -144,7 +144,10 @@ class Journal(BaseModel):
     session_id: str | None = Field(None, max_length=256)
     warm: bool = Field(False, description="the instance ran the spare pool's warm-up before the first cell")
     cells_run: _Index = Field(0, description="cells run, also those a limit stopped (which are not kept)")
-    cells: list[JournalCell] = Field(default_factory=list, description="the completed cells, in order")
+    cells: list[JournalCell] = Field(
+        default_factory=list,
+        description="the completed cells, in order (a suspended session's: then its suspended one)",
+    )
     records: _Index = Field(0, description="tool-call records the execution made (its next call is records + 1)")
     pending: list[JournalPending] = Field(
         default_factory=list, description="a suspended execution: the calls awaiting a decision (executor.resume)"

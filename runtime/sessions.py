@@ -23,6 +23,21 @@ rebuilt from its journal in a fresh instance (ptc.replay), with the state
 after the last completed cell; that cell's result says
 `session_restored=True`. If the restore fails, the session is closed.
 
+A cell whose call waits for a decision (no `on_approval`, or DEFER)
+suspends: the suspension stops the instance in a host call, so it is
+dropped like a stopped cell's, but the cell's partial journal is kept
+(`_Suspension`) and the instance is rebuilt to before the cell.
+`session.suspended` is True, `execute` raises SessionSuspendedError,
+`journal()` is the completed cells plus the suspended one with its pending
+calls and resume id. `resume(decisions)` (one per suspension: it claims
+the resume id) runs that cell again in its own turn with a Resumer tape
+(`_ResumedCell`): everything up to the suspension answered from the
+journal, no tool run again, then live with the decisions; it keeps the
+cell's index, execution id and call numbering. A resume stopped by a limit
+or a cancel ends the suspension as any stopped cell ends (the state before
+the cell). A suspended session still holds its quota slot, and its idle
+timeout closes it (its journal, kept by the caller, restores it later).
+
 Closing: `aclose()`/`close()`, the executor's closing, `idle_timeout`
 seconds without a cell (a reaper thread closes it then, and `execute`
 checks too), a journal that grew past `max_journal_bytes` (after the cell

@@ -128,7 +128,7 @@ async def test_a_denied_call_raises_tool_approval_denied_in_the_cell_and_the_ses
 
 async def test_while_suspended_execute_raises_and_runs_nothing_and_the_journal_stays():
     session, result = await _suspended_session(executor())
-    for attempt in range(2):
+    for _ in range(2):
         with pytest.raises(SessionSuspendedError, match="tool_call_2") as raised:
             await session.execute("notes.append('must not run')")
         assert raised.value.call_ids == ["tool_call_2"]
@@ -306,7 +306,9 @@ async def test_a_session_journal_does_not_resume_as_an_execution_and_close_while
 async def test_a_suspended_session_counts_against_max_sessions_and_its_idle_timeout_closes_it():
     from ptc.errors import OverCapacityError
 
-    ex = ProgrammaticToolExecutor(bank(), limits=LIMITS, tenant_id="session-approvals-quota", quota=Quota(max_sessions=1))
+    ex = ProgrammaticToolExecutor(
+        bank(), limits=LIMITS, tenant_id="session-approvals-quota", quota=Quota(max_sessions=1)
+    )
     session, _ = await _suspended_session(ex, idle_timeout=0.5)
     with pytest.raises(OverCapacityError):
         ex.session()
