@@ -24,7 +24,7 @@ from ptc.journal import Journal, cell_size
 from ptc.limits import Limits
 from ptc.results import ExecutionErrorInfo
 from ptc.sandbox import Outcome
-from ptc.sessions import _USABLE, Session, _Cell, _completed
+from ptc.sessions import _USABLE, Session, _Cell, _completed, _unrestored
 from ptc.workers.pool import WorkerPool, WorkerProcess
 
 
@@ -59,6 +59,11 @@ class PinnedSession(Session):
                     return Outcome(error=ExecutionErrorInfo(kind="internal_error", type="WorkerDied", message=why))
                 cell.restored = True
             self._worker = worker
+            self._stale = False  # (replayed just now, or nothing to replay)
+        elif self._stale:  # a suspension dropped the instance in the worker: rebuild it to before that cell
+            self._stale = False
+            if not self._restore(state.execution_id):
+                return _unrestored(self)
         room = max(0, self.max_journal_bytes - self._journal_bytes)
         key, offset, limits_json = self._key, self._clock_offset, limits.model_dump_json()
         resuming, resumable = cell.resuming, None
@@ -94,7 +99,7 @@ class PinnedSession(Session):
             if partial_cell is not None and (partial_cell.index != index or partial_cell.code != code):
                 self._close(f"its worker process returned another cell's journal in cell {index}")  # not believed
                 return outcome
-            kept = self._suspend(partial_cell, index, list(state.deferred_ids.values()), state.execution_id)
+            kept = self._suspend(partial_cell, index, list(state.deferred_ids.values()))
             cell.journal_lost = not kept
             return outcome
         with self._lock:
