@@ -504,6 +504,8 @@ class Session:
             return
         cell = journal.cells[-1]
         call_ids = [p.call_id for p in journal.pending]
+        if journal.session_id != self.id:  # restored under another id: its journal says so from now on
+            journal = journal.model_copy(update={"session_id": self.id})
         with self._lock:
             self._suspension = _Suspension(cell, call_ids, journal, list(journal.approvals))
         if cell.clocks:  # never backwards: the resumed cell's clock goes on from its last reading
@@ -616,7 +618,7 @@ class Session:
         await self.aclose()
 
     def __repr__(self) -> str:
-        state = f"closed: {self._closed}" if self._closed is not None else "open"
+        state = f"closed: {self._closed}" if self._closed is not None else "suspended" if self.suspended else "open"
         return f"<Session {self.id} cells={self._cells_run} {state}>"
 
 

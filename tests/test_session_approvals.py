@@ -4,6 +4,7 @@ Against the real guest and real tools; every tool counts its calls at the handle
 """
 
 import asyncio
+import json
 from collections import Counter
 
 import pytest
@@ -273,6 +274,49 @@ async def test_suspended_in_one_executor_resumed_in_another_from_the_journals_js
         await again.resume({"tool_call_2": True})
     assert CALLS == {"balance": 1, "transfer": 1}
     await again.aclose()
+
+
+async def test_a_tampered_suspended_cell_diverges_on_resume_runs_no_tool_and_closes_the_session():
+    _, result = await _suspended_session(executor())
+    data = result.journal.model_dump(mode="json")
+    data["cells"][1]["code"] = data["cells"][1]["code"].replace('account="A"', 'account="B"')
+    restored = await executor().restore_session(json.dumps(data))  # cells 0..n-1 are untouched: they replay
+    assert restored.suspended
+    resumed = await restored.resume({"tool_call_2": True})
+    assert resumed.status == "failed" and resumed.error.type == "ReplayDivergedError"
+    assert restored.closed and "departed from the journal" in restored.closed_reason
+    assert CALLS == {"balance": 1}  # neither the changed balance call nor the transfer ran
+
+
+async def test_a_journal_naming_an_answered_call_pending_is_refused_before_anything_runs():
+    _, result = await _suspended_session(executor())
+    data = result.journal.model_dump(mode="json")
+    data["pending"][0]["index"] = 0  # the balance call, which has its reply
+    with pytest.raises(JournalError, match="not a call without a reply"):
+        await executor().restore_session(json.dumps(data))
+    assert CALLS == {"balance": 1}
+
+
+async def test_a_resumed_cell_stopped_by_a_limit_ends_the_suspension_with_the_state_before_it():
+    session = executor().session(limits=Limits(timeout=1))
+    await session.execute(SETUP)
+    result = await session.execute("notes.append('lost')\nawait transfer(to='a', amount=1)\nwhile True: pass")
+    assert result.status == "suspended"
+    resumed = await session.resume({"tool_call_1": True})
+    assert resumed.status == "failed" and resumed.error.kind == "timeout" and resumed.session_restored
+    assert not session.suspended and CALLS == {"transfer": 1}
+    assert (await session.execute("notes")).result == ["cell 0"]
+    await session.aclose()
+
+
+async def test_a_suspended_journal_restored_under_another_id_names_it():
+    session, result = await _suspended_session(executor())
+    await session.aclose()
+    restored = await executor().restore_session(result.journal.model_dump_json(), session_id="moved")
+    assert restored.id == "moved" and restored.journal().session_id == "moved" and "suspended" in repr(restored)
+    resumed = await restored.resume({"tool_call_2": True})
+    assert resumed.session_id == "moved" and resumed.status == "completed"
+    await restored.aclose()
 
 
 async def test_a_suspended_first_cell_resumes_too_and_resume_sync_works():
