@@ -73,7 +73,7 @@ from ptc.hostcalls.wasm.tape import Recorder, Resumer
 from ptc.journal import CELL_BYTES, Journal, JournalCell, cell_size
 from ptc.limits import Limits
 from ptc.private.asyncio import running_loop
-from ptc.replay import Restored, fresh, outcome_of, replay
+from ptc.replay import Restored, fresh_instance, outcome_of, replay
 from ptc.results import ExecutionErrorInfo, ExecutionResult
 from ptc.resume import decisions_for, resumes
 from ptc.sandbox import Outcome, instantiate, run_cell
@@ -396,7 +396,7 @@ class Session:
         if instance is None:
             runtime = get_runtime(fuel=limits.fuel is not None)
             # a resumed first cell: an instance like the original's (warmed or not), as its replay needs
-            made = fresh(self._journal(), limits) if cell.resuming is not None else instantiate(runtime, limits)
+            made = fresh_instance(self._warm, limits) if cell.resuming is not None else instantiate(runtime, limits)
             if isinstance(made, Outcome):
                 self._close(f"its instance could not start ({made.error})")
                 return made

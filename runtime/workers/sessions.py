@@ -9,6 +9,12 @@ in that worker. So a worker that dies loses nothing a session needs: the
 cell it was running ends with `internal_error` ("the worker process died"),
 and the session is rebuilt from its journal on another worker, as after a
 trap (`session_restored=True`).
+
+A cell that suspends for approvals comes back with its partial journal cell;
+`resume` sends it to the worker (`child.Worker._resume`), which runs the cell
+again with a Resumer tape. The calls it dispatches at the suspension point
+arrive here with the record ids they had; the parent takes a record id from
+the worker only for the calls it named in that job (`Job.resumable`).
 """
 
 from __future__ import annotations
