@@ -200,7 +200,7 @@ class Session:
         self._journal_bytes = CELL_BYTES
         self._cells_run = 0
         self._suspension: _Suspension | None = None  # the last cell waits for decisions (session.resume)
-        self._resumes_sent = 0  # resumes not yet returned: a cell sent after one waits for its turn
+        self._resumes_sent = 0  # resumes whose turn has not ended: a cell sent after one waits for it
         self._stale = False  # the instance must be rebuilt from the journal before the next cell (a suspension)
         self._clock_offset = random_clock_offset()  # one clock for the session: it runs on from cell to cell
         self._idle_since = time.monotonic()
@@ -309,11 +309,16 @@ class Session:
         given = decisions_for(suspension.journal, decisions)
         with self._lock:
             self._resumes_sent += 1
-        try:
-            return await self._in_turn(lambda turn: _ResumedCell(self, turn, suspension, given), "", on_output)
-        finally:
-            with self._lock:
-                self._resumes_sent -= 1
+
+        def make(turn: Future[None]) -> _Cell:
+            turn.add_done_callback(self._resume_ended)  # its work's end, not its caller's (who may be cancelled)
+            return _ResumedCell(self, turn, suspension, given)
+
+        return await self._in_turn(make, "", on_output)
+
+    def _resume_ended(self, _: object) -> None:
+        with self._lock:
+            self._resumes_sent -= 1
 
     async def _in_turn(
         self, make: Callable[[Future[None]], _Cell], code: str, on_output: OutputCallback | None

@@ -425,3 +425,25 @@ async def test_suspended_in_one_process_resumed_in_a_worker_process(workers_exec
     assert resumed.result == [100.0, "sent 50 to bob"] and CALLS == {"balance": 1, "transfer": 1}
     assert (await restored.execute("notes[-1]")).result == "cell 1 after"
     await restored.aclose()
+
+
+async def test_a_cancelled_resume_ends_the_suspension_and_the_session_goes_on_from_before_the_cell():
+    session = executor().session()
+    await session.execute(SETUP)
+    result = await session.execute("notes.append('lost')\nawait transfer(to='a', amount=1)\nwhile True: pass")
+    assert result.status == "suspended"
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(session.resume({"tool_call_1": True}), 1.0)
+    after = await session.execute("notes")  # waits for the cancelled cell's work to end, then runs
+    assert after.status == "completed" and after.result == ["cell 0"] and after.session_restored is False
+    assert not session.suspended and CALLS == {"transfer": 1}
+    await session.aclose()
+
+
+async def test_the_audit_says_suspended_for_the_cell_and_completed_for_its_resume():
+    audits = []
+    session, _ = await _suspended_session(executor(on_audit=audits.append))
+    await session.resume({"tool_call_2": True})
+    assert [a.outcome for a in audits] == ["ok", "suspended", "ok"]
+    assert audits[2].tool_calls[0]["approval"] == "approved"
+    await session.aclose()
