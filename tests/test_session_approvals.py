@@ -447,3 +447,16 @@ async def test_the_audit_says_suspended_for_the_cell_and_completed_for_its_resum
     assert [a.outcome for a in audits] == ["ok", "suspended", "ok"]
     assert audits[2].tool_calls[0]["approval"] == "approved"
     await session.aclose()
+
+
+async def test_a_suspended_first_cell_restores_in_another_executor_and_resumes():
+    session = executor().session()
+    result = await session.execute("from tools.bank import transfer\nt = await transfer(to='x', amount=3)\nt")
+    assert result.status == "suspended" and result.cell == 0
+    await session.aclose()
+    restored = await executor().restore_session(result.journal.model_dump_json())
+    assert restored.suspended and restored.cells == 1
+    resumed = await restored.resume({"tool_call_1": True})
+    assert resumed.status == "completed" and resumed.result == "sent 3 to x" and resumed.cell == 0
+    assert (await restored.execute("t")).result == "sent 3 to x" and CALLS == {"transfer": 1}
+    await restored.aclose()
