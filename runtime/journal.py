@@ -41,9 +41,11 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainSerializer,
+    SerializerFunctionWrapHandler,
     ValidationError,
     ValidationInfo,
     field_validator,
+    model_serializer,
 )
 
 from ptc.approvals import ApprovalRequest
@@ -163,6 +165,14 @@ class Journal(BaseModel):
         description="a suspended execution's requests, to show (a restored session's pending_approvals); "
         "never trusted: a resumed call is the replayed program's own, checked against the recorded frame",
     )
+
+    @model_serializer(mode="wrap")
+    def _without_empty_approvals(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """A journal with no requests is written as before the field existed (older readers take it)."""
+        data: dict[str, Any] = handler(self)
+        if not self.approvals:
+            data.pop("approvals", None)
+        return data
 
 
 class _Versioned(BaseModel):

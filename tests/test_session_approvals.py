@@ -111,6 +111,8 @@ async def test_a_cell_suspends_and_resumes_approved_the_tool_runs_once_and_the_s
     assert after.result == [["cell 0", "cell 1 before", "cell 1 after"], 100.0, "sent 50 to bob", True]
     assert CALLS == {"balance": 1, "transfer": 1}
     assert [c.index for c in session.journal().cells] == [0, 1, 2] and session.journal().pending == []
+    assert '"approvals"' not in session.journal().model_dump_json()  # written as before, with nothing pending
+    assert '"approvals"' in journal.model_dump_json()  # the suspended one carries its requests
     await session.aclose()
 
 
