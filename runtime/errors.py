@@ -5,6 +5,7 @@
     ├── GuestBuildError          (also RuntimeError) componentize-py could not build the guest
     ├── ExecutorClosedError      the executor was closed; make a new one
     ├── SessionClosedError       the session was closed (by its caller, idle, its executor, a failed restore)
+    ├── SessionSuspendedError    the session waits for approvals (`session.resume(decisions)` first)
     ├── JournalError             (also ValueError) a journal is malformed, truncated, too large or from elsewhere
     ├── ReplayDivergedError      a replay asked for something its journal does not hold
     ├── OverCapacityError        the tenant's quota and queue (or its sessions) are full
@@ -69,6 +70,15 @@ class ExecutorClosedError(PtcError):
 class SessionClosedError(PtcError):
     """The session is closed; it runs nothing more. The message says why (aclose(), idle, its executor
     closed, its journal grew past max_journal_bytes, a restore that failed). Start or restore another."""
+
+
+class SessionSuspendedError(PtcError):
+    """The session's last cell waits for approvals: no cell runs until `session.resume(decisions)` goes on
+    with it. `call_ids` names the calls waiting (the message does too)."""
+
+    def __init__(self, message: str, call_ids: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.call_ids = list(call_ids or [])
 
 
 class JournalError(PtcError, ValueError):

@@ -60,7 +60,9 @@ def _threads() -> ThreadPoolExecutor:
 class Cell(Protocol):
     """What one kind of execution decides (a one-shot program, a session's cell: ptc.sessions)."""
 
-    session_id: str | None  # the session it is a cell of (None: a one-shot execution, which may suspend)
+    session_id: str | None  # the session it is a cell of (None: a one-shot execution)
+    suspendable: bool  # a call without a decision may wait for one (the execution then suspends), or is denied
+    resuming: Journal | None  # the suspended journal it goes on with: its execution id and call numbering
 
     def tape(self, budget: HostBudget) -> Recorder:
         """The recorder of this execution's journal (`budget`: the execution's; a one-shot journal is charged to it)."""
@@ -72,6 +74,10 @@ class Cell(Protocol):
 
     def finish(self, result: ExecutionResult, limits: Limits) -> None:
         """Say in the result what this kind of execution adds (its journal, its session)."""
+        ...
+
+    def suspended(self, result: ExecutionResult) -> None:
+        """The execution suspended (`result.journal`: the one to resume, with its pending calls and resume id)."""
         ...
 
 
@@ -106,6 +112,7 @@ class Runner:
             pending=[],
             resume_id=None,
             execution_id=None,
+            approvals=[],
         )
 
     def work(self, fn: Callable[[], T]) -> Future[T]:
@@ -135,7 +142,7 @@ class Runner:
         release_later = False
         try:
             kind = cell if cell is not None else _OneShot(self, code)
-            resumed = kind.journal if isinstance(kind, _Resumed) else None
+            resumed = kind.resuming
             execution_id = (resumed.execution_id if resumed else None) or f"ptc_{uuid.uuid4().hex}"
             loop = asyncio.get_running_loop()
             budget = HostBudget(limits.host_bytes)
@@ -149,7 +156,7 @@ class Runner:
                 first_id=resumed.records + 1 if resumed else 1,
             )
             session.context.session_id = kind.session_id
-            session.context.suspendable = kind.session_id is None
+            session.context.suspendable = kind.suspendable
             session.context.decisions = dict(decisions or {})
             state = ExecutionState.under(
                 execution_id,
@@ -200,6 +207,7 @@ class Runner:
             kind.finish(result, limits)
             if state.suspended:
                 suspend(result, state, session)
+                kind.suspended(result)
             state.close()
             if trace is not None:
                 _traced(trace, result, state.output.bytes)
@@ -291,6 +299,7 @@ def suspend(result: ExecutionResult, state: ExecutionState, session: CallSession
                 "resume_id": uuid.uuid4().hex,
                 "records": max(records, result.journal.records),
                 "execution_id": result.execution_id,
+                "approvals": list(result.pending_approvals),
             }
         )
 
@@ -304,6 +313,8 @@ class _OneShot:
     recorder: Recorder = field(init=False)
     warm: bool = False
     session_id: str | None = None
+    suspendable: bool = True
+    resuming: Journal | None = None
 
     def tape(self, budget: HostBudget) -> Recorder:
         self.recorder = Recorder(self.runner.max_journal_bytes, budget=budget)
@@ -322,6 +333,9 @@ class _OneShot:
         if cell is not None:
             fuel = limits.fuel is not None
             result.journal = self.runner.journal([cell], session_id=None, warm=self.warm, cells_run=1, fuel=fuel)
+
+    def suspended(self, result: ExecutionResult) -> None:
+        pass  # its journal says it all: executor.resume goes on with it
 
 
 @dataclass
@@ -361,4 +375,4 @@ class _Resumed(_OneShot):
 
 def resumed(runner: Runner, journal: Journal) -> Cell:
     """The kind of execution that goes on with a suspended one (its journal checked by ptc.journal.load)."""
-    return _Resumed(runner, journal.cells[0].code, journal=journal)
+    return _Resumed(runner, journal.cells[0].code, resuming=journal, journal=journal)

@@ -504,6 +504,8 @@ class ProgrammaticToolExecutor:
         limits: Limits | None = None,
         idle_timeout: float = 300.0,
         max_journal_bytes: int = DEFAULT_MAX_JOURNAL_BYTES,
+        *,
+        suspendable: bool = True,
     ) -> Session:
         """A session: cells that run one after another in one sandbox instance of their own (ptc.sessions).
 
@@ -512,11 +514,14 @@ class ProgrammaticToolExecutor:
         `limits` apply per cell (the executor's by default), but memory is
         the instance's over the session's life. The session closes after
         `idle_timeout` seconds without a cell, when its journal grows past
-        `max_journal_bytes`, and when the executor closes. Raises
+        `max_journal_bytes`, and when the executor closes. A cell whose call
+        waits for a decision suspends the session (`session.resume`); with
+        `suspendable=False` (a front end that cannot resume: `ptc serve`, the
+        REPL) such a call is denied instead. Raises
         OverCapacityError at once past the tenant's `Quota.max_sessions`,
         ExecutorClosedError after aclose(), ValueError for an id already open here.
         """
-        return self._new_session(session_id, limits, idle_timeout, max_journal_bytes)
+        return self._new_session(session_id, limits, idle_timeout, max_journal_bytes, suspendable)
 
     async def restore_session(
         self,
@@ -557,7 +562,12 @@ class ProgrammaticToolExecutor:
         return load(journal, catalog=self._runner.fingerprints.current(), guest=guest, max_bytes=max_bytes, kind=kind)
 
     def _new_session(
-        self, session_id: str | None, limits: Limits | None, idle_timeout: float, max_journal_bytes: int
+        self,
+        session_id: str | None,
+        limits: Limits | None,
+        idle_timeout: float,
+        max_journal_bytes: int,
+        suspendable: bool = True,
     ) -> Session:
         if self.closed:
             raise ExecutorClosedError("this executor is closed (aclose() was called); make a new one")
@@ -577,6 +587,7 @@ class ProgrammaticToolExecutor:
                     limits=limits or self.limits,
                     idle_timeout=idle_timeout,
                     max_journal_bytes=max_journal_bytes,
+                    suspendable=suspendable,
                 )
             except BaseException:
                 gate.close_session()

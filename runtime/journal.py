@@ -41,11 +41,14 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainSerializer,
+    SerializerFunctionWrapHandler,
     ValidationError,
     ValidationInfo,
     field_validator,
+    model_serializer,
 )
 
+from ptc.approvals import ApprovalRequest
 from ptc.catalog import ToolCatalog
 from ptc.errors import JournalError
 
@@ -143,7 +146,10 @@ class Journal(BaseModel):
     session_id: str | None = Field(None, max_length=256)
     warm: bool = Field(False, description="the instance ran the spare pool's warm-up before the first cell")
     cells_run: _Index = Field(0, description="cells run, also those a limit stopped (which are not kept)")
-    cells: list[JournalCell] = Field(default_factory=list, description="the completed cells, in order")
+    cells: list[JournalCell] = Field(
+        default_factory=list,
+        description="the completed cells, in order (a suspended session's: then its suspended one)",
+    )
     records: _Index = Field(0, description="tool-call records the execution made (its next call is records + 1)")
     pending: list[JournalPending] = Field(
         default_factory=list, description="a suspended execution: the calls awaiting a decision (executor.resume)"
@@ -154,6 +160,19 @@ class Journal(BaseModel):
     execution_id: str | None = Field(
         None, pattern=r"^ptc_[0-9a-f]{32}$", description="a suspended execution's id, which its resumed run keeps"
     )
+    approvals: list[ApprovalRequest] = Field(
+        default_factory=list,
+        description="a suspended execution's requests, to show (a restored session's pending_approvals); "
+        "never trusted: a resumed call is the replayed program's own, checked against the recorded frame",
+    )
+
+    @model_serializer(mode="wrap")
+    def _without_empty_approvals(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """A journal with no requests is written as before the field existed (older readers take it)."""
+        data: dict[str, Any] = handler(self)
+        if not self.approvals:
+            data.pop("approvals", None)
+        return data
 
 
 class _Versioned(BaseModel):
@@ -277,9 +296,9 @@ def _check_structure(journal: Journal) -> None:
             if call.at_once and call.reply is None:
                 raise JournalError(f"journal cell {cell.index}: call {index} was answered at once with no reply")
     if journal.pending:
-        if journal.kind != "execution" or len(journal.cells) != 1 or journal.resume_id is None:
-            raise JournalError("only a suspended execution's journal (one cell, a resume id) has pending calls")
-        calls = journal.cells[0].calls
+        if journal.resume_id is None or not journal.cells or (journal.kind == "execution" and len(journal.cells) != 1):
+            raise JournalError("only a suspended execution's or session's journal (with a resume id) has pending calls")
+        calls = journal.cells[-1].calls  # a session's: its last cell is the suspended one
         for pending in journal.pending:
             if pending.index >= len(calls) or calls[pending.index].reply is not None or calls[pending.index].at_once:
                 raise JournalError(f"the journal's pending call {pending.call_id} is not a call without a reply")

@@ -64,7 +64,7 @@ class SandboxConsole(code.InteractiveConsole):
         self.session = self._new_session()
 
     def _new_session(self) -> Session:
-        return self.executor.session(idle_timeout=_IDLE_TIMEOUT)
+        return self.executor.session(idle_timeout=_IDLE_TIMEOUT, suspendable=False)  # nothing here resumes
 
     def runsource(self, source: str, filename: str = "<input>", symbol: str = "single") -> bool:
         """True while the cell is incomplete (more lines wanted); else run it in the sandbox."""

@@ -53,8 +53,13 @@ def _never(request: Request, reply: Reply) -> Cancel | str:  # pragma: no cover 
 
 def fresh(journal: Journal, limits: Limits) -> Instance | Outcome:
     """An instance like the original's: a spare (warmed, so taken from the pool if one is ready), or not."""
+    return fresh_instance(journal.warm, limits)
+
+
+def fresh_instance(warm: bool, limits: Limits) -> Instance | Outcome:
+    """An instance warmed as a spare is (taken from the pool if one is ready), or one never warmed."""
     runtime = get_runtime(fuel=limits.fuel is not None)
-    if not journal.warm:
+    if not warm:
         return instantiate(runtime, limits, spare=False)
     instance = runtime.spares.take() or warm_instance(runtime)
     instance.store.set_limits(memory_size=limits.memory_bytes)

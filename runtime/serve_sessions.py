@@ -98,7 +98,7 @@ class ServeSessions:
                 f"this connection has {len(sessions)} sessions open (at most {self.max_per_connection}); "
                 "close one with close_session first"
             )
-        sessions[name] = self.executor.session(idle_timeout=self.idle_timeout)
+        sessions[name] = self.executor.session(idle_timeout=self.idle_timeout, suspendable=False)  # no resume tool
         return sessions[name], replaced
 
     async def close(self, context: Any, name: str) -> bool:

@@ -300,10 +300,13 @@ async def test_status_is_on_every_result():
     assert [a.outcome for a in audits] == ["ok", "runtime_error", "suspended"]
 
 
-async def test_in_a_session_a_call_without_a_decision_is_denied():
+async def test_in_a_session_a_call_without_a_decision_suspends_the_cell():  # more: test_session_approvals.py
     async with executor().session() as session:
         result = await session.execute(PROGRAM)
-    assert result.status == "completed" and result.result[1].startswith("denied: ")
+        assert result.status == "suspended" and session.suspended
+        assert [p.call_id for p in result.pending_approvals] == ["tool_call_2"]
+        resumed = await session.resume({"tool_call_2": False})
+    assert resumed.status == "completed" and resumed.result[1].startswith("denied: ")
     assert CALLS == {"balance": 1}
 
 

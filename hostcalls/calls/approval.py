@@ -8,8 +8,10 @@ callback awaited, a sync one on a thread) and bounded by `approval_timeout`
 (past it: denied, "timed_out"). While it waits the program's own deadline
 stands still (`Waiting.asking` / `decided`, see ExecutionState). No
 callback, or DEFER: the call waits until the execution is suspended and
-cancels it (`Waiting.defer`); where nothing can suspend (a host call, a
-session's cell: not yet built) it is denied instead.
+cancels it (`Waiting.defer`): a one-shot execution (`executor.resume`) or a
+session's cell (`session.resume`, ptc.sessions). Where nothing can suspend
+(a host call, a session made with `suspendable=False`: `ptc serve`, the
+REPL) it is denied instead.
 """
 
 from __future__ import annotations

@@ -35,11 +35,12 @@ from ptc.errors import ReplayDivergedError
 from ptc.hostcalls.wasm import codec
 from ptc.hostcalls.wasm.budget import HostBudget, Oversize
 from ptc.hostcalls.wasm.state import Cancel, ExecutionState, Replier, Reply, Request
-from ptc.hostcalls.wasm.tape import Recorder
-from ptc.journal import Journal
+from ptc.hostcalls.wasm.tape import Recorder, Resumer
+from ptc.journal import Journal, JournalCell
 from ptc.limits import Limits
 from ptc.private.os import exit_now
-from ptc.replay import outcome_of, replay
+from ptc.replay import fresh_instance, outcome_of, replay
+from ptc.results import ExecutionErrorInfo
 from ptc.sandbox import Outcome, instantiate, run_cell, run_program
 from ptc.spares import Instance
 from ptc.tenancy import EXECUTION_THREADS
@@ -176,7 +177,7 @@ class Worker:
             self.executions[xid] = started
             self.threads.submit(self._run, started, execution_id, code, limits_json, max_journal_bytes)
             return
-        if kind in ("cell", "restore"):
+        if kind in ("cell", "restore", "resume"):
             started = _Execution(self, message[1])
             self.executions[message[1]] = started
             self.threads.submit(self._session_job, started, message)
@@ -243,6 +244,8 @@ class Worker:
         try:
             if kind == "cell":
                 done = self._cell(execution, held, execution_id, *message[4:])
+            elif kind == "resume":
+                done = self._resume(execution, held, execution_id, *message[4:])
             else:
                 done = self._restore(execution, held, execution_id, *message[4:])
             self.conn.send(["done", xid, done])
@@ -284,14 +287,62 @@ class Worker:
         state = self._state(execution, execution_id, limits, recorder)
         try:
             outcome = run_cell(held.instance, code, index, state, limits, clock_offset)
-            error = outcome.error
-            usable = not outcome.trapped and (error is None or error.kind in USABLE)
-            journaled = recorder.cell(index, code, outcome_of(error)) if usable else None
-            if not usable:
-                self._retire(held)
-            done = _report(outcome, state, journaled.model_dump_json() if journaled is not None else None)
-            done.update(trapped=outcome.trapped, usable=usable, size=recorder.size, made_warm=made_warm)
+            done = self._ended(held, outcome, state, recorder, code, index)
+            done["made_warm"] = made_warm
             return done
+        finally:
+            state.close()
+
+    def _ended(
+        self, held: _Held, outcome: Outcome, state: ExecutionState, recorder: Recorder, code: str, index: int
+    ) -> dict[str, Any]:
+        """A cell's report: its journal cell if it left the instance usable, or, suspended, its partial one."""
+        error = outcome.error
+        usable = not outcome.trapped and (error is None or error.kind in USABLE)
+        journaled = None
+        if usable or state.suspended:
+            journaled = recorder.cell(index, code, None if state.suspended else outcome_of(error))
+        if not usable:
+            self._retire(held)
+        done = _report(outcome, state, journaled.model_dump_json() if journaled is not None else None)
+        done.update(trapped=outcome.trapped, usable=usable, size=recorder.size)
+        return done
+
+    def _resume(
+        self,
+        execution: _Execution,
+        held: _Held,
+        execution_id: str,
+        code: str,
+        index: int,
+        limits_json: str,
+        journal_room: int,
+        clock_offset: int,
+        cell_json: str,
+        pending: list[list[Any]],
+        warm: bool,
+    ) -> dict[str, Any]:
+        """A suspended cell again, in the session's instance (the state before it): its recorded part
+        replayed (ptc.hostcalls.wasm.tape.Resumer), then live; the parent applies the decisions."""
+        limits = Limits.model_validate_json(limits_json)
+        suspended = JournalCell.model_validate_json(cell_json)
+        if held.instance is None:  # a first cell: an instance like the original's
+            made = fresh_instance(warm, limits)
+            if isinstance(made, Outcome):
+                failed = made.error.model_dump() if made.error is not None else None
+                return {"error": failed, "trapped": True, "no_instance": True}
+            held.instance, held.fuel = made, limits.fuel is not None
+        resumer = Resumer(suspended, journal_room, {int(i): str(call_id) for i, call_id in pending})
+        state = self._state(execution, execution_id, limits, resumer)
+        resumer.on_live = state.go_live
+        try:
+            outcome = run_cell(held.instance, code, index, state, limits, clock_offset)
+            diverged = resumer.player.diverged
+            if diverged is not None:
+                self._retire(held)
+                error = ExecutionErrorInfo(kind="internal_error", type="ReplayDivergedError", message=str(diverged))
+                return {"error": error.model_dump(), "trapped": True, "diverged": True}
+            return self._ended(held, outcome, state, resumer, code, index)
         finally:
             state.close()
 

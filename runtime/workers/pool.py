@@ -54,7 +54,7 @@ from ptc.hostcalls.wasm import codec
 from ptc.hostcalls.wasm.budget import RECORD_COST, HostBudget
 from ptc.hostcalls.wasm.state import Abort, Cancel, ExecutionState, Replier
 from ptc.hostcalls.wasm.tape import Recorder
-from ptc.journal import JournalCell
+from ptc.journal import Journal, JournalCell
 from ptc.limits import Limits
 from ptc.results import ExecutionErrorInfo, ExecutionResult
 from ptc.sandbox import Outcome
@@ -147,8 +147,8 @@ class _Reply(Replier):
 
     __slots__ = ("job",)
 
-    def __init__(self, job: Job, call_id: int) -> None:
-        super().__init__(job.state, call_id)
+    def __init__(self, job: Job, call_id: int, tool_id: str | None = None) -> None:
+        super().__init__(job.state, call_id, tool_id)
         self.job = job
 
     def __call__(self, reply: str) -> None:
@@ -189,6 +189,7 @@ class Job:
     cell: JournalCell | None = None
     warm: bool = False
     done: dict[str, Any] = field(default_factory=dict)  # the worker's whole report (a session reads its own fields)
+    resumable: dict[int, str] = field(default_factory=dict)  # a resumed cell's waiting calls: call id -> record id
 
 
 class WorkerProcess:
@@ -302,7 +303,7 @@ class WorkerProcess:
 
     def _call(self, job: Job, message: list[Any]) -> None:
         """A forwarded call: decoded and dispatched here as the sandbox thread does in one process."""
-        _, xid, call_id, frame, error, _tool_id, deadline = message
+        _, xid, call_id, frame, error, tool_id, deadline = message
         call_id = _int(call_id)
         state = job.state
         if isinstance(deadline, float) and deadline <= time.monotonic() + job.limits.timeout:
@@ -321,7 +322,10 @@ class WorkerProcess:
         except Abort:  # its deadline passed while decoding: the worker's own deadline ends it
             self.conn.send(["reply", xid, call_id, codec.error_frame("ToolTimeoutError", "the deadline passed")])
             return
-        dispatched = state.dispatch(request, _Reply(job, call_id))
+        # a resumed cell's call that waited for a decision keeps its record id (the decision is keyed by it);
+        # the worker's word counts only for the calls the parent said it would resume, once each
+        resumed = job.resumable.pop(call_id, None)
+        dispatched = state.dispatch(request, _Reply(job, call_id, resumed if tool_id == resumed else None))
         if isinstance(dispatched, str):
             self.conn.send(["reply", xid, call_id, dispatched])
         else:
@@ -468,6 +472,7 @@ class WorkerPool:
         limits: Limits,
         message: Callable[[int], list[Any]],
         worker: WorkerProcess | None = None,
+        resumable: dict[int, str] | None = None,
     ) -> tuple[Job | None, Future[Outcome]]:
         """Send the job `message(xid)` to `worker` (a session's), or to the least busy; the future is its outcome.
 
@@ -476,7 +481,7 @@ class WorkerPool:
             chosen = worker if worker is not None else self._pick()
             if chosen is None:
                 break
-            job = Job(next(self._ids), chosen, state, limits)
+            job = Job(next(self._ids), chosen, state, limits, resumable=dict(resumable or {}))
             if not chosen.add(job):
                 if worker is not None:
                     break  # the session's worker is dead: the session decides what now
@@ -529,6 +534,8 @@ class _Remote:
     code: str
     session_id: str | None = None
     job: Job | None = None
+    suspendable: bool = True
+    resuming: Journal | None = None
 
     def tape(self, budget: HostBudget) -> Recorder:
         return Recorder.off()  # the worker's tape records the journal; the parent's sees nothing to record
@@ -542,3 +549,6 @@ class _Remote:
         if job is not None and job.cell is not None:
             fuel = limits.fuel is not None
             result.journal = self.runner.journal([job.cell], session_id=None, warm=job.warm, cells_run=1, fuel=fuel)
+
+    def suspended(self, result: ExecutionResult) -> None:
+        pass  # its journal says it all: executor.resume goes on with it (in this process)

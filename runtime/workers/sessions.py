@@ -9,6 +9,12 @@ in that worker. So a worker that dies loses nothing a session needs: the
 cell it was running ends with `internal_error` ("the worker process died"),
 and the session is rebuilt from its journal on another worker, as after a
 trap (`session_restored=True`).
+
+A cell that suspends for approvals comes back with its partial journal cell;
+`resume` sends it to the worker (`child.Worker._resume`), which runs the cell
+again with a Resumer tape. The calls it dispatches at the suspension point
+arrive here with the record ids they had; the parent takes a record id from
+the worker only for the calls it named in that job (`Job.resumable`).
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from ptc.journal import Journal, cell_size
 from ptc.limits import Limits
 from ptc.results import ExecutionErrorInfo
 from ptc.sandbox import Outcome
-from ptc.sessions import _USABLE, Session, _Cell
+from ptc.sessions import _USABLE, Session, _Cell, _completed, _unrestored
 from ptc.workers.pool import WorkerPool, WorkerProcess
 
 
@@ -52,20 +58,36 @@ class PinnedSession(Session):
                 why = "no worker process is running" if not self._pool.closed else "the executor is closing"
                 return Outcome(error=ExecutionErrorInfo(kind="internal_error", type="WorkerDied", message=why))
             if self._cells:
-                failure = self._replay_on(worker, self.journal(), state.execution_id)
+                failure = self._replay_on(worker, self._journal(), state.execution_id)
                 if failure is not None:
                     self._close(f"its restore from the journal failed: {failure}")
                     why = f"session {self.id} could not be restored in a new worker process: {failure}"
                     return Outcome(error=ExecutionErrorInfo(kind="internal_error", type="WorkerDied", message=why))
                 cell.restored = True
             self._worker = worker
+            self._stale = False  # (replayed just now, or nothing to replay)
+        elif self._stale:  # a suspension dropped the instance in the worker: rebuild it to before that cell
+            self._stale = False
+            if not self._restore(state.execution_id):
+                return _unrestored(self)
         room = max(0, self.max_journal_bytes - self._journal_bytes)
         key, offset, limits_json = self._key, self._clock_offset, limits.model_dump_json()
+        resuming, resumable = cell.resuming, None
+        if resuming is None:
 
-        def message(xid: int) -> list[Any]:
-            return ["cell", xid, key, state.execution_id, code, index, limits_json, room, offset]
+            def message(xid: int) -> list[Any]:
+                return ["cell", xid, key, state.execution_id, code, index, limits_json, room, offset]
 
-        job, future = self._pool.send(state, limits, message, worker)
+        else:  # the suspended cell again (ptc.sessions._ResumedCell): replayed to its suspension in the worker
+            pending = [[p.index, p.call_id] for p in resuming.pending]
+            resumable = {p.index + 1: p.call_id for p in resuming.pending}
+            partial, warm = resuming.cells[-1].model_dump_json(), self._warm
+
+            def message(xid: int) -> list[Any]:
+                args = [code, index, limits_json, room, offset, partial, pending, warm]
+                return ["resume", xid, key, state.execution_id, *args]
+
+        job, future = self._pool.send(state, limits, message, worker, resumable)
         outcome = future.result()
         with self._lock:
             self._current = None  # the program is done: closing from here on has nothing to cancel
@@ -73,8 +95,21 @@ class PinnedSession(Session):
         if done.get("no_instance") is True:
             self._close(f"its instance could not start ({outcome.error})")
             return outcome
+        if resuming is not None and done.get("diverged") is True:
+            self._close(f"its resume departed from the journal in cell {index}: {outcome.error}")
+            return outcome
         if done.get("made_warm") is not None and not self._cells:
             self._warm = done.get("made_warm") is True
+        if state.suspended:
+            partial_cell = job.cell if job is not None else None
+            if partial_cell is not None and (partial_cell.index != index or partial_cell.code != code):
+                self._close(f"its worker process returned another cell's journal in cell {index}")  # not believed
+                return outcome
+            kept = self._suspend(partial_cell, index, list(state.deferred_ids.values()))
+            cell.journal_lost = not kept
+            return outcome
+        with self._lock:
+            self._suspension = None  # (a resumed cell ran on: it waits no more)
         error = outcome.error
         if not outcome.trapped and (error is None or error.kind in _USABLE):
             journaled = job.cell if job is not None else None
@@ -92,7 +127,7 @@ class PinnedSession(Session):
         if not self._cells:
             return True  # nothing to replay: the next cell starts a fresh instance
         worker = self._worker if self._worker is not None and not self._worker.dead else self._pool.pick()
-        failure = self._replay_on(worker, self.journal(), execution_id)
+        failure = self._replay_on(worker, self._journal(), execution_id)
         if failure is not None:
             self._close(f"its restore from the journal failed: {failure}")
             return False
@@ -136,11 +171,13 @@ class PinnedSession(Session):
     async def _rebuild(self, journal: Journal) -> None:
         """restore_session: the first turn, through admission, replayed in a worker."""
         self._clock_offset = time.monotonic_ns()  # then min() with the replay's: the clock goes on, never back
+        whole, journal = journal, _completed(journal) if journal.pending else journal
         work = await self._first_turn(lambda: self._replay_on(self._pool.pick(), journal, f"restore-{self.id}"))
         failure = await asyncio.shield(asyncio.wrap_future(work))  # cancelled: the instance goes with the session
         if failure is not None:
             raise failure
         self._adopt_journal(journal)
+        self._adopt_suspension(whole)
         self._check_journal_size()
 
     def _close(self, reason: str) -> bool:
