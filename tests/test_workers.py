@@ -439,3 +439,34 @@ def test_a_workers_report_is_checked_field_by_field() -> None:
     for done in hostile:
         with pytest.raises(WorkerProtocolError):
             checked(done)
+
+
+async def test_output_reaches_on_output_while_the_worker_runs_it() -> None:
+    gate = Gate()
+    executor = _executor(1, gate=gate)[0]
+    seen: list[tuple[str, str]] = []
+    code = "from tools.ops import gate\nprint('first')\nawait gate()\nprint('second')"
+    try:
+        running = asyncio.create_task(executor.execute(code, on_output=lambda s, t: seen.append((s, t))))
+        await asyncio.wait_for(gate.entered.wait(), 20)
+        await _until(lambda: bool(seen))  # "first" came while the program waits in its worker for the call
+        assert seen == [("stdout", "first\n")] and not running.done()
+        gate.release.set()
+        result = await running
+        assert result.error is None and result.output == "first\nsecond\n"  # every part once, in order
+        assert "".join(text for _, text in seen) == result.output
+    finally:
+        await executor.aclose()
+
+
+async def test_a_session_cell_on_a_worker_streams_its_output(pooled: Any) -> None:
+    executor = pooled[0]
+    parts: list[str] = []
+    async with executor.session() as session:
+        r = await session.execute(
+            "import sys\nprint('out')\nprint('err', file=sys.stderr)", on_output=lambda s, t: parts.append(s)
+        )
+        assert r.error is None and r.stdout == "out\n" and r.stderr == "err\n"
+        quiet = await session.execute("print('kept')")  # no on_output: the report carries it, as before
+        assert quiet.output == "kept\n"
+    assert parts == ["stdout", "stderr"]

@@ -94,6 +94,7 @@ class _Execution:
         self.xid = xid
         self.state: _State | None = None
         self.cancelled = False
+        self.live = False  # the caller reads its output as it is written (on_output): forward each part
         self.repliers: dict[int, Replier] = {}
         self.modules: dict[int, Future[str | None]] = {}
         self._ids = itertools.count(1)
@@ -155,6 +156,7 @@ class Worker:
         self.threads = WasmThreadPool(max_workers=EXECUTION_THREADS, thread_name_prefix="ptc-exec")
         self.sessions: dict[str, _Held] = {}
         self.sessions_lock = threading.Lock()
+        self.live: set[int] = set()  # jobs announced as live ("live" comes just before the job's own message)
 
     def serve(self) -> None:
         threading.Thread(target=self._warm, args=(True,), name="ptc-worker-warm", daemon=True).start()
@@ -165,21 +167,30 @@ class Worker:
                 exit_now(0)  # the parent closed the pool, or is gone: nothing here is anyone's any more
             self._handle(message)
 
+    def _started(self, xid: int) -> _Execution:
+        started = _Execution(self, xid)
+        if xid in self.live:
+            self.live.discard(xid)
+            started.live = True
+        self.executions[xid] = started
+        return started
+
     def _warm(self, fuel: bool) -> None:
         get_runtime(fuel=fuel)
         self.conn.send(["ready", fuel])
 
     def _handle(self, message: list[Any]) -> None:
         kind = message[0]
+        if kind == "live":
+            self.live.add(message[1])
+            return
         if kind == "run":
             _, xid, execution_id, code, limits_json, max_journal_bytes = message
-            started = _Execution(self, xid)
-            self.executions[xid] = started
+            started = self._started(xid)
             self.threads.submit(self._run, started, execution_id, code, limits_json, max_journal_bytes)
             return
         if kind in ("cell", "restore", "resume"):
-            started = _Execution(self, message[1])
-            self.executions[message[1]] = started
+            started = self._started(message[1])
             self.threads.submit(self._session_job, started, message)
             return
         if kind == "drop":
@@ -378,6 +389,8 @@ class Worker:
             tape=tape,
         )
         assert isinstance(state, _State)
+        if execution.live:  # each part as the guest sends it (before it blocks, and in 8 KiB chunks)
+            state.output.live = _LiveParts(self.conn, execution.xid)
         execution.state = state
         if execution.cancelled:
             state.cancel()
@@ -401,10 +414,22 @@ class Worker:
             get_runtime(fuel=held.fuel).spares.retire(instance)
 
 
+class _LiveParts:
+    """The output of a live job (on_output), sent to the parent part by part as the program writes it."""
+
+    def __init__(self, conn: Connection, xid: int) -> None:
+        self.conn = conn
+        self.xid = xid
+
+    def push(self, fd: int, text: str) -> None:
+        self.conn.send(["output", self.xid, fd, text])
+
+
 def _report(outcome: Outcome, state: ExecutionState, cell: str | None) -> dict[str, Any]:
-    """What the parent needs of a finished execution or cell to build its result."""
+    """What the parent needs of a finished execution or cell to build its result (a live job's output went already)."""
+    forwarded = state.output.live is not None
     return {
-        "parts": [[fd, text] for fd, text in state.output.parts],
+        "parts": [] if forwarded else [[fd, text] for fd, text in state.output.parts],
         "truncated": state.output.truncated,
         "value": outcome.value,  # decoded msgpack: it packs again
         "repr": outcome.value_is_repr,

@@ -279,7 +279,7 @@ class WorkerProcess:
         xid = message[1]
         job = self.jobs.get(xid) if type(xid) is int else None
         if job is None:
-            if kind not in ("call", "cancel_call", "module", "done"):
+            if kind not in ("call", "cancel_call", "module", "output", "done"):
                 raise WorkerProtocolError(f"an unknown message {kind[:40]!r}")
             return  # about an execution that ended: late
         if kind == "call":
@@ -293,6 +293,8 @@ class WorkerProcess:
             if not isinstance(name, str) or len(name) > MAX_MODULE_NAME:
                 raise WorkerProtocolError("a module name that is not a short string")
             self.conn.send(["module", xid, req, job.state.module_source(name)])
+        elif kind == "output":
+            _take_part(job, [message[2], message[3]])
         elif kind == "done":
             outcome = _outcome(job, message[2])  # a broken report kills the worker, which ends this job as died
             with self.lock:
@@ -353,6 +355,24 @@ def _optional_int(value: object) -> int | None:
     return _int(value)
 
 
+def _take_part(job: Job, part: object) -> None:
+    """One part of a worker's output into the parent's state (and to on_output): checked, capped, charged.
+
+    A live job's parts come one by one as the program writes them ("output"
+    messages); the others' with the report."""
+    if not (isinstance(part, list) and len(part) == 2 and part[0] in (1, 2) and isinstance(part[1], str)):
+        raise WorkerProtocolError("an output part that is not (1 | 2, text)")
+    output = job.state.output
+    size = len(part[1].encode("utf-8", "surrogatepass"))
+    if output.bytes + size > job.limits.max_output_bytes:
+        raise WorkerProtocolError("more output than max_output_bytes")
+    job.state.budget.force(size)
+    output.parts.append((part[0], part[1]))
+    output.bytes += size
+    if output.live is not None:
+        output.live.push(part[0], part[1])
+
+
 def _outcome(job: Job, done: object) -> Outcome:
     """The worker's report of a finished execution, checked, into the parent's state and an Outcome."""
     if not isinstance(done, dict):
@@ -361,19 +381,9 @@ def _outcome(job: Job, done: object) -> Outcome:
     parts = done.get("parts", [])
     if not isinstance(parts, list):
         raise WorkerProtocolError("output that is not a list of parts")
-    output = state.output
     for part in parts:
-        if not (isinstance(part, list) and len(part) == 2 and part[0] in (1, 2) and isinstance(part[1], str)):
-            raise WorkerProtocolError("an output part that is not (1 | 2, text)")
-        size = len(part[1].encode("utf-8", "surrogatepass"))
-        if output.bytes + size > limits.max_output_bytes:
-            raise WorkerProtocolError("more output than max_output_bytes")
-        output.parts.append((part[0], part[1]))
-        output.bytes += size
-        if output.live is not None:  # on_output: a worker's output comes at its end (not yet as it is written)
-            output.live.push(part[0], part[1])
-    state.budget.force(output.bytes)
-    output.truncated = done.get("truncated") is True
+        _take_part(job, part)
+    state.output.truncated = done.get("truncated") is True
     value = done.get("value")
     try:
         codec.check_plain(value)
@@ -487,6 +497,8 @@ class WorkerPool:
                     break  # the session's worker is dead: the session decides what now
                 continue  # it died just now: the next one
             state.stop = _Forward(functools.partial(chosen.conn.send, ["cancel", job.xid]))
+            if state.output.live is not None:  # on_output: the worker sends each part as it is written
+                chosen.conn.send(["live", job.xid])
             chosen.conn.send(message(job.xid))  # if it fails, the worker is dead and its reader ends the job
             return job, job.future
         future: Future[Outcome] = Future()
