@@ -24,6 +24,7 @@ import logging
 import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 from itertools import groupby
 from operator import itemgetter
 
@@ -34,6 +35,12 @@ OutputCallback = Callable[[str, str], Awaitable[None] | None]  # (stream: "stdou
 _STREAMS = {1: "stdout", 2: "stderr"}
 
 
+class Parts(Protocol):
+    """Where the kept text goes as it arrives: a LiveOutput, or a worker's link to its parent."""
+
+    def push(self, fd: int, text: str) -> None: ...
+
+
 @dataclass
 class Output:
     max_bytes: int
@@ -41,7 +48,7 @@ class Output:
     parts: list[tuple[int, str]] = field(default_factory=list)  # (1 stdout | 2 stderr, text), as written
     bytes: int = 0
     truncated: bool = False
-    live: LiveOutput | None = None  # on_output: the kept text, as it arrives
+    live: Parts | None = None  # on_output: the kept text, as it arrives (a LiveOutput here; in a worker, its parent)
 
     def room(self) -> int:
         return max(0, min(self.max_bytes - self.bytes, self.budget.room()))
