@@ -24,9 +24,9 @@ import logging
 import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Protocol
 from itertools import groupby
 from operator import itemgetter
+from typing import Protocol
 
 from ptc.hostcalls.wasm.budget import HostBudget, Oversize
 
