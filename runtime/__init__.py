@@ -15,6 +15,7 @@ from ptc.errors import (
     ReplayDivergedError,
     RetryableError,
     SessionClosedError,
+    StateUnavailableError,
     ToolApprovalDenied,
     ToolError,
     ToolNotFoundError,
@@ -30,6 +31,7 @@ from ptc.journal import Journal, JournalCall, JournalCell
 from ptc.limits import Limits
 from ptc.policy import Policy
 from ptc.records import CallErrorInfo, ToolCallRecord
+from ptc.redis_state import RedisState
 from ptc.results import Diagnostic, Dropped, ExecutionError, ExecutionErrorInfo, ExecutionResult
 from ptc.sessions import Session
 from ptc.tenancy import Quota
@@ -63,8 +65,10 @@ __all__ = [
     "PtcError",
     "ReplayDivergedError",
     "RetryableError",
+    "RedisState",
     "Session",
     "SessionClosedError",
+    "StateUnavailableError",
     "ToolCallRecord",
     "ToolCatalog",
     "ToolDefinition",
