@@ -175,7 +175,7 @@ class ProgrammaticToolExecutor:
         self.router = self.shim.router
         self.state, self._owns_state = shared_state(state)  # None: in-process policy state, as always
         if self.state is not None:
-            self.router.state = self.state
+            self.router.state = self.router.breakers.state = self.state
             self.state.on_warning(partial(state_warning, self.events, tenant_id))
         self.router.approvals = Approvals(on_approval, approval_timeout)
         self._mcp = MCPConnections(mcp_servers or {}, self.catalog, self.router.tools.bind)

@@ -19,6 +19,7 @@ from ptc import Policy, ProgrammaticToolExecutor, Quota, RedisState, ToolCatalog
 
 def catalog(out: Path, tenant: str) -> ToolCatalog:
     cat = ToolCatalog()
+    out = Path(os.environ.get("COUNT_DIR", str(out)))  # where runs are counted (shared by phases of a test)
 
     async def charge(payload: dict[str, object]) -> dict[str, object]:
         with open(out / "charge-runs", "a") as f:  # one line per run, from any process
@@ -72,7 +73,9 @@ async def main(mode: str, url: str, out: Path, count: int) -> None:
         state=state,
         tenant_id=tenant,
         quota=quota,
-        policy=Policy(circuit_failure_threshold=2, circuit_reset_timeout=1.0, timeout=20),
+        policy=Policy(
+            circuit_failure_threshold=2, circuit_reset_timeout=float(os.environ.get("RESET", "4")), timeout=20
+        ),
         on_event=lambda e: events.append(e.kind),
         timeout=30,
     )

@@ -76,3 +76,34 @@ def test_one_idempotency_key_runs_once_across_two_processes(server, tmp_path):
     assert len(results) == 4 and all(r["error"] is None for r in results)
     assert len({json.dumps(r["result"]) for r in results}) == 1  # every caller got the one run's result
     assert sorted(hit for r in results for hit in r["hits"]) == [False, True, True, True]
+
+
+def phase(server, base: Path, name: str, mode: str, counts: list[int], **env: str) -> list[dict]:
+    """Start one worker per count (all at once on "go"), wait for them; their outcome documents."""
+    out = base / name
+    out.mkdir()
+    procs = [spawn(mode, server.url, out, n, COUNT_DIR=str(base), **env) for n in counts]
+    wait_ready(out, len(procs), procs)
+    (out / "go").touch()
+    finish(procs)
+    return outcomes(out, mode)
+
+
+def test_one_breaker_across_two_processes_with_one_half_open_trial(server, tmp_path):
+    env = {"TENANT": "cb-1"}
+    first = phase(server, tmp_path, "a", "flaky", [2], **env)  # two honest failures: threshold 2, open
+    opened = time.monotonic()
+    assert [o["result"][0] for o in first[0]["outcome"]] == ["ToolError", "ToolError"]
+    assert "circuit_open" in first[0]["events"]
+    assert len(runs(tmp_path, "flaky-runs")) == 2
+    second = phase(server, tmp_path, "b", "flaky", [1], **env)  # another process: refused, the tool not run
+    assert second[0]["outcome"][0]["result"][0] == "CircuitOpenError", second
+    assert len(runs(tmp_path, "flaky-runs")) == 2
+    time.sleep(max(0.0, opened + 4.1 - time.monotonic()))  # past circuit_reset_timeout (RESET, 4 s)
+    (tmp_path / "flaky-ok").touch()
+    third = phase(server, tmp_path, "c", "flaky", [3, 3], **env)  # six callers at once, in two processes
+    results = [o["result"] for doc in third for o in doc["outcome"]]
+    assert len(runs(tmp_path, "flaky-runs")) == 3  # exactly one half-open trial ran, fleet-wide
+    assert results.count("ok") == 1 and sum(r[0] == "CircuitOpenError" for r in results if r != "ok") == 5
+    events = [e for doc in third for e in doc["events"]]
+    assert events.count("circuit_half_open") == 1 and events.count("circuit_closed") == 1
