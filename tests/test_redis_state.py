@@ -7,6 +7,7 @@ the fixture on a free loopback port; handlers count their runs in files.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -19,11 +20,7 @@ import pytest
 from redis_server import RedisServer, available
 from redis_worker import catalog as worker_catalog
 
-from ptc import (
-    ProgrammaticToolExecutor,
-    RedisState,
-)
-from ptc.errors import JournalError
+from ptc import JournalError, ProgrammaticToolExecutor, RedisState, StateUnavailableError, ToolCatalog, ToolDefinition
 
 pytestmark = pytest.mark.skipif(
     not available(), reason="needs Debian's redis-server: apt-get install -y redis-server (.ci/run does)"
@@ -192,3 +189,113 @@ def test_a_claimant_killed_mid_call_gives_its_key_back_after_the_lease(server, t
     [outcome] = docs[0]["outcome"]
     assert outcome["error"] is None and outcome["hits"] == [False]  # it waited, then claimed and ran it itself
     assert runs(tmp_path, "charge-runs") == [str(killed.pid), str(outcome["result"]["by"])]
+
+
+def downable(tmp_path: Path, server: RedisServer) -> ToolCatalog:
+    """pay.charge (idempotent use) and ops.outage, whose handler stops the server mid-execution."""
+    cat = worker_catalog(tmp_path)
+
+    def outage(payload):
+        server.stop()
+        return "stopped"
+
+    cat.add_tool(ToolDefinition(name="outage", domain="ops", parameters=[]), handler=outage)
+    return cat
+
+
+CHARGE = "from tools.pay import charge\nresult = await charge(amount=1, idempotency_key='k-{n}')"
+OUTAGE_THEN_CHARGE = (
+    "from tools.ops import outage\nfrom tools.pay import charge\nfrom tools import ToolError\nawait outage()\n"
+    "try:\n    result = await charge(amount=1, idempotency_key='k-down')\nexcept ToolError as e:\n"
+    "    result = [type(e).__name__, str(e)]"
+)
+
+
+async def test_server_down_mid_run_fails_clearly_then_works_again(tmp_path):
+    server = RedisServer(tmp_path)
+    server.start()
+    events = []
+    state = RedisState(server.url, timeout=0.5)
+    ex = ProgrammaticToolExecutor(
+        downable(tmp_path, server), state=state, tenant_id="down-1", on_event=events.append, timeout=20
+    )
+    try:
+        assert (await ex.execute(CHARGE.format(n=1))).error is None
+        r = await ex.execute(OUTAGE_THEN_CHARGE)  # admitted while up; the server stops inside the program
+        assert r.result == ["ToolError", "the shared state this call needs is unavailable; the call was not run"]
+        assert r.tool_calls[1].error is not None and r.tool_calls[1].error.type == "ToolError"
+        failure = [e for e in events if e.kind == "failure"][-1]
+        assert failure.error is not None and failure.error.startswith("ToolError: StateUnavailableError: shared state")
+        assert "state_unavailable" in [e.kind for e in events]
+        assert not runs(tmp_path, "charge-runs")[1:]  # the charge that needed the store did not run
+        with pytest.raises(StateUnavailableError, match=f"redis://127.0.0.1:{server.port}/0 is unavailable"):
+            await ex.execute(CHARGE.format(n=2))  # admission needs the fleet's quota
+        server.start()  # the same port, an empty server
+        r = await ex.execute(CHARGE.format(n=3))
+        assert r.error is None and r.result["charged"] == 1
+        assert "state_restored" in [e.kind for e in events]
+    finally:
+        await ex.aclose()
+        state.close()
+        server.stop()
+
+
+async def test_fallback_carries_on_in_process_with_a_warning_and_goes_back(tmp_path, caplog):
+    server = RedisServer(tmp_path)
+    server.start()
+    events = []
+    state = RedisState(server.url, fallback=True, timeout=0.5, retry_after=0.2)
+    ex = ProgrammaticToolExecutor(
+        downable(tmp_path, server), state=state, tenant_id="down-2", on_event=events.append, timeout=20
+    )
+    try:
+        r = await ex.execute(OUTAGE_THEN_CHARGE)
+        assert r.error is None and r.result["charged"] == 1  # the store went down: the call ran, in-process
+        r = await ex.execute(CHARGE.format(n=1) + "\nagain = await charge(amount=1, idempotency_key='k-1')")
+        assert r.error is None and [c.cache_hit for c in r.tool_calls] == [False, True]  # the local cache holds
+        warnings = [e for e in events if e.kind == "state_unavailable"]
+        assert len(warnings) == 1 and "falling back to in-process state" in (warnings[0].text or "")
+        assert "falling back to in-process state" in caplog.text
+        server.start()
+        await asyncio.sleep(0.3)  # past retry_after: the next operation tries the server again
+        assert (await ex.execute(CHARGE.format(n=2))).error is None
+        assert "state_restored" in [e.kind for e in events]
+        raw = await state.get_journal("session", "none")  # the server answers again (nothing stored under it)
+        assert raw is None
+        assert any(k.startswith(b"ptc:idem:") for k in server_keys(server))  # k-2 went to the store
+    finally:
+        await ex.aclose()
+        state.close()
+        server.stop()
+
+
+def server_keys(server: RedisServer) -> list[bytes]:
+    import redis
+
+    client = redis.Redis(host="127.0.0.1", port=server.port)
+    try:
+        return list(client.keys("*"))
+    finally:
+        client.close()
+
+
+async def test_a_password_never_reaches_a_message(tmp_path):
+    server = RedisServer(tmp_path, password="s3cret-pw")
+    server.start()
+    events = []
+    state = RedisState(server.url, timeout=0.5)
+    assert "s3cret-pw" not in repr(state) and "s3cret-pw" not in state.name
+    ex = ProgrammaticToolExecutor(worker_catalog(tmp_path), state=state, tenant_id="pw-1", on_event=events.append)
+    try:
+        assert (await ex.execute(CHARGE.format(n=1))).error is None  # it authenticates
+        server.stop()
+        with pytest.raises(StateUnavailableError) as caught:
+            await ex.execute(CHARGE.format(n=2))
+        assert "s3cret-pw" not in str(caught.value)
+        assert all("s3cret-pw" not in (e.text or "") + (e.error or "") for e in events)
+    finally:
+        await ex.aclose()
+        state.close()
+    with pytest.raises(ValueError) as bad:
+        RedisState("redis://:s3cret-pw@127.0.0.1:notaport/0")
+    assert "s3cret-pw" not in str(bad.value)
