@@ -299,3 +299,36 @@ async def test_a_password_never_reaches_a_message(tmp_path):
     with pytest.raises(ValueError) as bad:
         RedisState("redis://:s3cret-pw@127.0.0.1:notaport/0")
     assert "s3cret-pw" not in str(bad.value)
+
+
+async def test_max_sessions_across_executors_and_a_dead_holders_slot_comes_back(server, tmp_path):
+    from ptc import OverCapacityError, Quota
+
+    quota = Quota(max_concurrent=4, max_queued=4, max_sessions=1)
+    dead = RedisState(server.url, lease=1.0)
+    alive = RedisState(server.url, lease=1.0)
+    a = ProgrammaticToolExecutor(worker_catalog(tmp_path), state=dead, tenant_id="sessions-1", quota=quota)
+    b = ProgrammaticToolExecutor(worker_catalog(tmp_path), state=alive, tenant_id="sessions-1", quota=quota)
+    try:
+        held = a.session()  # the tenant's one session, fleet-wide
+        with pytest.raises(OverCapacityError, match="across every process"):
+            b.session()
+        dead.close()  # its heartbeat stops, as if its process died holding the slot
+        await asyncio.sleep(1.3)  # past the lease
+        other = b.session()  # the dead holder's slot came back
+        await other.aclose()
+        held.close()
+    finally:
+        await b.aclose()
+        alive.close()
+        a.close()
+
+
+def test_without_the_client_the_extra_is_named(monkeypatch):
+    from ptc import MissingExtraError
+
+    monkeypatch.setitem(sys.modules, "redis.asyncio", None)  # as if redis-py were not installed
+    with pytest.raises(MissingExtraError, match=r"pip install 'ptc\[redis\]'"):
+        RedisState("redis://127.0.0.1:1/0")
+    with pytest.raises(MissingExtraError):
+        ProgrammaticToolExecutor(state="redis://127.0.0.1:1/0")
