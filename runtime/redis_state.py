@@ -36,6 +36,7 @@ import urllib.parse
 import weakref
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, TypeVar, cast
 
 from ptc.errors import StateUnavailableError, require_redis
@@ -255,8 +256,8 @@ class RedisState:
         self._thread = threading.Thread(target=self._loop.run_forever, name="ptc-redis-state", daemon=True)
         self._thread.start()
 
-        self._connect = lambda: _Conn.made(
-            aioredis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout, decode_responses=False)
+        self._open = partial(
+            aioredis.Redis.from_url, url, socket_timeout=timeout, socket_connect_timeout=timeout, decode_responses=False
         )
         # one client per event loop (an asyncio client belongs to one): awaited on the caller's own loop, no
         # thread hop; the private loop's does what has no caller's loop (the heartbeat, releases, sync calls)
@@ -272,6 +273,9 @@ class RedisState:
             self.close()
             raise ValueError(f"not a Redis URL redis-py can read: {self._name}") from None
         self._clients[self._loop] = self._private
+
+    def _connect(self) -> _Conn:
+        return _Conn.made(self._open())
 
     def __repr__(self) -> str:
         return f"RedisState({self._name!r}, fallback={self.fallback})"
@@ -505,7 +509,7 @@ class RedisState:
         keys = self._pool_keys(pool)[:3]
         loop = running_loop()
         conn = None if loop is None else self._clients.get(loop)
-        if conn is None or self._closed:
+        if loop is None or conn is None or self._closed:
             self._send(self._private.scripts["free"](keys=keys, args=[token]))
             return
         task = loop.create_task(self._quietly(conn.scripts["free"](keys=keys, args=[token])))  # no thread hop
