@@ -40,15 +40,16 @@ def catalog() -> ToolCatalog:
     return cat
 
 
-def program(run: int, calls: int) -> str:
-    body = "".join(f"await echo(n={i}, idempotency_key='r{run}-{i}')\n" for i in range(calls))
+def program(run: int, calls: int, keyed: bool) -> str:
+    key = (lambda i: f", idempotency_key='r{run}-{i}'") if keyed else (lambda i: "")
+    body = "".join(f"await echo(n={i}{key(i)})\n" for i in range(calls))
     return "from tools.t import echo\n" + body + "x = 1\n"
 
 
-async def median(ex: ProgrammaticToolExecutor, runs: int, calls: int, offset: int) -> float:
+async def median(ex: ProgrammaticToolExecutor, runs: int, calls: int, offset: int, keyed: bool = True) -> float:
     times = []
     for run in range(runs):
-        code = program(offset + run, calls)
+        code = program(offset + run, calls, keyed)
         started = time.perf_counter()
         result = await ex.execute(code)
         times.append(time.perf_counter() - started)
@@ -69,15 +70,23 @@ async def main(runs: int) -> None:
                 await median(ex, 5, CALLS, 10_000_000)  # warm: stubs compiled, connections open
             figures = {}
             for name, ex in (("local", local), ("redis", shared)):
-                figures[name, 0] = await median(ex, runs, 0, 0)
-                figures[name, CALLS] = await median(ex, runs, CALLS, runs)
-            per_execution = figures["redis", 0] - figures["local", 0]
-            per_call = ((figures["redis", CALLS] - figures["redis", 0]) - (figures["local", CALLS] - figures["local", 0])) / CALLS
+                figures[name, "none"] = await median(ex, runs, 0, 0)
+                figures[name, "plain"] = await median(ex, runs, CALLS, runs, keyed=False)
+                figures[name, "keyed"] = await median(ex, runs, CALLS, 2 * runs)
+
+            def added(kind: str) -> float:
+                return (figures["redis", kind] - figures["redis", "none"]) - (
+                    figures["local", kind] - figures["local", "none"]
+                )
+
             print(f"runs={runs}, medians")
-            for (name, calls), value in sorted(figures.items()):
-                print(f"  {name:5} {calls:2} idempotent calls: {value * 1000:8.3f} ms per execution")
+            for (name, kind), value in sorted(figures.items()):
+                calls = 0 if kind == "none" else CALLS
+                print(f"  {name:5} {kind:5} ({calls} calls): {value * 1000:8.3f} ms per execution")
+            per_execution = figures["redis", "none"] - figures["local", "none"]
             print(f"Redis adds per execution (quota slot): {per_execution * 1000:.3f} ms")
-            print(f"Redis adds per tool call with an idempotency key: {per_call * 1000:.3f} ms")
+            print(f"Redis adds per tool call without a key (breaker): {added('plain') / CALLS * 1000:.3f} ms")
+            print(f"Redis adds per tool call with an idempotency key: {added('keyed') / CALLS * 1000:.3f} ms")
         finally:
             await local.aclose()
             await shared.aclose()
