@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any, TypeVar, cast
 
-from ptc.errors import StateUnavailableError, require_redis
+from ptc.errors import PtcError, StateUnavailableError, require_redis
 from ptc.events import logger
 from ptc.private.asyncio import running_loop
 from ptc.state import BreakerAnswer, ClaimStatus, JournalKind, SlotStatus
@@ -194,7 +194,7 @@ class _Conn:
         return cls(client, {name: client.register_script(source) for name, source in sources.items()})
 
 
-class _Down(Exception):
+class _Down(PtcError):
     """The server could not be reached (internal: the caller decides between fallback and an error)."""
 
 
