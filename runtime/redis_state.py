@@ -14,7 +14,7 @@ of its own, awaited right there (a hop to another thread costs a GIL
 switch, milliseconds while programs run); a private loop on a daemon thread
 holds one more, for what has no caller's loop: the heartbeat, releases
 sent from synchronous code, and blocking calls (opening a session). A
-loop's client goes when its loop does.
+closed loop's client is dropped when the next new loop comes.
 
 Redis down: without `fallback`, every operation raises StateUnavailableError
 (the callers turn it into a failed tool call or a refused admission, never a
@@ -33,7 +33,6 @@ import contextlib
 import threading
 import time
 import urllib.parse
-import weakref
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from functools import partial
@@ -261,7 +260,8 @@ class RedisState:
         )
         # one client per event loop (an asyncio client belongs to one): awaited on the caller's own loop, no
         # thread hop; the private loop's does what has no caller's loop (the heartbeat, releases, sync calls)
-        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Conn] = weakref.WeakKeyDictionary()
+        # (a plain dict: a client refers to its loop, so weak keys would never go; closed loops are swept instead)
+        self._clients: dict[asyncio.AbstractEventLoop, _Conn] = {}
 
         async def make() -> _Conn:
             self._heartbeat = asyncio.ensure_future(self._beat())
@@ -284,8 +284,14 @@ class RedisState:
     def name(self) -> str:
         return self._name
 
-    def on_warning(self, callback: Callable[[str], None]) -> None:
+    def on_warning(self, callback: Callable[[str], None]) -> Callable[[], None]:
         self._warnings.append(callback)
+
+        def off() -> None:
+            with contextlib.suppress(ValueError):
+                self._warnings.remove(callback)
+
+        return off
 
     def close(self) -> None:
         if self._closed:
@@ -306,6 +312,8 @@ class RedisState:
             asyncio.run_coroutine_threadsafe(last(), self._loop).result(timeout=5)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=5)
+        if not self._loop.is_running():
+            self._loop.close()
 
     # -- running operations on the private loop --------------------------------------------------
     def _key(self, *parts: str) -> str:
@@ -358,6 +366,8 @@ class RedisState:
         loop = asyncio.get_running_loop()
         conn = self._clients.get(loop)
         if conn is None:
+            for gone in [other for other in list(self._clients) if other.is_closed()]:  # execute_sync's, done
+                self._clients.pop(gone, None)
             conn = self._clients[loop] = self._connect()  # no I/O yet: it connects on its first command
         try:
             return await self._guard(make, conn)

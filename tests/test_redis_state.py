@@ -204,11 +204,19 @@ def downable(tmp_path: Path, server: RedisServer) -> ToolCatalog:
 
 
 CHARGE = "from tools.pay import charge\nresult = await charge(amount=1, idempotency_key='k-{n}')"
-OUTAGE_THEN_CHARGE = (
-    "from tools.ops import outage\nfrom tools.pay import charge\nfrom tools import ToolError\nawait outage()\n"
-    "try:\n    result = await charge(amount=1, idempotency_key='k-down')\nexcept ToolError as e:\n"
-    "    result = [type(e).__name__, str(e)]"
-)
+OUTAGE_THEN_CHARGE = """
+from tools.ops import outage
+from tools.pay import charge
+from tools import ToolError
+await outage()
+result = []
+for call in (lambda: charge(amount=1, idempotency_key='k-down'), outage):  # keyed, then plain (its breaker)
+    try:
+        result.append(await call())
+    except ToolError as e:
+        result.append([type(e).__name__, str(e)])
+"""
+UNAVAILABLE = ["ToolError", "the shared state this call needs is unavailable; the call was not run"]
 
 
 async def test_server_down_mid_run_fails_clearly_then_works_again(tmp_path):
@@ -222,8 +230,8 @@ async def test_server_down_mid_run_fails_clearly_then_works_again(tmp_path):
     try:
         assert (await ex.execute(CHARGE.format(n=1))).error is None
         r = await ex.execute(OUTAGE_THEN_CHARGE)  # admitted while up; the server stops inside the program
-        assert r.result == ["ToolError", "the shared state this call needs is unavailable; the call was not run"]
-        assert r.tool_calls[1].error is not None and r.tool_calls[1].error.type == "ToolError"
+        assert r.result == [UNAVAILABLE, UNAVAILABLE]  # neither ran: the key's claim, the breaker need the store
+        assert [c.error.type if c.error else None for c in r.tool_calls] == [None, "ToolError", "ToolError"]
         failure = [e for e in events if e.kind == "failure"][-1]
         assert failure.error is not None and failure.error.startswith("ToolError: StateUnavailableError: shared state")
         assert "state_unavailable" in [e.kind for e in events]
@@ -250,7 +258,7 @@ async def test_fallback_carries_on_in_process_with_a_warning_and_goes_back(tmp_p
     )
     try:
         r = await ex.execute(OUTAGE_THEN_CHARGE)
-        assert r.error is None and r.result["charged"] == 1  # the store went down: the call ran, in-process
+        assert r.error is None and r.result[0]["charged"] == 1 and r.result[1] == "stopped"  # ran, in-process
         r = await ex.execute(CHARGE.format(n=1) + "\nagain = await charge(amount=1, idempotency_key='k-1')")
         assert r.error is None and [c.cache_hit for c in r.tool_calls] == [False, True]  # the local cache holds
         warnings = [e for e in events if e.kind == "state_unavailable"]
@@ -332,3 +340,16 @@ def test_without_the_client_the_extra_is_named(monkeypatch):
         RedisState("redis://127.0.0.1:1/0")
     with pytest.raises(MissingExtraError):
         ProgrammaticToolExecutor(state="redis://127.0.0.1:1/0")
+
+
+def test_execute_sync_a_loop_per_call_shares_one_key_and_leaves_no_client_behind(server, tmp_path):
+    state = RedisState(server.url)
+    ex = ProgrammaticToolExecutor(worker_catalog(tmp_path), state=state, tenant_id="sync-1")
+    try:
+        code = "from tools.pay import charge\nresult = await charge(amount=3, idempotency_key='sync')"
+        results = [ex.execute_sync(code) for _ in range(3)]  # three event loops, one after another
+        assert [r.error for r in results] == [None] * 3 and len(runs(tmp_path, "charge-runs")) == 1
+        assert len(state._clients) <= 2  # the private loop's and the last loop's: closed loops' clients dropped
+    finally:
+        ex.close()
+        state.close()
