@@ -72,7 +72,9 @@ def runs(out: Path, name: str) -> list[str]:
 
 
 def test_one_idempotency_key_runs_once_across_two_processes(server, tmp_path):
-    procs = [spawn("charge", server.url, tmp_path, 2, TENANT="idem-1") for _ in range(2)]
+    # the call (1.5 s) outlasts the lease (0.6 s): only the claimant's renewals keep the others waiting
+    env = {"TENANT": "idem-1", "LEASE": "0.6", "CHARGE_SECONDS": "1.5"}
+    procs = [spawn("charge", server.url, tmp_path, 2, **env) for _ in range(2)]
     wait_ready(tmp_path, 2, procs)
     (tmp_path / "go").touch()
     finish(procs)
