@@ -20,7 +20,15 @@ import pytest
 from redis_server import RedisServer, available
 from redis_worker import catalog as worker_catalog
 
-from ptc import JournalError, ProgrammaticToolExecutor, RedisState, StateUnavailableError, ToolCatalog, ToolDefinition
+from ptc import (
+    JournalError,
+    Policy,
+    ProgrammaticToolExecutor,
+    RedisState,
+    StateUnavailableError,
+    ToolCatalog,
+    ToolDefinition,
+)
 
 pytestmark = pytest.mark.skipif(
     not available(), reason="needs Debian's redis-server: apt-get install -y redis-server (.ci/run does)"
@@ -354,4 +362,62 @@ def test_execute_sync_a_loop_per_call_shares_one_key_and_leaves_no_client_behind
         assert len(state._clients) <= 2  # the private loop's and the last loop's: closed loops' clients dropped
     finally:
         ex.close()
+        state.close()
+
+
+async def test_max_queued_holds_across_executors_sharing_the_state(server, tmp_path):
+    from ptc import OverCapacityError, Quota
+
+    quota = Quota(max_concurrent=1, max_queued=1)
+    states = [RedisState(server.url), RedisState(server.url)]  # two clients, as two processes would have
+    executors = [
+        ProgrammaticToolExecutor(worker_catalog(tmp_path), state=s, tenant_id="queue-1", quota=quota) for s in states
+    ]
+    try:
+        for ex in executors:
+            await ex.warm_up()
+        code = "from tools.work import slot\nresult = await slot()"
+        running = asyncio.ensure_future(executors[0].execute(code))
+        await asyncio.sleep(0.1)  # it holds the one slot
+        queued = asyncio.ensure_future(executors[1].execute(code))
+        await asyncio.sleep(0.1)  # it holds the one place in line
+        with pytest.raises(OverCapacityError, match="across every process"):
+            await executors[0].execute(code)
+        assert [(await t).error for t in (running, queued)] == [None, None]  # the queued one ran after
+        assert (await executors[0].execute(code)).error is None  # the slot and the place were given back
+    finally:
+        for ex in executors:
+            await ex.aclose()
+        for s in states:
+            s.close()
+
+
+async def test_with_fallback_the_local_breaker_judges_while_the_store_is_down(tmp_path):
+    server = RedisServer(tmp_path)
+    server.start()
+    state = RedisState(server.url, fallback=True, timeout=0.5)
+    events = []
+    ex = ProgrammaticToolExecutor(
+        worker_catalog(tmp_path),
+        state=state,
+        tenant_id="fallback-cb",
+        policy=Policy(circuit_failure_threshold=2, circuit_reset_timeout=60),
+        on_event=events.append,
+    )
+    code = (
+        "from tools.net import flaky\nfrom tools import ToolError\nresult = []\nfor _ in range(3):\n"
+        "    try:\n        await flaky()\n    except ToolError as e:\n        result.append(type(e).__name__)"
+    )
+    try:
+        await ex.warm_up()
+        server.stop()
+        r = await ex.execute(code)
+        assert r.result == ["ToolError", "ToolError", "CircuitOpenError"]  # opened in-process after two failures
+        assert len(runs(tmp_path, "flaky-runs")) == 2
+        assert [e.kind for e in events if e.kind.startswith(("circuit", "state"))] == [
+            "state_unavailable",
+            "circuit_open",
+        ]
+    finally:
+        await ex.aclose()
         state.close()
