@@ -45,6 +45,15 @@ def server(tmp_path_factory):
     srv.stop()
 
 
+@pytest.fixture
+def own_server(tmp_path):
+    """A server of the test's own, which it may stop and start again (stopped after, whatever happened)."""
+    srv = RedisServer(tmp_path)
+    srv.start()
+    yield srv
+    srv.stop()
+
+
 def spawn(mode: str, url: str, out: Path, count: int = 1, **env: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [sys.executable, str(WORKER), mode, url, str(out), str(count)],
@@ -229,9 +238,8 @@ for call in (lambda: charge(amount=1, idempotency_key='k-down'), outage):  # key
 UNAVAILABLE = ["ToolError", "the shared state this call needs is unavailable; the call was not run"]
 
 
-async def test_server_down_mid_run_fails_clearly_then_works_again(tmp_path):
-    server = RedisServer(tmp_path)
-    server.start()
+async def test_server_down_mid_run_fails_clearly_then_works_again(own_server, tmp_path):
+    server = own_server
     events = []
     state = RedisState(server.url, timeout=0.5)
     ex = ProgrammaticToolExecutor(
@@ -258,9 +266,8 @@ async def test_server_down_mid_run_fails_clearly_then_works_again(tmp_path):
         server.stop()
 
 
-async def test_fallback_carries_on_in_process_with_a_warning_and_goes_back(tmp_path, caplog):
-    server = RedisServer(tmp_path)
-    server.start()
+async def test_fallback_carries_on_in_process_with_a_warning_and_goes_back(own_server, tmp_path, caplog):
+    server = own_server
     events = []
     state = RedisState(server.url, fallback=True, timeout=0.5, retry_after=0.2)
     ex = ProgrammaticToolExecutor(
@@ -300,6 +307,16 @@ def server_keys(server: RedisServer) -> list[bytes]:
 async def test_a_password_never_reaches_a_message(tmp_path):
     server = RedisServer(tmp_path, password="s3cret-pw")
     server.start()
+    try:
+        await _password_checks(server, tmp_path)
+    finally:
+        server.stop()
+    with pytest.raises(ValueError) as bad:
+        RedisState("redis://:s3cret-pw@127.0.0.1:notaport/0")
+    assert "s3cret-pw" not in str(bad.value)
+
+
+async def _password_checks(server: RedisServer, tmp_path: Path) -> None:
     events = []
     state = RedisState(server.url, timeout=0.5)
     assert "s3cret-pw" not in repr(state) and "s3cret-pw" not in state.name
@@ -314,9 +331,6 @@ async def test_a_password_never_reaches_a_message(tmp_path):
     finally:
         await ex.aclose()
         state.close()
-    with pytest.raises(ValueError) as bad:
-        RedisState("redis://:s3cret-pw@127.0.0.1:notaport/0")
-    assert "s3cret-pw" not in str(bad.value)
 
 
 async def test_max_sessions_across_executors_and_a_dead_holders_slot_comes_back(server, tmp_path):
@@ -392,9 +406,8 @@ async def test_max_queued_holds_across_executors_sharing_the_state(server, tmp_p
             s.close()
 
 
-async def test_with_fallback_the_local_breaker_judges_while_the_store_is_down(tmp_path):
-    server = RedisServer(tmp_path)
-    server.start()
+async def test_with_fallback_the_local_breaker_judges_while_the_store_is_down(own_server, tmp_path):
+    server = own_server
     state = RedisState(server.url, fallback=True, timeout=0.5)
     events = []
     ex = ProgrammaticToolExecutor(
