@@ -54,13 +54,29 @@ def own_server(tmp_path):
     srv.stop()
 
 
+SPAWNED: list[subprocess.Popen[bytes]] = []
+
+
+@pytest.fixture(autouse=True)
+def no_worker_left():
+    """A test that fails midway leaves no worker behind (they would wait for "go" forever)."""
+    yield
+    while SPAWNED:
+        proc = SPAWNED.pop()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 def spawn(mode: str, url: str, out: Path, count: int = 1, **env: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
+    proc = subprocess.Popen(
         [sys.executable, str(WORKER), mode, url, str(out), str(count)],
         cwd=ROOT,
         env={**os.environ, "PYTHONPATH": str(ROOT), **env},
         stderr=subprocess.PIPE,
     )
+    SPAWNED.append(proc)
+    return proc
 
 
 def wait_ready(out: Path, n: int, procs: list[subprocess.Popen[bytes]]) -> None:
