@@ -16,6 +16,7 @@ from ptc.errors import (
     RetryableError,
     SessionClosedError,
     SessionSuspendedError,
+    StateUnavailableError,
     ToolApprovalDenied,
     ToolError,
     ToolNotFoundError,
@@ -31,6 +32,7 @@ from ptc.journal import Journal, JournalCall, JournalCell
 from ptc.limits import Limits
 from ptc.policy import Policy
 from ptc.records import CallErrorInfo, ToolCallRecord
+from ptc.redis_state import RedisState
 from ptc.results import Diagnostic, Dropped, ExecutionError, ExecutionErrorInfo, ExecutionResult
 from ptc.sessions import Session
 from ptc.tenancy import Quota
@@ -64,9 +66,11 @@ __all__ = [
     "PtcError",
     "ReplayDivergedError",
     "RetryableError",
+    "RedisState",
     "Session",
     "SessionClosedError",
     "SessionSuspendedError",
+    "StateUnavailableError",
     "ToolCallRecord",
     "ToolCatalog",
     "ToolDefinition",

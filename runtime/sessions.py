@@ -66,6 +66,7 @@ from ptc.approvals import ApprovalDecision, ApprovalRequest
 from ptc.engine import get_runtime
 from ptc.errors import JournalError, SessionClosedError, SessionSuspendedError
 from ptc.execution import Runner
+from ptc.fleet import claim_resume, keep_journal
 from ptc.hostcalls.wasm.budget import HostBudget
 from ptc.hostcalls.wasm.output import OutputCallback
 from ptc.hostcalls.wasm.state import ExecutionState, random_clock_offset
@@ -78,6 +79,7 @@ from ptc.results import ExecutionErrorInfo, ExecutionResult
 from ptc.resume import decisions_for, resumes
 from ptc.sandbox import Outcome, instantiate, run_cell
 from ptc.spares import Instance
+from ptc.state import SharedState
 
 T = TypeVar("T")
 Admit = Callable[[Limits], Awaitable[Callable[[], None]]]  # the executor's admission: returns the release
@@ -206,6 +208,7 @@ class Session:
         self._idle_since = time.monotonic()
         _reaper.watch(self, self._idle_since + idle_timeout)
         self.trace = runner.telemetry.session(self.id, runner.tenant_id)  # ptc.telemetry: its cells' parent span
+        self.store: SharedState | None = None  # set by the executor with a shared state (ptc.state)
 
     # -- state ------------------------------------------------------------------
     @property
@@ -337,14 +340,17 @@ class Session:
             cell.ready()
             release = await self._admit(self.limits)
             try:
-                cell.claim()
+                await cell.claim(self.store)
             except BaseException:
                 release()
                 raise
             code = code or cell.code
-            return await self._runner.run(
+            result = await self._runner.run(
                 code, self.limits, release, cell, decisions=cell.decisions, on_output=on_output
             )
+            if self.store is not None:  # a shared state: the journal after every cell, for any machine to restore
+                await keep_journal(self.store, "session", self.id, self.journal())
+            return result
         finally:
             with self._lock:
                 self._queued -= 1
@@ -650,7 +656,7 @@ class _Cell:
         """Its turn has come: may it run? (Not while the session is suspended.)"""
         self.session._check_not_suspended()
 
-    def claim(self) -> None:
+    async def claim(self, store: SharedState | None) -> None:
         """Admitted: take what only one run may have (nothing, for a new cell)."""
 
     def diverged(self, outcome: Outcome) -> bool:
@@ -714,9 +720,13 @@ class _ResumedCell(_Cell):
         if self.session._suspension is not self.suspension:
             raise JournalError(f"session {self.session.id}'s suspension in cell {self.index} was already resumed")
 
-    def claim(self) -> None:
-        assert self.resuming is not None
-        resumes.claim(self.resuming)  # one resume per suspension (and per copy of its journal, in this process)
+    async def claim(self, store: SharedState | None) -> None:
+        journal = self.resuming
+        assert journal is not None
+        if store is not None and journal.resume_id is not None:  # one resume fleet-wide (None: fallback, local)
+            if await claim_resume(store, journal.resume_id) is False:
+                raise JournalError(f"session {self.session.id}'s suspension was already resumed (elsewhere)")
+        resumes.claim(journal)  # one resume per suspension (and per copy of its journal, in this process)
 
     def diverged(self, outcome: Outcome) -> bool:
         diverged = self.resumer.player.diverged if self.resumer is not None else None
