@@ -116,6 +116,7 @@ def _executor(args: argparse.Namespace) -> ProgrammaticToolExecutor:
         a2a_agents=_a2a_agents(args.a2a),
         quota=Quota(**admission) if admission else None,
         workers=getattr(args, "workers", None),  # None: PTC_WORKERS, else in this process
+        state=getattr(args, "state", None),  # None: this process's own policy state
     )
 
 
@@ -448,6 +449,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_limit_flags(run)
     _add_typecheck_flag(run)
     _add_tool_flags(run)
+    _add_state_flag(run)
     run.set_defaults(handler=_run)
 
     repl = commands.add_parser(
@@ -481,6 +483,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_limit_flags(serve)
     _add_typecheck_flag(serve)
     serve.add_argument("--http", metavar="HOST:PORT", type=_host_port, help="streamable HTTP instead of stdio")
+    _add_state_flag(serve)
     _add_number_flags(
         serve,
         [
@@ -512,6 +515,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.set_defaults(handler=_demo)
     return parser
+
+
+def _add_state_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--state",
+        metavar="URL",
+        default=os.environ.get("PTC_STATE") or None,
+        help=(
+            "share policy state (idempotency, breakers, quotas, journals) with every process naming the same "
+            "Redis: redis://HOST:PORT/DB (default $PTC_STATE, which keeps a password out of the process list)"
+        ),
+    )
 
 
 def _add_tool_flags(parser: argparse.ArgumentParser) -> None:

@@ -473,3 +473,17 @@ async def test_with_fallback_the_local_breaker_judges_while_the_store_is_down(ow
     finally:
         await ex.aclose()
         state.close()
+
+
+def test_the_cli_shares_state_through_the_state_flag_or_ptc_state(server, tmp_path):
+    ran = subprocess.run(
+        [sys.executable, "-m", "ptc", "run", "--state", server.url, "-"], input=b"print(6 * 7)", capture_output=True
+    )
+    assert ran.returncode == 0 and ran.stdout == b"42\n", ran.stderr
+    down = subprocess.run(
+        [sys.executable, "-m", "ptc", "run", "-"],
+        input=b"print(1)",
+        capture_output=True,
+        env={**os.environ, "PTC_STATE": "redis://:hunter2@127.0.0.1:1/0"},
+    )
+    assert down.returncode == 1 and b"unavailable" in down.stderr and b"hunter2" not in down.stderr
