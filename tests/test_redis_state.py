@@ -487,3 +487,19 @@ def test_the_cli_shares_state_through_the_state_flag_or_ptc_state(server, tmp_pa
         env={**os.environ, "PTC_STATE": "redis://:hunter2@127.0.0.1:1/0"},
     )
     assert down.returncode == 1 and b"unavailable" in down.stderr and b"hunter2" not in down.stderr
+
+
+async def test_worker_processes_apply_the_shared_state_in_the_parent(server, tmp_path):
+    """With workers=N the policies stay the parent's: an executor with workers and one without share one key."""
+    state = RedisState(server.url)
+    pooled = ProgrammaticToolExecutor(worker_catalog(tmp_path), state=state, workers=1, tenant_id="w-1")
+    plain = ProgrammaticToolExecutor(worker_catalog(tmp_path), state=state, tenant_id="w-1")
+    program = "from tools.pay import charge\nresult = await charge(amount=5, idempotency_key='order-w')"
+    try:
+        results = await asyncio.gather(*(ex.execute(program) for ex in (pooled, plain, pooled, plain)))
+        assert [r.error for r in results] == [None] * 4 and len({r.result["by"] for r in results}) == 1
+        assert len(runs(tmp_path, "charge-runs")) == 1  # one run for all four, two of them in a worker process
+    finally:
+        await pooled.aclose()
+        await plain.aclose()
+        state.close()
