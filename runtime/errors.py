@@ -244,6 +244,11 @@ def require_mcp(feature: str) -> None:
     _require(feature, "mcp", "MCP SDK", ("mcp", "mcp_types"), "mcp", "mcp>=2.3,<3")
 
 
+def require_ray(feature: str) -> None:
+    """Raise MissingExtraError naming `feature` when Ray cannot be imported."""
+    _require(feature, "ray", "Ray", ("ray",), "ray", "ray>=2.60,<3")
+
+
 def require_a2a(feature: str) -> None:
     """Raise MissingExtraError naming `feature` when the A2A SDK (a2a-sdk, with httpx) cannot be imported."""
     _require(feature, "a2a", "A2A SDK", ("a2a.client", "httpx"), "a2a-sdk", "a2a-sdk[http-server]>=1.3,<2")
