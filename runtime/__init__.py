@@ -29,6 +29,7 @@ from ptc.hostcalls.calls.shim import MCPClientShim
 from ptc.journal import Journal, JournalCall, JournalCell
 from ptc.limits import Limits
 from ptc.policy import Policy
+from ptc.ray import RayExecutor, RaySession
 from ptc.records import CallErrorInfo, ToolCallRecord
 from ptc.results import Diagnostic, Dropped, ExecutionError, ExecutionErrorInfo, ExecutionResult
 from ptc.sessions import Session
@@ -61,6 +62,8 @@ __all__ = [
     "Policy",
     "ProgrammaticToolExecutor",
     "PtcError",
+    "RayExecutor",
+    "RaySession",
     "ReplayDivergedError",
     "RetryableError",
     "Session",

@@ -110,7 +110,10 @@ class RayWorker:
         return self._reply(await self.executor.execute(code, limits=limits, typecheck=typecheck))
 
     async def resume(
-        self, journal: Journal | str | bytes, decisions: Mapping[str, bool | str | ApprovalDecision] | None, limits: Limits | None
+        self,
+        journal: Journal | str | bytes,
+        decisions: Mapping[str, bool | str | ApprovalDecision] | None,
+        limits: Limits | None,
     ) -> Reply:
         return self._reply(await self.executor.resume(journal, decisions, limits=limits))
 

@@ -204,7 +204,7 @@ class RayExecutor:
         if not self._remote_tools():
             return self._local.search_tools(query, limit)
         self._check_open()
-        return self._fleet.call(self._ask("search_tools", query, limit))  # type: ignore[no-any-return]
+        return self._fleet.call(self._ask("search_tools", query, limit))
 
     def describe_tool(self, name: str) -> dict[str, Any] | None:
         """As ProgrammaticToolExecutor.describe_tool (answered like search_tools)."""
@@ -221,7 +221,9 @@ class RayExecutor:
         return await getattr(member.handle, method).remote(*args)
 
     # -- running ----------------------------------------------------------------------------------
-    async def execute(self, code: str, *, limits: Limits | None = None, typecheck: bool | None = None) -> ExecutionResult:
+    async def execute(
+        self, code: str, *, limits: Limits | None = None, typecheck: bool | None = None
+    ) -> ExecutionResult:
         """Run one program on the least-loaded live actor; never raises for anything the program does.
 
         An actor lost while it runs the program gives an `internal_error` result, "the worker was lost"
@@ -232,7 +234,9 @@ class RayExecutor:
         self._check_open()
         return await self._fleet.submit(self._execute(code, limits, typecheck))  # type: ignore[no-any-return]
 
-    def execute_sync(self, code: str, *, limits: Limits | None = None, typecheck: bool | None = None) -> ExecutionResult:
+    def execute_sync(
+        self, code: str, *, limits: Limits | None = None, typecheck: bool | None = None
+    ) -> ExecutionResult:
         """execute() for callers without an event loop."""
         if running_loop() is not None:
             raise RuntimeError("execute_sync() called from a running event loop; use `await executor.execute(code)`")
@@ -311,7 +315,9 @@ class RayExecutor:
         with self._lock:
             if session_id in self._sessions:
                 raise ValueError(f"a session {session_id!r} is already open in this executor")
-            session = self._fleet.call(_made(self._fleet, self._forget, session_id, limits, idle_timeout, max_journal_bytes, journal))
+            session = self._fleet.call(
+                _made(self._fleet, self._forget, session_id, limits, idle_timeout, max_journal_bytes, journal)
+            )
             self._sessions[session_id] = session
         return session
 

@@ -27,7 +27,7 @@ from ptc.errors import require_ray
 from ptc.events import EventCallback, ToolEvent, logger
 from ptc.hostcalls.backends.loop import LoopThread
 from ptc.limits import Limits
-from ptc.ray.actor import Reply, RayWorker
+from ptc.ray.actor import RayWorker, Reply
 from ptc.ray.stream import Stream
 from ptc.results import ExecutionErrorInfo, ExecutionResult
 

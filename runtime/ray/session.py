@@ -70,6 +70,12 @@ class RaySession:
         """How many cells have run (also those a limit stopped or a lost actor ended)."""
         return self._cells
 
+    @property
+    def actor(self) -> Any:
+        """The handle of the actor the session is on now (None before its first cell and after a loss)."""
+        member = self._member
+        return member.handle if member is not None and member.alive else None
+
     def journal(self) -> Journal | None:
         """The driver's copy of the journal: the completed cells (None before the first, unless restored)."""
         return self._journal

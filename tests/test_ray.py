@@ -1,0 +1,258 @@
+"""RayExecutor on a real local Ray cluster (2 CPUs): executions spread over 2 actors, handlers that run
+on the actors, events and audit forwarded to the driver, sessions, and actors killed mid-run."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ray = pytest.importorskip("ray")
+
+from ptc import (  # noqa: E402
+    AuditEvent,
+    ExecutorClosedError,
+    Limits,
+    MissingExtraError,
+    SessionClosedError,
+    ToolCatalog,
+    ToolDefinition,
+    ToolEvent,
+    ToolParameter,
+)
+from ptc.ray import RayExecutor  # noqa: E402
+
+LOST = "the worker was lost"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def cluster() -> Iterator[None]:
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    yield
+    ray.shutdown()
+
+
+def _lines(path: Path) -> list[list[str]]:
+    return [line.split() for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def _catalog(log: Path) -> ToolCatalog:
+    """Tools whose handlers are closures over `log`: each run appends a line (O_APPEND: from any process)."""
+    catalog = ToolCatalog()
+
+    def note(*words: object) -> None:
+        fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            os.write(fd, (" ".join(map(str, words)) + "\n").encode())
+        finally:
+            os.close(fd)
+
+    def where(payload: dict[str, Any]) -> dict[str, Any]:
+        note("where", payload["x"], os.getpid())
+        return {"pid": os.getpid(), "x": payload["x"]}
+
+    async def slow(payload: dict[str, Any]) -> str:
+        note("start", payload["key"], os.getpid())
+        await asyncio.sleep(payload["seconds"])
+        note("done", payload["key"], os.getpid())
+        return f"ran {payload['key']}"
+
+    catalog.add_tool(
+        ToolDefinition(name="where", domain="ops", parameters=[ToolParameter(name="x", type="integer")]), handler=where
+    )
+    catalog.add_tool(
+        ToolDefinition(
+            name="slow",
+            domain="ops",
+            parameters=[ToolParameter(name="key", type="string"), ToolParameter(name="seconds", type="number")],
+        ),
+        handler=slow,
+    )
+    return catalog
+
+
+def _executor(log: Path, **kwargs: Any) -> RayExecutor:
+    return RayExecutor(_catalog(log), workers=2, limits=Limits(timeout=30), **kwargs)
+
+
+async def _until(check: Any, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "timed out waiting"
+        await asyncio.sleep(0.02)
+
+
+async def test_executions_spread_over_two_actors_and_handlers_run_there(tmp_path: Path) -> None:
+    log = tmp_path / "log"
+    executor = _executor(log)
+    try:
+        pids = await executor.warm_up()
+        assert len(set(pids)) == 2 and os.getpid() not in pids
+        code = "from tools.ops import where\nr = await where(x={})\nprint('got', r['x'])\nr"
+        results = await asyncio.gather(*(executor.execute(code.format(i)) for i in range(8)))
+        assert [r.error for r in results] == [None] * 8
+        assert [r.result["x"] for r in results] == list(range(8))
+        assert [r.output for r in results] == [f"got {i}\n" for i in range(8)]
+        assert len({r.execution_id for r in results}) == 8
+        assert all(
+            len(r.tool_calls) == 1 and r.tool_calls[0].tool == "where" and r.tool_calls[0].result_size for r in results
+        )
+        assert {r.result["pid"] for r in results} == set(pids)  # the least-loaded actor: both got some
+        # the closure ran in the actors' processes (not the driver's), once per call
+        ran = _lines(log)
+        assert sorted(int(x) for _, x, _ in ran) == list(range(8))
+        assert {int(pid) for _, _, pid in ran} == set(pids)
+        assert executor.execute_sync  # (a sync caller: below, from a thread without a loop)
+        synced = await asyncio.to_thread(executor.execute_sync, "1 + 1")
+        assert synced.result == 2
+        assert executor.search_tools("where")[0]["name"] == "ops.where"
+        assert "def where" in (executor.describe_tool("ops.where") or {})["stub"]
+    finally:
+        await executor.aclose()
+
+
+async def test_events_and_audit_reach_the_drivers_callbacks_before_the_result(tmp_path: Path) -> None:
+    events: list[ToolEvent] = []
+    audits: list[AuditEvent] = []
+    threads: set[str] = set()
+    executor = _executor(tmp_path / "log", on_event=events.append)
+
+    @executor.on_audit
+    def audit(event: AuditEvent) -> None:
+        threads.add(threading.current_thread().name)
+        audits.append(event)
+
+    try:
+        results = await asyncio.gather(
+            *(executor.execute(f"from tools.ops import where\nawait where(x={i})") for i in range(4))
+        )
+        for result in results:  # all of it delivered by the time execute() returned
+            kinds = [e.kind for e in events if e.execution_id == result.execution_id]
+            assert kinds == ["start", "complete"]
+            assert [a.outcome for a in audits if a.execution_id == result.execution_id] == ["ok"]
+        failed = await executor.execute("1 / 0")
+        assert failed.error is not None and failed.error.kind == "runtime_error"
+        assert [a.outcome for a in audits if a.execution_id == failed.execution_id] == ["runtime_error"]
+        assert threads == {"ptc-ray"}
+    finally:
+        await executor.aclose()
+    with pytest.raises(ExecutorClosedError):
+        await executor.execute("1")
+
+
+async def test_a_session_keeps_its_state_across_cells_on_its_actor(tmp_path: Path) -> None:
+    executor = _executor(tmp_path / "log")
+    try:
+        async with executor.session() as session:
+            first = await session.execute("from tools.ops import where\nseen = await where(x=7)\ncount = 1")
+            second = await session.execute("count += 1\n(count, seen['x'])")
+            assert first.error is None and second.result == [2, 7]
+            assert (first.cell, second.cell) == (0, 1) and second.session_id == session.id
+            assert not second.session_restored
+            assert session.cells == 2 and session.actor is not None
+            journal = session.journal()
+            assert journal is not None and len(journal.cells) == 2
+        assert session.closed
+        with pytest.raises(SessionClosedError):
+            await session.execute("count")
+        # its journal restores on any actor, with no tool run again
+        restored = await executor.restore_session(journal)
+        again = await restored.execute("(count, seen['pid'] > 0)")
+        assert again.result == [2, True]
+        assert len([line for line in _lines(tmp_path / "log") if line[0] == "where"]) == 1
+        await restored.aclose()
+    finally:
+        await executor.aclose()
+
+
+async def test_a_killed_actor_loses_exactly_its_executions_and_is_replaced(tmp_path: Path) -> None:
+    log = tmp_path / "log"
+    executor = _executor(log)
+    try:
+        pids = await executor.warm_up()
+        victim, victim_pid = executor.actors[0], pids[0]
+        code = "from tools.ops import slow\nawait slow(key={key!r}, seconds=1.5, idempotency_key={key!r})"
+        keys = [f"k{i}" for i in range(8)]
+        runs = [asyncio.ensure_future(executor.execute(code.format(key=key))) for key in keys]
+        await _until(lambda: len(_lines(log)) >= len(keys))  # every call has started on one of the two actors
+        started_on_victim = {key for word, key, pid in _lines(log) if word == "start" and int(pid) == victim_pid}
+        assert 0 < len(started_on_victim) < len(keys)
+        ray.kill(victim)
+        results = await asyncio.gather(*runs)  # exactly one result per execution submitted
+        assert len(results) == len(keys)
+        lost = {key for key, r in zip(keys, results, strict=True) if r.error is not None}
+        assert lost == started_on_victim
+        for key, result in zip(keys, results, strict=True):
+            if key in lost:
+                assert result.error is not None
+                assert (result.error.kind, result.error.message) == ("internal_error", LOST)
+                assert result.tool_calls == [] and result.result is None
+            else:
+                assert result.error is None and result.result == f"ran {key}"
+        started = [key for word, key, _ in _lines(log) if word == "start"]
+        assert sorted(started) == sorted(keys)  # no idempotent call ran twice, none was sent again
+        # the actor was replaced: two live actors, and executions go on
+        assert executor.replaced == 1 and len(executor.actors) == 2 and victim not in executor.actors
+        after = await asyncio.gather(*(executor.execute("21 * 2") for _ in range(4)))
+        assert [r.result for r in after] == [42] * 4
+    finally:
+        await executor.aclose()
+
+
+async def test_a_session_whose_actor_is_killed_goes_on_from_its_journal(tmp_path: Path) -> None:
+    log = tmp_path / "log"
+    executor = _executor(log)
+    try:
+        session = executor.session()
+        assert (await session.execute("x = 41")).error is None
+        counted = await session.execute("from tools.ops import where\ny = (await where(x=1))['x']")
+        assert counted.error is None
+        victim = session.actor
+        running = asyncio.ensure_future(
+            session.execute("from tools.ops import slow\nx = 0\nawait slow(key='cell', seconds=10)")
+        )
+        await _until(lambda: any(line[0] == "start" for line in _lines(log)))
+        ray.kill(victim)
+        cut = await running
+        assert cut.error is not None and (cut.error.kind, cut.error.message) == ("internal_error", LOST)
+        assert cut.session_id == session.id
+        nxt = await session.execute("x + y")  # the state after the last completed cell, on another actor
+        assert nxt.error is None and nxt.result == 42 and nxt.session_restored
+        assert session.actor is not None and session.actor != victim
+        following = await session.execute("x += 1\nx")
+        assert following.result == 42 and not following.session_restored
+        assert [line[0] for line in _lines(log)] == ["where", "start"]  # the replay ran no tool again
+        await session.aclose()
+    finally:
+        await executor.aclose()
+
+
+async def test_closing_kills_the_actors(tmp_path: Path) -> None:
+    executor = _executor(tmp_path / "log")
+    await executor.warm_up()
+    actors = executor.actors
+    await executor.aclose()
+    await executor.aclose()  # twice is fine
+    for actor in actors:
+        with pytest.raises(ray.exceptions.RayActorError):
+            await actor.ready.remote()
+    assert executor.closed
+
+
+def test_options_are_checked_at_once_and_a_missing_ray_says_which_extra(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with pytest.raises(TypeError):
+        RayExecutor(_catalog(tmp_path / "log"), no_such_option=1)
+    with pytest.raises(ValueError):
+        RayExecutor(workers=0)
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if not installed
+    with pytest.raises(MissingExtraError, match=r"ptc\[ray\]"):
+        RayExecutor()
