@@ -15,6 +15,7 @@ from ptc.errors import (
     ReplayDivergedError,
     RetryableError,
     SessionClosedError,
+    StateUnavailableError,
     ToolApprovalDenied,
     ToolError,
     ToolNotFoundError,
@@ -31,6 +32,7 @@ from ptc.limits import Limits
 from ptc.policy import Policy
 from ptc.ray import RayExecutor, RaySession
 from ptc.records import CallErrorInfo, ToolCallRecord
+from ptc.redis_state import RedisState
 from ptc.results import Diagnostic, Dropped, ExecutionError, ExecutionErrorInfo, ExecutionResult
 from ptc.sessions import Session
 from ptc.tenancy import Quota
@@ -66,8 +68,10 @@ __all__ = [
     "RaySession",
     "ReplayDivergedError",
     "RetryableError",
+    "RedisState",
     "Session",
     "SessionClosedError",
+    "StateUnavailableError",
     "ToolCallRecord",
     "ToolCatalog",
     "ToolDefinition",

@@ -8,6 +8,7 @@
     ├── JournalError             (also ValueError) a journal is malformed, truncated, too large or from elsewhere
     ├── ReplayDivergedError      a replay asked for something its journal does not hold
     ├── OverCapacityError        the tenant's quota and queue (or its sessions) are full
+    ├── StateUnavailableError    the shared state store (Redis) cannot be reached, and no fallback is configured
     ├── StubError                (also ValueError) a rendered stub is not what its template intends
     ├── TypeCheckerError         the type checker (ty) could not check a program: it crashed or timed out
     ├── RetryableError           raised by a tool: a transient failure the router may retry
@@ -49,6 +50,17 @@ from importlib import metadata
 
 class PtcError(Exception):
     """Base of every exception ptc raises."""
+
+
+class StateUnavailableError(PtcError):
+    """The shared state store (`state=`, e.g. Redis) could not be reached and `fallback` is off.
+
+    Raised where shared state is needed: admission (the tenant's fleet-wide
+    quota), storing or loading a journal, a resume's claim. A tool call that
+    needs it (an idempotency key, its breaker) fails instead, and the program
+    sees a plain ToolError with a fixed message. The message names the
+    store without its password.
+    """
 
 
 class MissingExtraError(PtcError, ImportError):
@@ -234,6 +246,11 @@ def _require(feature: str, extra: str, sdk: str, modules: tuple[str, ...], packa
         ) from exc
 
 
+def require_redis(feature: str) -> None:
+    """Raise MissingExtraError naming `feature` when the Redis client (redis-py) cannot be imported."""
+    _require(feature, "redis", "Redis client redis-py", ("redis.asyncio",), "redis", "redis>=5")
+
+
 def require_typecheck(feature: str) -> None:
     """Raise MissingExtraError naming `feature` when the type checker (ty) is not installed."""
     _require(feature, "typecheck", "type checker ty", ("ty",), "ty", "ty>=0.0.100")
@@ -269,6 +286,7 @@ __all__ = [
     "ReplayDivergedError",
     "RetryableError",
     "SessionClosedError",
+    "StateUnavailableError",
     "StubError",
     "ToolError",
     "ToolApprovalDenied",

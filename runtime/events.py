@@ -29,6 +29,8 @@ EventKind = Literal[
     "circuit_closed",
     "a2a_status",
     "approval",
+    "state_unavailable",  # the shared state store went down (text: what happens now); tool is "" (no call)
+    "state_restored",  # ... and is reachable again
 ]
 
 
@@ -75,7 +77,7 @@ def emitting(emitter: CallEmitter) -> Iterator[None]:
 
 
 def _level(kind: str) -> int:
-    return logging.WARNING if kind in ("failure", "retry", "circuit_open") else logging.DEBUG
+    return logging.WARNING if kind in ("failure", "retry", "circuit_open", "state_unavailable") else logging.DEBUG
 
 
 class EventBus:

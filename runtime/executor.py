@@ -32,6 +32,7 @@ from ptc.engine import get_runtime, prepare_runtime, runtime_ready
 from ptc.errors import ExecutorClosedError, JournalError, TypeCheckerError
 from ptc.events import EventBus, EventCallback
 from ptc.execution import Runner, resumed
+from ptc.fleet import shared_state, state_warning
 from ptc.hostcalls.backends.a2a.client import A2AAgentConfig
 from ptc.hostcalls.backends.mcp.client import MCPServerConfig
 from ptc.hostcalls.calls.approval import DEFAULT_APPROVAL_TIMEOUT, Approvals
@@ -44,6 +45,7 @@ from ptc.policy import Policy
 from ptc.results import Diagnostic, ExecutionErrorInfo, ExecutionResult
 from ptc.resume import decisions_for, resumes
 from ptc.sessions import Session
+from ptc.state import SharedState
 from ptc.stub_code import StubCode
 from ptc.stubgen import StubCache, render_api_reference, write_stubs
 from ptc.stubgen.discovery import describe_tool, search_tools
@@ -89,6 +91,12 @@ class ProgrammaticToolExecutor:
         least recently used results go first, and a result bigger than a
         quarter of the bytes is not kept (its call still succeeds).
     on_audit: a callback for the one AuditEvent of every execution.
+    state: where policy state lives. None (the default): in this process,
+        per executor (idempotency, breakers) and per process (quotas). A
+        `ptc.RedisState` (or its URL, "redis://host:6379/0", which this
+        executor then owns and closes) shares idempotency keys, breakers,
+        tenant quotas and journals with every executor naming the same
+        store, on any machine (ptc.fleet; the `ptc[redis]` extra).
     mcp_servers: domain -> MCP server ("python server.py" runs over stdio,
         "http://host:port/mcp" is streamable HTTP, or an MCPServerConfig).
         Their tools are discovered into `tools.<domain>` on first use (or on
@@ -146,6 +154,7 @@ class ProgrammaticToolExecutor:
         tracer_provider: TracerProvider | None = None,
         meter_provider: MeterProvider | None = None,
         trace_content: bool = False,
+        state: str | SharedState | None = None,
     ) -> None:
         self.catalog = catalog if catalog is not None else ToolCatalog()
         self.limits = _limits(limits, timeout)
@@ -164,6 +173,10 @@ class ProgrammaticToolExecutor:
             idempotency=IdempotencyCache(max_bytes=idempotency_max_bytes, max_entries=idempotency_max_entries),
         )
         self.router = self.shim.router
+        self.state, self._owns_state = shared_state(state)  # None: in-process policy state, as always
+        if self.state is not None:
+            self.router.state = self.router.breakers.state = self.state
+            self.state.on_warning(partial(state_warning, self.events, tenant_id))
         self.router.approvals = Approvals(on_approval, approval_timeout)
         self._mcp = MCPConnections(mcp_servers or {}, self.catalog, self.router.tools.bind)
         self._a2a = A2AConnections(a2a_agents or {}, self.catalog, self.router.tools.bind, taken=mcp_servers or {})
@@ -232,6 +245,8 @@ class ProgrammaticToolExecutor:
             if self._pool is not None:
                 await asyncio.to_thread(self._pool.close)
             self.router.close()
+            if self._owns_state and self.state is not None:
+                await asyncio.to_thread(self.state.close)
 
     def close(self) -> None:
         """aclose() for callers without an event loop (a session's running cell is cancelled, not waited for)."""
@@ -243,6 +258,8 @@ class ProgrammaticToolExecutor:
             if self._pool is not None:
                 self._pool.close()
             self.router.close()
+            if self._owns_state and self.state is not None:
+                self.state.close()
 
     def _close(self) -> bool:
         with self._lock:

@@ -17,7 +17,9 @@ from ptc.errors import CircuitOpenError, RetryableError, ToolError
 from ptc.events import EventBus, EventKind, ToolEvent
 from ptc.hostcalls.calls.breaker import CircuitBreaker, CircuitState
 from ptc.hostcalls.calls.failures import CallFailed, tool_failure
+from ptc.hostcalls.calls.shared_breaker import SharedBreaker, Trial
 from ptc.policy import Policy
+from ptc.state import SharedState
 
 _CIRCUIT_EVENTS: dict[CircuitState, EventKind] = {
     "open": "circuit_open",
@@ -49,13 +51,19 @@ class Breakers:
     def __init__(self, tenant_id: str, events: EventBus) -> None:
         self.tenant_id = tenant_id
         self.events = events
-        self._breakers: dict[str, CircuitBreaker] = {}
+        self.state: SharedState | None = None  # a shared store: every breaker is a SharedBreaker (fleet-wide)
+        self._breakers: dict[str, CircuitBreaker | SharedBreaker] = {}
 
-    def __getitem__(self, backend: str) -> CircuitBreaker:
+    def __getitem__(self, backend: str) -> CircuitBreaker | SharedBreaker:
         breaker = self._breakers.get(backend)
         if breaker is None:
             label = f"{self.tenant_id}:{backend}"
-            breaker = self._breakers.setdefault(backend, CircuitBreaker(label, on_change=self._changed))
+            if self.state is None:
+                made: CircuitBreaker | SharedBreaker = CircuitBreaker(label, on_change=self._changed)
+            else:
+                key = f"cb:{len(self.tenant_id)}:{self.tenant_id}:{backend}"
+                made = SharedBreaker(label, key, self.state, self._changed)
+            breaker = self._breakers.setdefault(backend, made)
         return breaker
 
     def _changed(self, backend: str, state: CircuitState) -> None:
@@ -65,7 +73,7 @@ class Breakers:
 
 async def attempts(
     tool: str,
-    breaker: CircuitBreaker,
+    breaker: CircuitBreaker | SharedBreaker,
     policy: Policy,
     attempt_once: Callable[[], Awaitable[Any]],
     on_attempt: Callable[[int], None],
@@ -75,14 +83,20 @@ async def attempts(
     attempt = 0
     while True:
         attempt += 1
-        try:
-            trial = breaker.before_call(policy)
-        except CircuitOpenError as exc:
-            raise CallFailed("CircuitOpenError", str(exc)) from None
+        if isinstance(breaker, CircuitBreaker):
+            try:
+                trial = breaker.before_call(policy)
+            except CircuitOpenError as exc:
+                raise CallFailed("CircuitOpenError", str(exc)) from None
+        else:
+            shared_trial = await breaker.before(policy)  # CallFailed: open, or the store is down
         on_attempt(attempt)
         transient = False
         try:
-            value = await _judged(breaker, trial, policy, attempt_once)
+            if isinstance(breaker, CircuitBreaker):
+                value = await _judged(breaker, trial, policy, attempt_once)
+            else:
+                value = await _judged_shared(breaker, shared_trial, policy, attempt_once)
         except TimeoutError:
             failure = CallFailed("ToolTimeoutError", f"{tool} did not answer within {policy.timeout:g} s")
             transient = True
@@ -116,3 +130,20 @@ async def _judged(
         return value
     finally:
         breaker.release(trial)
+
+
+async def _judged_shared(
+    breaker: SharedBreaker, trial: Trial, policy: Policy, attempt_once: Callable[[], Awaitable[Any]]
+) -> Any:
+    """`_judged` for a breaker in the shared store: the same verdicts, sent to the store."""
+    try:
+        value = await attempt_once()
+    except BaseException as exc:
+        if counts(exc):
+            await asyncio.shield(breaker.record(False, policy, trial))
+        raise
+    else:
+        await breaker.record(True, policy, trial)
+        return value
+    finally:
+        await asyncio.shield(breaker.release(trial))

@@ -34,11 +34,13 @@ from ptc.hostcalls.calls.failures import CallFailed, clipped
 from ptc.hostcalls.calls.idempotency import IdempotencyCache, call_digest, once
 from ptc.hostcalls.calls.invoke import CallContext, invoke
 from ptc.hostcalls.calls.reply import encode_reply, json_data, shared_reply
+from ptc.hostcalls.calls.shared_once import shared_once
 from ptc.hostcalls.calls.sync_threads import SyncThreads
 from ptc.hostcalls.calls.tools import Prepared, ToolTable
 from ptc.hostcalls.wasm import codec
 from ptc.policy import Policy
 from ptc.records import CallErrorInfo, ToolCallRecord
+from ptc.state import SharedState
 from ptc.telemetry import ToolTrace
 
 # Backends whose results are text by nature: a JSON object or array in it is data (Policy.parse_json_text).
@@ -61,6 +63,7 @@ class Router:
         self.idempotency = idempotency if idempotency is not None else IdempotencyCache()
         self.sync_threads = SyncThreads()
         self.approvals = Approvals()
+        self.state: SharedState | None = None  # a shared store (ptc.state): idempotency and breakers fleet-wide
 
     @property
     def policy(self) -> Policy:
@@ -151,6 +154,18 @@ class Router:
             if hit:
                 self.emit("cache_hit", record, context)
 
+        if self.state is not None:
+            return await shared_once(
+                self.idempotency,
+                self.state,
+                (self.tenant_id, tool.name, digest),
+                policy.idempotency_ttl,
+                policy.timeout,
+                attempt=attempt,
+                encode=encode,
+                join=lambda reply: shared_reply(tool.name, reply, context, policy.max_result_bytes),
+                joined=joined,
+            )
         return await once(
             self.idempotency,
             (self.tenant_id, tool.name, digest),
