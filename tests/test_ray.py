@@ -13,12 +13,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from redis_server import RedisServer, available
 
 ray = pytest.importorskip("ray")
 
 from ptc import (  # noqa: E402
     AuditEvent,
     ExecutorClosedError,
+    JournalError,
     Limits,
     MissingExtraError,
     SessionClosedError,
@@ -58,6 +60,10 @@ def _catalog(log: Path) -> ToolCatalog:
         note("where", payload["x"], os.getpid())
         return {"pid": os.getpid(), "x": payload["x"]}
 
+    def once(payload: dict[str, Any]) -> str:
+        note("once", payload["key"], os.getpid())
+        return f"once {payload['key']}"
+
     async def slow(payload: dict[str, Any]) -> str:
         note("start", payload["key"], os.getpid())
         await asyncio.sleep(payload["seconds"])
@@ -66,6 +72,9 @@ def _catalog(log: Path) -> ToolCatalog:
 
     catalog.add_tool(
         ToolDefinition(name="where", domain="ops", parameters=[ToolParameter(name="x", type="integer")]), handler=where
+    )
+    catalog.add_tool(
+        ToolDefinition(name="once", domain="ops", parameters=[ToolParameter(name="key", type="string")]), handler=once
     )
     catalog.add_tool(
         ToolDefinition(
@@ -79,7 +88,7 @@ def _catalog(log: Path) -> ToolCatalog:
 
 
 def _executor(log: Path, **kwargs: Any) -> RayExecutor:
-    return RayExecutor(_catalog(log), workers=2, limits=Limits(timeout=30), **kwargs)
+    return RayExecutor(_catalog(log), **{"workers": 2, "limits": Limits(timeout=30), **kwargs})
 
 
 async def _until(check: Any, timeout: float = 30.0) -> None:
@@ -256,3 +265,77 @@ def test_options_are_checked_at_once_and_a_missing_ray_says_which_extra(
     monkeypatch.setitem(sys.modules, "ray", None)  # as if not installed
     with pytest.raises(MissingExtraError, match=r"ptc\[ray\]"):
         RayExecutor()
+
+
+needs_redis = pytest.mark.skipif(
+    not available(), reason="needs Debian's redis-server: apt-get install -y redis-server (.ci/run does)"
+)
+
+
+@pytest.fixture(scope="module")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server.url
+    server.stop()
+
+
+@needs_redis
+async def test_with_shared_state_a_lost_execution_sent_again_runs_no_idempotent_key_twice(
+    tmp_path: Path, redis_url: str
+) -> None:
+    """The key's tool finished on the actor that was then killed; its execution, sent again by the caller,
+    lands on the other actor, which gets the stored result from Redis instead of running the tool."""
+    log = tmp_path / "log"
+    executor = _executor(log, state=redis_url)
+    try:
+        pids = await executor.warm_up()
+        victim, victim_pid = executor.actors[0], pids[0]
+        code = (
+            "from tools.ops import once, slow\n"
+            "first = await once(key={key!r}, idempotency_key={key!r})\n"
+            "await slow(key={key!r}, seconds=1.5)\nfirst"
+        )
+        keys = [f"r{i}" for i in range(6)]
+        runs = [asyncio.ensure_future(executor.execute(code.format(key=key))) for key in keys]
+        await _until(lambda: len([line for line in _lines(log) if line[0] == "start"]) >= len(keys))
+        ray.kill(victim)
+        results = await asyncio.gather(*runs)
+        lost = [key for key, r in zip(keys, results, strict=True) if r.error is not None]
+        on_victim = {key for word, key, pid in _lines(log) if word == "once" and int(pid) == victim_pid}
+        assert lost and set(lost) == on_victim
+        assert all(r.error.message == LOST for r in results if r.error is not None)
+        again = await asyncio.gather(*(executor.execute(code.format(key=key)) for key in lost))
+        assert [r.result for r in again] == [f"once {key}" for key in lost]
+        assert all(r.tool_calls[0].cache_hit for r in again)  # answered from the store
+        ran = [key for word, key, _ in _lines(log) if word == "once"]
+        assert sorted(ran) == sorted(keys)  # each key ran once, fleet-wide
+    finally:
+        await executor.aclose()
+
+
+@needs_redis
+async def test_with_shared_state_a_sessions_journal_is_stored_and_restored_by_id(
+    tmp_path: Path, redis_url: str
+) -> None:
+    first = _executor(tmp_path / "log", state=redis_url, workers=1)
+    try:
+        session = first.session()
+        await session.execute("from tools.ops import once\nseen = await once(key='s')\ntotal = 40")
+        await session.execute("total += 2")
+        session_id = session.id
+        await session.aclose()
+    finally:
+        await first.aclose()
+    second = _executor(tmp_path / "log", state=redis_url)  # another driver: only the id is known
+    try:
+        restored = await second.restore_session(session_id)
+        assert restored.id == session_id
+        result = await restored.execute("(total, seen)")
+        assert result.result == [42, "once s"] and result.cell == 2
+        assert [line[0] for line in _lines(tmp_path / "log")] == ["once"]  # the replay ran no tool
+        await restored.aclose()
+        with pytest.raises(JournalError):
+            await second.restore_session("no-such-session")
+    finally:
+        await second.aclose()

@@ -29,6 +29,7 @@ from ptc.journal import Journal
 from ptc.limits import Limits
 from ptc.results import ExecutionResult
 from ptc.sessions import Session
+from ptc.state import SharedState
 
 Item = tuple[int, str, Any]  # (sequence number from 1, "event" or "audit", the ToolEvent or AuditEvent)
 Init = tuple[ToolCatalog | None, Mapping[str, Callable[..., Any]] | None, Mapping[str, Any]]
@@ -40,6 +41,11 @@ class RayWorker:
 
     def __init__(self, init: Init, events: bool, audit: bool) -> None:
         catalog, handlers, options = init  # (one object in Ray's store for every actor: pickled once)
+        options = dict(options)
+        factory = options.get("state")
+        self._state: SharedState | None = None
+        if factory is not None and not isinstance(factory, str):  # a store factory: this actor's own store
+            options["state"] = self._state = factory()
         self._lock = threading.Lock()
         self._items: list[Item] = []
         self._seq = 0
@@ -169,3 +175,5 @@ class RayWorker:
     async def close(self) -> None:
         """Close the executor (its sessions, MCP sessions, worker processes); the driver kills the actor after."""
         await self.executor.aclose()
+        if self._state is not None:
+            await asyncio.to_thread(self._state.close)

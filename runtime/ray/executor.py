@@ -24,6 +24,7 @@ and leaves Ray running (it may be the user's; a local one started here ends with
 
 from __future__ import annotations
 
+import asyncio
 import os
 import threading
 import time
@@ -34,15 +35,17 @@ from typing import Any, Literal
 from ptc.approvals import ApprovalDecision
 from ptc.audit import AuditCallback
 from ptc.catalog import ToolCatalog
-from ptc.errors import ExecutorClosedError
+from ptc.errors import ExecutorClosedError, JournalError
 from ptc.events import EventCallback
 from ptc.executor import ProgrammaticToolExecutor
+from ptc.fleet import shared_state
 from ptc.journal import DEFAULT_MAX_JOURNAL_BYTES, Journal
 from ptc.limits import Limits
 from ptc.private.asyncio import running_loop
 from ptc.ray.fleet import Fleet, Member, import_ray
 from ptc.ray.session import RaySession
 from ptc.results import ExecutionResult
+from ptc.state import SharedState
 
 Lifecycle = Literal["open", "closed"]
 DEFAULT_ACTOR_OPTIONS: dict[str, Any] = {"num_cpus": 1}
@@ -55,8 +58,13 @@ class RayExecutor:
 
     workers: how many actors (each reserves `actor_options`, by default one CPU: a program runs on
         one core at a time, and Ray then spreads the actors over the cluster's CPUs).
-    state: passed to each actor's ProgrammaticToolExecutor (`state=`), a shared policy store such as
-        "redis://host:6379/0": then idempotency keys, breakers and quotas hold across the actors.
+    state: the shared policy store, for each actor's ProgrammaticToolExecutor and for the driver's session
+        journals: a URL ("redis://host:6379/0": each actor and the driver make their own RedisState) or a
+        factory called once in each process (`functools.partial(RedisState, url, fallback=True)`); a store
+        object itself cannot travel (its connections and threads are one process's): TypeError. Then
+        idempotency keys, breakers and quotas hold across the actors (and other machines naming the
+        store), each session's journal is stored after each completed cell, and
+        `restore_session(session_id)` finds it by id from any driver.
     processes_per_worker: each actor's own worker processes (its executor's `workers=`); 0 runs the
         sandboxes in the actor's process.
     address: the Ray cluster to join when Ray is not initialized yet (None: RAY_ADDRESS, else a new
@@ -72,7 +80,7 @@ class RayExecutor:
         handlers: Mapping[str, Callable[..., Any]] | None = None,
         *,
         workers: int = 2,
-        state: Any = None,
+        state: str | Callable[[], SharedState] | None = None,
         processes_per_worker: int = 0,
         address: str | None = None,
         actor_options: Mapping[str, Any] | None = None,
@@ -87,6 +95,13 @@ class RayExecutor:
         taken = [name for name in _DRIVER_ONLY if name in options]
         if taken:
             raise TypeError(f"RayExecutor takes no option {taken[0]!r} for its actors")
+        if isinstance(state, SharedState):
+            raise TypeError(
+                "a store object cannot travel to the actors (its connections are this process's): give its URL "
+                "or a factory, e.g. state=functools.partial(RedisState, url, fallback=True)"
+            )
+        if state is not None and not isinstance(state, str) and not callable(state):
+            raise TypeError(f"state must be None, a Redis URL or a factory of a store, not {type(state).__name__}")
         ray = import_ray("ptc.ray.RayExecutor")
         # the options checked here, by the executor itself (a misspelled one is a TypeError now, not a dead actor)
         self._local = ProgrammaticToolExecutor(catalog, handlers, workers=0, **options)
@@ -101,6 +116,10 @@ class RayExecutor:
                 ray.init(include_dashboard=False)
             else:
                 ray.init(address=address)
+        # the driver's own store: journals of its sessions (a URL: a RedisState it owns, as the actors do)
+        self._state: SharedState | None = (
+            None if state is None else shared_state(state)[0] if isinstance(state, str) else state()
+        )
         self._lifecycle: Lifecycle = "open"
         self._lock = threading.Lock()
         self._sessions: dict[str, RaySession] = {}
@@ -172,6 +191,8 @@ class RayExecutor:
             session._close_here("its executor was closed")
         await self._fleet.aclose(CLOSE_TIMEOUT)
         self._local.close()
+        if self._state is not None:
+            await asyncio.to_thread(self._state.close)
 
     def __enter__(self) -> RayExecutor:
         self._check_open()
@@ -289,7 +310,18 @@ class RayExecutor:
         max_journal_bytes: int = DEFAULT_MAX_JOURNAL_BYTES,
     ) -> RaySession:
         """A session rebuilt from a journal on the least-loaded actor (checked and replayed there: JournalError,
-        ReplayDivergedError as in one process). The id is the journal's unless `session_id` is given."""
+        ReplayDivergedError as in one process). The id is the journal's unless `session_id` is given.
+
+        With a `state` store, `journal` may be a session's id: its journal as stored after its last
+        completed cell (JournalError if the store holds none; StateUnavailableError if it is down).
+        """
+        if isinstance(journal, str) and not journal.lstrip().startswith("{"):
+            if self._state is None:
+                raise JournalError("restore_session(session_id) needs a state store (state=...): give the journal")
+            stored = await self._state.get_journal("session", journal)
+            if stored is None:
+                raise JournalError(f"the state store {self._state.name} holds no journal of session {journal!r}")
+            session_id, journal = session_id if session_id is not None else journal, stored
         if session_id is None:
             session_id = _session_id_of(journal)
         session = self._new_session(session_id, limits, idle_timeout, max_journal_bytes, journal)
@@ -316,7 +348,9 @@ class RayExecutor:
             if session_id in self._sessions:
                 raise ValueError(f"a session {session_id!r} is already open in this executor")
             session = self._fleet.call(
-                _made(self._fleet, self._forget, session_id, limits, idle_timeout, max_journal_bytes, journal)
+                _made(
+                    self._fleet, self._forget, session_id, limits, idle_timeout, max_journal_bytes, journal, self._state
+                )
             )
             self._sessions[session_id] = session
         return session
@@ -335,9 +369,10 @@ async def _made(
     idle_timeout: float,
     max_journal_bytes: int,
     journal: Journal | str | bytes | None,
+    state: SharedState | None,
 ) -> RaySession:
     """A RaySession made on the private loop (its lock belongs there)."""
-    return RaySession(fleet, forget, session_id, limits, idle_timeout, max_journal_bytes, journal)
+    return RaySession(fleet, forget, session_id, limits, idle_timeout, max_journal_bytes, journal, state)
 
 
 def _parsed(journal: Journal | str | bytes) -> Journal | None:
