@@ -32,7 +32,7 @@ from ptc.engine import get_runtime, prepare_runtime, runtime_ready
 from ptc.errors import ExecutorClosedError, JournalError, TypeCheckerError
 from ptc.events import EventBus, EventCallback
 from ptc.execution import Runner, resumed
-from ptc.fleet import shared_state, state_warning
+from ptc.fleet import SharedGate, claim_resume, is_journal_id, keep_journal, shared_state, state_warning, stored_journal
 from ptc.hostcalls.backends.a2a.client import A2AAgentConfig
 from ptc.hostcalls.backends.mcp.client import MCPServerConfig
 from ptc.hostcalls.calls.approval import DEFAULT_APPROVAL_TIMEOUT, Approvals
@@ -174,6 +174,7 @@ class ProgrammaticToolExecutor:
         )
         self.router = self.shim.router
         self.state, self._owns_state = shared_state(state)  # None: in-process policy state, as always
+        self._fleet = None if self.state is None else SharedGate(self.state, tenant_id)  # quotas fleet-wide
         if self.state is not None:
             self.router.state = self.router.breakers.state = self.state
             self.state.on_warning(partial(state_warning, self.events, tenant_id))
@@ -200,6 +201,7 @@ class ProgrammaticToolExecutor:
         self._lifecycle: Lifecycle = "unopened"
         self._lock = threading.Lock()
         self._sessions: dict[str, Session] = {}
+        self._slots: dict[str, str] = {}  # session id -> its slot token in the shared state's session count
         # workers > 0: one-shot executions run in worker processes (ptc.workers); None reads PTC_WORKERS
         size = workers_from_env(workers)
         self._pool = WorkerPool(size, self._runner.max_journal_bytes) if size else None
@@ -396,7 +398,10 @@ class ProgrammaticToolExecutor:
                 release()
                 return refused
         cell = self._pool.cell(self._runner, code) if self._pool is not None else None  # workers: ptc.workers
-        return await self._runner.run(code, limits, release, cell, on_output=on_output)
+        result = await self._runner.run(code, limits, release, cell, on_output=on_output)
+        if self.state is not None and result.suspended and result.journal is not None:
+            await keep_journal(self.state, "execution", result.execution_id, result.journal)  # resume(id) anywhere
+        return result
 
     # -- type checking (ptc.typecheck) ---------------------------------------------
     def check(self, code: str) -> list[Diagnostic]:
@@ -447,20 +452,24 @@ class ProgrammaticToolExecutor:
     async def _admit(self, limits: Limits) -> Callable[[], None]:
         """Wait for the tenant's slot and share of the threads; returns what releases them."""
         await self._ready(limits)
-        gate = tenants.gate(self.tenant_id)
         queued = time.perf_counter()
-        await gate.acquire()
+        if self._fleet is None:
+            gate = tenants.gate(self.tenant_id)
+            await gate.acquire()
+            free = gate.release
+        else:
+            free = await self._fleet.acquire()  # the tenant's slot across every process sharing the state
         try:
             await admission.acquire(self.tenant_id)  # the tenant's fair share of the execution threads
         except BaseException:
-            gate.release()
+            free()
             raise
         tenant_id = self.tenant_id
         self.telemetry.queue_wait(tenant_id, time.perf_counter() - queued)
 
         def release() -> None:
             admission.release(tenant_id)
-            gate.release()
+            free()
 
         try:
             self._sync_stub_dir()
@@ -488,21 +497,45 @@ class ProgrammaticToolExecutor:
         Raises JournalError for a journal that is malformed, another
         catalog's or guest's, not a suspended execution's, or resumed before;
         ValueError naming a call id that is not waiting for a decision.
+
+        With a shared state (`state=`), `journal` may be the suspended
+        execution's id (`result.execution_id`): its journal was stored when
+        it suspended, and any process sharing the state resumes it; one
+        resume per journal holds across all of them (a second: JournalError).
         """
         limits = limits or self.limits
+        if self.state is not None and is_journal_id(journal):  # an execution id: its journal from the shared state
+            assert isinstance(journal, str)
+            journal = await stored_journal(self.state, "execution", journal)
         checked = await self._load(journal, limits, self._runner.max_journal_bytes, "execution")
         if not checked.pending or len(checked.cells) != 1:
             raise JournalError("the journal is not a suspended execution's: it has no calls waiting for a decision")
         given = decisions_for(checked, decisions)
         release = await self._admit(limits)
         try:
-            resumes.claim(checked)
+            if self.state is None:
+                resumes.claim(checked)
+            else:
+                await self._claim_resume(checked)
         except BaseException:
             release()
             raise
-        return await self._runner.run(
+        result = await self._runner.run(
             checked.cells[0].code, limits, release, resumed(self._runner, checked), decisions=given
         )
+        if self.state is not None and result.suspended and result.journal is not None:
+            await keep_journal(self.state, "execution", result.execution_id, result.journal)
+        return result
+
+    async def _claim_resume(self, journal: Journal) -> None:
+        """One resume per journal across every process sharing the state (JournalError for a second)."""
+        assert self.state is not None
+        if journal.resume_id is None:
+            raise JournalError("the journal is not a suspended execution's: it has no resume id")
+        first = await claim_resume(self.state, journal.resume_id)
+        if first is False:
+            raise JournalError(f"the journal was already resumed (resume id {journal.resume_id})")
+        resumes.claim(journal)  # this process's record too (and the whole claim while the store falls back)
 
     def execute_sync(
         self, code: str, *, limits: Limits | None = None, typecheck: bool | None = None
@@ -552,8 +585,17 @@ class ProgrammaticToolExecutor:
         runs nothing) for a journal that is malformed, truncated, larger than
         `max_journal_bytes`, of a newer format, or from another catalog or guest
         build; ReplayDivergedError if the replay departs from it.
+
+        With a shared state (`state=`), `journal` may be a session id: the
+        session's journal is stored after every cell, so any process sharing
+        the state restores it by id (JournalError when none is stored).
         """
         limits = limits or self.limits
+        if self.state is not None and is_journal_id(
+            journal
+        ):  # a session id: its journal from the shared state, stored after every cell
+            assert isinstance(journal, str)
+            journal = await stored_journal(self.state, "session", journal)
         checked = await self._load(journal, limits, max_journal_bytes, "session")
         session = self._new_session(
             session_id if session_id is not None else checked.session_id, limits, idle_timeout, max_journal_bytes
@@ -582,7 +624,11 @@ class ProgrammaticToolExecutor:
         with self._lock:
             if session_id is not None and session_id in self._sessions:
                 raise ValueError(f"a session {session_id!r} is already open in this executor")
-            gate.open_session()
+            slot = uuid.uuid4().hex  # the session's slot in the fleet's count (with a shared state)
+            if self._fleet is None:
+                gate.open_session()
+            else:
+                self._fleet.open_session(slot)
             try:
                 # workers: a session lives on one worker process (ptc.workers.sessions)
                 make: Callable[..., Session] = Session if self._pool is None else partial(PinnedSession, self._pool)
@@ -596,9 +642,14 @@ class ProgrammaticToolExecutor:
                     max_journal_bytes=max_journal_bytes,
                 )
             except BaseException:
-                gate.close_session()
+                if self._fleet is None:
+                    gate.close_session()
+                else:
+                    self._fleet.close_session(slot)
                 raise
+            session.store = self.state
             self._sessions[session.id] = session
+            self._slots[session.id] = slot
         return session
 
     def _forget_session(self, session: Session) -> None:
@@ -606,7 +657,11 @@ class ProgrammaticToolExecutor:
         with self._lock:
             if self._sessions.get(session.id) is session:
                 del self._sessions[session.id]
-        tenants.gate(self.tenant_id).close_session()
+            slot = self._slots.pop(session.id, "")
+        if self._fleet is None:
+            tenants.gate(self.tenant_id).close_session()
+        else:
+            self._fleet.close_session(slot)
 
 
 def _limits(limits: Limits | None, timeout: float | None) -> Limits:

@@ -48,6 +48,7 @@ from typing import TypeVar
 from ptc.engine import get_runtime
 from ptc.errors import SessionClosedError
 from ptc.execution import Runner
+from ptc.fleet import keep_journal
 from ptc.hostcalls.wasm.budget import HostBudget
 from ptc.hostcalls.wasm.output import OutputCallback
 from ptc.hostcalls.wasm.state import ExecutionState, random_clock_offset
@@ -59,6 +60,7 @@ from ptc.replay import Restored, outcome_of, replay
 from ptc.results import ExecutionErrorInfo, ExecutionResult
 from ptc.sandbox import Outcome, instantiate, run_cell
 from ptc.spares import Instance
+from ptc.state import SharedState
 
 T = TypeVar("T")
 Admit = Callable[[Limits], Awaitable[Callable[[], None]]]  # the executor's admission: returns the release
@@ -159,6 +161,7 @@ class Session:
         self._idle_since = time.monotonic()
         _reaper.watch(self, self._idle_since + idle_timeout)
         self.trace = runner.telemetry.session(self.id, runner.tenant_id)  # ptc.telemetry: its cells' parent span
+        self.store: SharedState | None = None  # set by the executor with a shared state (ptc.state)
 
     # -- state ------------------------------------------------------------------
     @property
@@ -210,7 +213,10 @@ class Session:
                 await asyncio.shield(asyncio.wrap_future(before))
             self._check_open()
             release = await self._admit(self.limits)
-            return await self._runner.run(code, self.limits, release, cell, on_output=on_output)
+            result = await self._runner.run(code, self.limits, release, cell, on_output=on_output)
+            if self.store is not None:  # a shared state: the journal after every cell, for any machine to restore
+                await keep_journal(self.store, "session", self.id, self.journal())
+            return result
         finally:
             with self._lock:
                 self._queued -= 1

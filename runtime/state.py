@@ -35,6 +35,7 @@ class SharedState(Protocol):
 
     fallback: bool
     lease: float  # seconds a claim or slot lives without a renewal; the holder renews it every lease/3
+    journal_ttl: float  # seconds a stored journal (and a resume's claim) is kept
 
     @property
     def name(self) -> str:

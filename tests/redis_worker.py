@@ -17,7 +17,7 @@ from pathlib import Path
 from ptc import Policy, ProgrammaticToolExecutor, Quota, RedisState, ToolCatalog, ToolDefinition, ToolParameter
 
 
-def catalog(out: Path, tenant: str) -> ToolCatalog:
+def catalog(out: Path) -> ToolCatalog:
     cat = ToolCatalog()
     out = Path(os.environ.get("COUNT_DIR", str(out)))  # where runs are counted (shared by phases of a test)
 
@@ -50,6 +50,21 @@ def catalog(out: Path, tenant: str) -> ToolCatalog:
     )
     cat.add_tool(ToolDefinition(name="flaky", domain="net", parameters=[], backend="net"), handler=flaky)
     cat.add_tool(ToolDefinition(name="slot", domain="work", parameters=[]), handler=slot)
+
+    def transfer(payload: dict[str, object]) -> str:
+        with open(out / "transfer-runs", "a") as f:
+            f.write(f"{os.getpid()}\n")
+        return f"sent {payload['amount']}"
+
+    cat.add_tool(
+        ToolDefinition(
+            name="transfer",
+            domain="bank",
+            parameters=[ToolParameter(name="amount", type="integer")],
+            policy=Policy(requires_approval=True),
+        ),
+        handler=transfer,
+    )
     return cat
 
 
@@ -63,13 +78,24 @@ PROGRAMS = {
 }
 
 
+async def other_side(ex: ProgrammaticToolExecutor, mode: str) -> dict[str, object]:
+    """restore: a session by id, one more cell; resume: a suspended execution by id, approved."""
+    if mode == "restore":
+        session = await ex.restore_session(os.environ["SESSION_ID"])
+        result = await session.execute("result = [x, y, x + y]")
+        await session.aclose()
+        return {"result": result.result, "error": result.error.message if result.error else None}
+    result = await ex.resume(os.environ["EXECUTION_ID"], {os.environ["CALL_ID"]: True})
+    return {"result": result.result, "error": result.error.message if result.error else None}
+
+
 async def main(mode: str, url: str, out: Path, count: int) -> None:
     tenant = os.environ.get("TENANT", "t-" + mode)
     state = RedisState(url, lease=float(os.environ.get("LEASE", "10")))
     quota = Quota(max_concurrent=1, max_queued=16) if mode == "slot" else None
     events: list[str] = []
     ex = ProgrammaticToolExecutor(
-        catalog(out, tenant),
+        catalog(out),
         state=state,
         tenant_id=tenant,
         quota=quota,
@@ -80,6 +106,11 @@ async def main(mode: str, url: str, out: Path, count: int) -> None:
         timeout=30,
     )
     await ex.warm_up()
+    if mode in ("restore", "resume"):
+        (out / f"{mode}-{os.getpid()}.json").write_text(json.dumps(await other_side(ex, mode)))
+        await ex.aclose()
+        state.close()
+        return
     (out / f"ready-{mode}-{os.getpid()}").touch()
     go = out / "go"
     while not go.exists():

@@ -21,7 +21,7 @@ LAYERS: list[tuple[str, list[str]]] = [
     (
         "vocabulary",
         [
-            r"ptc\.(errors|limits|policy|records|events|results|schemas|catalog|handoff|journal|approvals|telemetry)",
+            r"ptc\.(errors|limits|policy|records|events|results|schemas|catalog|handoff|journal|approvals|telemetry|state|redis_state)",
             r"ptc\.private(\..*)?",
         ],
     ),
@@ -32,7 +32,7 @@ LAYERS: list[tuple[str, list[str]]] = [
     (
         "executor",
         [
-            r"ptc\.(tenancy|audit|budgets|executor|lifecycle|connections|admission|execution|sessions|resume|typecheck|workers)(\..*)?"
+            r"ptc\.(tenancy|fleet|audit|budgets|executor|lifecycle|connections|admission|execution|sessions|resume|typecheck|workers)(\..*)?"
         ],
     ),
     (

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -16,6 +17,13 @@ from pathlib import Path
 
 import pytest
 from redis_server import RedisServer, available
+from redis_worker import catalog as worker_catalog
+
+from ptc import (
+    ProgrammaticToolExecutor,
+    RedisState,
+)
+from ptc.errors import JournalError
 
 pytestmark = pytest.mark.skipif(
     not available(), reason="needs Debian's redis-server: apt-get install -y redis-server (.ci/run does)"
@@ -107,3 +115,80 @@ def test_one_breaker_across_two_processes_with_one_half_open_trial(server, tmp_p
     assert results.count("ok") == 1 and sum(r[0] == "CircuitOpenError" for r in results if r != "ok") == 5
     events = [e for doc in third for e in doc["events"]]
     assert events.count("circuit_half_open") == 1 and events.count("circuit_closed") == 1
+
+
+def test_one_quota_across_two_processes_never_two_at_once(server, tmp_path):
+    docs = phase(server, tmp_path, "a", "slot", [3, 3], TENANT="quota-1")  # max_concurrent=1, both processes
+    assert [o["error"] for doc in docs for o in doc["outcome"]] == [None] * 6
+    log = [line.split() for line in (tmp_path / "slot-log").read_text().splitlines()]
+    assert len(log) == 12 and len({pid for _, _, pid in log}) == 2  # both processes ran their share
+    running = peak = 0
+    for kind, _, _ in sorted(log, key=lambda e: (float(e[1]), e[0] == "start")):  # an end before a start at a tie
+        running += 1 if kind == "start" else -1
+        peak = max(peak, running)
+    assert peak == 1  # the handler never ran twice at once, across both processes
+
+
+def other_process(server, tmp_path: Path, mode: str, **env: str) -> dict:
+    proc = spawn(mode, server.url, tmp_path, 1, **env)
+    finish([proc])
+    [doc] = outcomes(tmp_path, mode)
+    return doc
+
+
+async def test_a_session_is_stored_after_each_cell_and_restored_by_id_in_another_process(server, tmp_path):
+    state = RedisState(server.url)
+    ex = ProgrammaticToolExecutor(worker_catalog(tmp_path), state=state, tenant_id="journal-1")
+    try:
+        async with ex.session("shared-session-1") as session:
+            await session.execute("x = 20")
+            stored = json.loads(await state.get_journal("session", "shared-session-1"))
+            assert [c["code"] for c in stored["cells"]] == ["x = 20"]  # stored after the first cell already
+            await session.execute("y = 22")
+        doc = other_process(server, tmp_path, "restore", SESSION_ID="shared-session-1", TENANT="journal-1")
+        assert doc == {"result": [20, 22, 42], "error": None}
+        with pytest.raises(JournalError, match="no session journal"):
+            await ex.restore_session("no-such-session")
+    finally:
+        await ex.aclose()
+        state.close()
+
+
+async def test_resume_by_id_in_another_process_once_fleet_wide(server, tmp_path):
+    state = RedisState(server.url)
+    ex = ProgrammaticToolExecutor(worker_catalog(tmp_path), state=state, tenant_id="journal-2")
+    try:
+        r = await ex.execute("from tools.bank import transfer\nresult = await transfer(amount=7)")
+        assert r.suspended and r.journal is not None
+        call_id = r.journal.pending[0].call_id
+        doc = other_process(
+            server, tmp_path, "resume", EXECUTION_ID=r.execution_id, CALL_ID=call_id, TENANT="journal-2"
+        )
+        assert doc == {"result": "sent 7", "error": None}
+        assert len(runs(tmp_path, "transfer-runs")) == 1
+        with pytest.raises(JournalError, match="already resumed"):  # here, by id: claimed by the other process
+            await ex.resume(r.execution_id, {call_id: True})
+        with pytest.raises(JournalError, match="already resumed"):  # the journal itself: the same one claim
+            await ex.resume(r.journal, {call_id: True})
+    finally:
+        await ex.aclose()
+        state.close()
+
+
+def test_a_claimant_killed_mid_call_gives_its_key_back_after_the_lease(server, tmp_path):
+    env = {"TENANT": "idem-kill", "LEASE": "1.5"}
+    a = tmp_path / "a"
+    a.mkdir()
+    killed = spawn("charge", server.url, a, 1, COUNT_DIR=str(tmp_path), CHARGE_SECONDS="60", **env)
+    wait_ready(a, 1, [killed])
+    (a / "go").touch()
+    deadline = time.monotonic() + 60
+    while not runs(tmp_path, "charge-runs"):  # it claimed the key and its tool is running
+        assert time.monotonic() < deadline and killed.poll() is None
+        time.sleep(0.02)
+    killed.send_signal(signal.SIGKILL)
+    killed.wait()
+    docs = phase(server, tmp_path, "b", "charge", [1], CHARGE_SECONDS="0.1", **env)
+    [outcome] = docs[0]["outcome"]
+    assert outcome["error"] is None and outcome["hits"] == [False]  # it waited, then claimed and ran it itself
+    assert runs(tmp_path, "charge-runs") == [str(killed.pid), str(outcome["result"]["by"])]
