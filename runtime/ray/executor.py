@@ -35,10 +35,10 @@ from typing import Any, Literal
 from ptc.approvals import ApprovalDecision
 from ptc.audit import AuditCallback
 from ptc.catalog import ToolCatalog
-from ptc.errors import ExecutorClosedError, JournalError
+from ptc.errors import ExecutorClosedError
 from ptc.events import EventCallback
 from ptc.executor import ProgrammaticToolExecutor
-from ptc.fleet import shared_state
+from ptc.fleet import is_journal_id, shared_state, stored_journal
 from ptc.journal import DEFAULT_MAX_JOURNAL_BYTES, Journal
 from ptc.limits import Limits
 from ptc.private.asyncio import running_loop
@@ -63,8 +63,8 @@ class RayExecutor:
         factory called once in each process (`functools.partial(RedisState, url, fallback=True)`); a store
         object itself cannot travel (its connections and threads are one process's): TypeError. Then
         idempotency keys, breakers and quotas hold across the actors (and other machines naming the
-        store), each session's journal is stored after each completed cell, and
-        `restore_session(session_id)` finds it by id from any driver.
+        store), each session's journal is stored after each cell (by the actor's executor), and
+        `restore_session(session_id)` / `resume(execution_id)` find journals by id from any driver.
     processes_per_worker: each actor's own worker processes (its executor's `workers=`); 0 runs the
         sandboxes in the actor's process.
     address: the Ray cluster to join when Ray is not initialized yet (None: RAY_ADDRESS, else a new
@@ -116,7 +116,7 @@ class RayExecutor:
                 ray.init(include_dashboard=False)
             else:
                 ray.init(address=address)
-        # the driver's own store: journals of its sessions (a URL: a RedisState it owns, as the actors do)
+        # the driver's own store: it reads journals by id (a URL: a RedisState it owns, as each actor does)
         self._state: SharedState | None = (
             None if state is None else shared_state(state)[0] if isinstance(state, str) else state()
         )
@@ -315,13 +315,9 @@ class RayExecutor:
         With a `state` store, `journal` may be a session's id: its journal as stored after its last
         completed cell (JournalError if the store holds none; StateUnavailableError if it is down).
         """
-        if isinstance(journal, str) and not journal.lstrip().startswith("{"):
-            if self._state is None:
-                raise JournalError("restore_session(session_id) needs a state store (state=...): give the journal")
-            stored = await self._state.get_journal("session", journal)
-            if stored is None:
-                raise JournalError(f"the state store {self._state.name} holds no journal of session {journal!r}")
-            session_id, journal = session_id if session_id is not None else journal, stored
+        if is_journal_id(journal):  # a session id: its journal as the actor's executor stored it after each cell
+            assert isinstance(journal, str)
+            session_id, journal = session_id or journal, await stored_journal(self._state, "session", journal)
         if session_id is None:
             session_id = _session_id_of(journal)
         session = self._new_session(session_id, limits, idle_timeout, max_journal_bytes, journal)
@@ -348,9 +344,7 @@ class RayExecutor:
             if session_id in self._sessions:
                 raise ValueError(f"a session {session_id!r} is already open in this executor")
             session = self._fleet.call(
-                _made(
-                    self._fleet, self._forget, session_id, limits, idle_timeout, max_journal_bytes, journal, self._state
-                )
+                _made(self._fleet, self._forget, session_id, limits, idle_timeout, max_journal_bytes, journal)
             )
             self._sessions[session_id] = session
         return session
@@ -369,10 +363,9 @@ async def _made(
     idle_timeout: float,
     max_journal_bytes: int,
     journal: Journal | str | bytes | None,
-    state: SharedState | None,
 ) -> RaySession:
     """A RaySession made on the private loop (its lock belongs there)."""
-    return RaySession(fleet, forget, session_id, limits, idle_timeout, max_journal_bytes, journal, state)
+    return RaySession(fleet, forget, session_id, limits, idle_timeout, max_journal_bytes, journal)
 
 
 def _parsed(journal: Journal | str | bytes) -> Journal | None:

@@ -110,10 +110,6 @@ class Fleet:
             for member in list(self.members):
                 member.handle.listen.remote(first_event, first_audit)
 
-    def emit(self, event: ToolEvent) -> None:
-        """An event made on the driver (a journal the store did not take), to the driver's callbacks."""
-        self._deliver("event", event)
-
     def _deliver(self, kind: str, item: Any) -> None:
         if kind == "event" and isinstance(item, ToolEvent):
             callbacks: list[Callable[[Any], None]] = list(self.event_callbacks)

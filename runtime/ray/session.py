@@ -8,8 +8,10 @@
 
 The driver keeps the journal of the completed cells (the last result's `journal`): the state a cell
 sees after a loss is the one after the last completed cell, as after a limit stops a cell in one
-process. Cells go one at a time from the driver (an asyncio.Lock on the private loop, first come first
-served), so a restore never races a cell.
+process. With a shared state, the actor's executor has also stored that journal in the store (after
+every cell, before the cell's result leaves the actor), so `restore_session(session_id)` finds it from
+any driver; the driver does not write it a second time. Cells go one at a time from the driver (an
+asyncio.Lock on the private loop, first come first served), so a restore never races a cell.
 """
 
 from __future__ import annotations
@@ -19,16 +21,13 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ptc.errors import SessionClosedError, StateUnavailableError
-from ptc.events import ToolEvent, logger
+from ptc.errors import SessionClosedError
 from ptc.journal import Journal
 from ptc.limits import Limits
 from ptc.private.asyncio import running_loop
 from ptc.ray.fleet import Fleet, Member
 from ptc.results import ExecutionResult
-from ptc.state import SharedState
 
-DEFAULT_JOURNAL_TTL = 7 * 86400.0  # a store that does not say how long it keeps journals
 PLACE_ATTEMPTS = 3  # actors tried in a row when the one a session is being placed on dies meanwhile
 
 
@@ -44,14 +43,12 @@ class RaySession:
         idle_timeout: float,
         max_journal_bytes: int,
         journal: Journal | str | bytes | None = None,
-        state: SharedState | None = None,
     ) -> None:
         self.id = session_id
         self.limits = limits
         self.idle_timeout = idle_timeout
         self.max_journal_bytes = max_journal_bytes
         self._fleet = fleet
-        self._state = state
         self._forget = forget
         self._given = journal  # what the session starts from (restore_session), until a cell reports its own
         self._journal: Journal | None = journal if isinstance(journal, Journal) else None
@@ -157,27 +154,9 @@ class RaySession:
                 return result
             if result.journal is not None:
                 self._journal = result.journal
-                await self._store(result.journal)
             if restored:
                 result.session_restored = True
             return result
-
-    async def _store(self, journal: Journal) -> None:
-        """The journal into the state store (if any), for restore_session(id) from any driver. A store that
-        cannot take it does not fail the cell (it ran): a `state_unavailable` event says so."""
-        if self._state is None:
-            return
-        ttl = float(getattr(self._state, "journal_ttl", DEFAULT_JOURNAL_TTL))
-        try:
-            stored = await self._state.put_journal("session", self.id, journal.model_dump_json(), ttl)
-        except StateUnavailableError as exc:
-            stored, why = False, str(exc)
-        else:
-            why = "the store is down (fallback)"
-        if not stored:
-            text = f"session {self.id}: its journal after cell {self._cells - 1} was not stored: {why}"
-            logger.warning("ptc.ray: %s", text)
-            self._fleet.emit(ToolEvent(kind="state_unavailable", tool="", tenant_id=self._fleet.tenant_id, text=text))
 
     def _check_open(self) -> None:
         if self._closed is not None:
