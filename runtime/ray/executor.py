@@ -130,11 +130,9 @@ class RayExecutor:
             dict(actor_options) if actor_options is not None else DEFAULT_ACTOR_OPTIONS,
             self.tenant_id,
             self.limits,
+            on_event,
+            on_audit,
         )
-        if on_event is not None:
-            self.on_event(on_event)
-        if on_audit is not None:
-            self.on_audit(on_audit)
 
     # -- lifecycle -----------------------------------------------------------------------
     @property

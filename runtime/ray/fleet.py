@@ -64,14 +64,16 @@ class Fleet:
         actor_options: Mapping[str, Any],
         tenant_id: str,
         limits: Limits,
+        on_event: EventCallback | None = None,
+        on_audit: AuditCallback | None = None,
     ) -> None:
         self.ray = ray
         self._init = init  # an ObjectRef of (catalog, handlers, options): serialized once, for every actor
         self._worker = ray.remote(RayWorker).options(max_restarts=0, max_task_retries=0, **actor_options)
         self.tenant_id = tenant_id
         self.limits = limits
-        self.event_callbacks: list[EventCallback] = []
-        self.auditor = Auditor(tenant_id)
+        self.event_callbacks: list[EventCallback] = [on_event] if on_event is not None else []
+        self.auditor = Auditor(tenant_id, [on_audit] if on_audit is not None else [])  # (forwarding on from the start)
         self.members: list[Member] = []
         self.replaced = 0  # actors started to replace lost ones
         self._thread = LoopThread("ptc-ray")

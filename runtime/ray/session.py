@@ -122,12 +122,14 @@ class RaySession:
     async def execute(self, code: str) -> ExecutionResult:
         """Run one cell on the session's actor. Raises SessionClosedError once closed (and what the
         actor's session raises: OverCapacityError, ExecutorClosedError); never for what the program does."""
+        self._check_open()  # (also once its executor closed: the driver's loop is gone then)
         return await self._fleet.submit(self._execute(code))  # type: ignore[no-any-return]
 
     def execute_sync(self, code: str) -> ExecutionResult:
         """execute() for callers without an event loop."""
         if running_loop() is not None:
             raise RuntimeError("execute_sync() called from a running event loop; use `await session.execute(code)`")
+        self._check_open()
         return self._fleet.call(self._execute(code))
 
     async def _execute(self, code: str) -> ExecutionResult:
@@ -184,11 +186,13 @@ class RaySession:
 
     async def aclose(self, reason: str = "it was closed") -> None:
         """Close the session here and on its actor (a running cell is cancelled there). Final; twice is fine."""
-        await self._fleet.submit(self._aclose(reason))
+        if self._closed is None:
+            await self._fleet.submit(self._aclose(reason))
 
     def close(self, reason: str = "it was closed") -> None:
         """aclose() for callers without an event loop (waits for the actor's answer up to 10 s)."""
-        self._fleet.call(self._aclose(reason), timeout=10)
+        if self._closed is None:
+            self._fleet.call(self._aclose(reason), timeout=10)
 
     async def __aenter__(self) -> RaySession:
         return self
