@@ -237,8 +237,33 @@ async def test_a_session_whose_actor_is_killed_goes_on_from_its_journal(tmp_path
         assert session.actor is not None and session.actor != victim
         following = await session.execute("x += 1\nx")
         assert following.result == 42 and not following.session_restored
-        assert [line[0] for line in _lines(log)] == ["where", "start"]  # the replay ran no tool again
+        # an actor lost while the session is idle: its next cell restores too
+        ray.kill(session.actor)
+        await _until(lambda: executor.replaced == 2)
+        idle = await session.execute("x")
+        assert idle.error is None and idle.result == 42 and idle.session_restored
+        assert [line[0] for line in _lines(log)] == ["where", "start"]  # the replays ran no tool again
         await session.aclose()
+    finally:
+        await executor.aclose()
+
+
+async def test_cancelling_an_execution_stops_its_program_on_the_actor(tmp_path: Path) -> None:
+    log = tmp_path / "log"
+    executor = _executor(log, workers=1)
+    try:
+        running = asyncio.ensure_future(
+            executor.execute("from tools.ops import slow\nawait slow(key='c', seconds=1.0)\nprint('after')")
+        )
+        await _until(lambda: len(_lines(log)) == 1)
+        running.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await running
+        after = await executor.execute("from tools.ops import where\nawait where(x=3)")  # the actor carries on
+        assert after.error is None and after.result["x"] == 3
+        await asyncio.sleep(1.5)  # past the cancelled tool's own sleep: it never finished
+        assert [line[0] for line in _lines(log)] == ["start", "where"]
+        assert executor.replaced == 0
     finally:
         await executor.aclose()
 
