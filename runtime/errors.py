@@ -30,6 +30,8 @@ PtcError too, so an `except PtcError` around ptc catches whatever leaks:
 (ptc.hostcalls.calls.validation), `CallFailed`, `CallAbandoned` and
 `DeadlinePassed` (ptc.hostcalls.calls), `A2AReplyTooLarge`
 (ptc.hostcalls.backends.a2a: an agent sent more than its limits allow),
+`_Down` (ptc.redis_state: the server could not be reached; its caller decides
+between a fallback and StateUnavailableError),
 `WorkerProtocolError` and `Closed` (ptc.workers.wire: a worker process sent
 something malformed or over its cap, or its connection closed), `_Over`
 (ptc.budgets: a shortened value is still over its budget).

@@ -77,7 +77,9 @@ def emitting(emitter: CallEmitter) -> Iterator[None]:
 
 
 def _level(kind: str) -> int:
-    return logging.WARNING if kind in ("failure", "retry", "circuit_open", "state_unavailable") else logging.DEBUG
+    return (
+        logging.WARNING if kind in ("failure", "retry", "circuit_open") else logging.DEBUG
+    )  # state_*: RedisState logs
 
 
 class EventBus:

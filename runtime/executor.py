@@ -174,10 +174,11 @@ class ProgrammaticToolExecutor:
         )
         self.router = self.shim.router
         self.state, self._owns_state = shared_state(state)  # None: in-process policy state, as always
+        self._unsubscribe: Callable[[], None] = lambda: None
         self._fleet = None if self.state is None else SharedGate(self.state, tenant_id)  # quotas fleet-wide
         if self.state is not None:
             self.router.state = self.router.breakers.state = self.state
-            self.state.on_warning(partial(state_warning, self.events, tenant_id))
+            self._unsubscribe = self.state.on_warning(partial(state_warning, self.events, tenant_id))
         self.router.approvals = Approvals(on_approval, approval_timeout)
         self._mcp = MCPConnections(mcp_servers or {}, self.catalog, self.router.tools.bind)
         self._a2a = A2AConnections(a2a_agents or {}, self.catalog, self.router.tools.bind, taken=mcp_servers or {})
@@ -267,6 +268,7 @@ class ProgrammaticToolExecutor:
         with self._lock:
             was, self._lifecycle = self._lifecycle, "closed"
         self.typechecker.close()
+        self._unsubscribe()  # a store shared with other executors stops telling this one
         return was != "closed"
 
     def _open_sessions(self) -> list[Session]:

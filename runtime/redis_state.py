@@ -7,10 +7,14 @@ idempotency claim, a quota slot) is a lease of `lease` seconds that a
 heartbeat of this process renews every `lease / 3`: a process that dies, or
 loses the server for longer than a lease, gives it back.
 
-The client (redis-py's asyncio API, the `ptc[redis]` extra) lives on a
-private event loop on a daemon thread, since executors are called from many
-loops (`execute_sync` makes one per call) and an asyncio client belongs to
-one; callers await its futures from their own loop.
+The client is redis-py's asyncio API (the `ptc[redis]` extra). An asyncio
+client belongs to one event loop and executors are called from many
+(`execute_sync` makes one per call), so each loop that calls gets a client
+of its own, awaited right there (a hop to another thread costs a GIL
+switch, milliseconds while programs run); a private loop on a daemon thread
+holds one more, for what has no caller's loop: the heartbeat, releases
+sent from synchronous code, and blocking calls (opening a session). A
+closed loop's client is dropped when the next new loop comes.
 
 Redis down: without `fallback`, every operation raises StateUnavailableError
 (the callers turn it into a failed tool call or a refused admission, never a
@@ -30,10 +34,13 @@ import threading
 import time
 import urllib.parse
 from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass
+from functools import partial
 from typing import Any, TypeVar, cast
 
-from ptc.errors import StateUnavailableError, require_redis
+from ptc.errors import PtcError, StateUnavailableError, require_redis
 from ptc.events import logger
+from ptc.private.asyncio import running_loop
 from ptc.state import BreakerAnswer, ClaimStatus, JournalKind, SlotStatus
 
 _T = TypeVar("_T")
@@ -163,7 +170,30 @@ return 0
 )
 
 
-class _Down(Exception):
+@dataclass
+class _Conn:
+    """One event loop's client and its registered scripts."""
+
+    client: Any
+    scripts: dict[str, Any]
+
+    @classmethod
+    def made(cls, client: Any) -> _Conn:
+        sources = {
+            "claim": _CLAIM,
+            "finish": _FINISH,
+            "renew_call": _RENEW_CALL,
+            "before": _BREAKER_BEFORE,
+            "record": _BREAKER_RECORD,
+            "release": _BREAKER_RELEASE,
+            "take": _TAKE,
+            "free": _FREE,
+            "renew_slot": _RENEW_SLOT,
+        }
+        return cls(client, {name: client.register_script(source) for name, source in sources.items()})
+
+
+class _Down(PtcError):
     """The server could not be reached (internal: the caller decides between fallback and an error)."""
 
 
@@ -220,36 +250,32 @@ class RedisState:
         self._down = False
         self._held: dict[tuple[str, str, str], None] = {}  # (kind, key, token) renewed by the heartbeat
         self._closed = False
+        self._sending: set[asyncio.Task[None]] = set()  # releases in flight on callers' loops (kept from the GC)
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="ptc-redis-state", daemon=True)
         self._thread.start()
 
-        async def make() -> Any:
-            client = aioredis.Redis.from_url(
-                url, socket_timeout=timeout, socket_connect_timeout=timeout, decode_responses=False
-            )
-            scripts = {
-                name: client.register_script(source)
-                for name, source in (
-                    ("claim", _CLAIM),
-                    ("finish", _FINISH),
-                    ("renew_call", _RENEW_CALL),
-                    ("before", _BREAKER_BEFORE),
-                    ("record", _BREAKER_RECORD),
-                    ("release", _BREAKER_RELEASE),
-                    ("take", _TAKE),
-                    ("free", _FREE),
-                    ("renew_slot", _RENEW_SLOT),
-                )
-            }
+        self._open = partial(
+            aioredis.Redis.from_url, url, socket_timeout=timeout, socket_connect_timeout=timeout, decode_responses=False
+        )
+        # one client per event loop (an asyncio client belongs to one): awaited on the caller's own loop, no
+        # thread hop; the private loop's does what has no caller's loop (the heartbeat, releases, sync calls)
+        # (a plain dict: a client refers to its loop, so weak keys would never go; closed loops are swept instead)
+        self._clients: dict[asyncio.AbstractEventLoop, _Conn] = {}
+
+        async def make() -> _Conn:
             self._heartbeat = asyncio.ensure_future(self._beat())
-            return client, scripts
+            return self._connect()
 
         try:
-            self._client, self._scripts = asyncio.run_coroutine_threadsafe(make(), self._loop).result(timeout=30)
+            self._private = asyncio.run_coroutine_threadsafe(make(), self._loop).result(timeout=30)
         except ValueError:  # a malformed URL: say so without echoing it (it may hold the password)
             self.close()
             raise ValueError(f"not a Redis URL redis-py can read: {self._name}") from None
+        self._clients[self._loop] = self._private
+
+    def _connect(self) -> _Conn:
+        return _Conn.made(self._open())
 
     def __repr__(self) -> str:
         return f"RedisState({self._name!r}, fallback={self.fallback})"
@@ -258,8 +284,14 @@ class RedisState:
     def name(self) -> str:
         return self._name
 
-    def on_warning(self, callback: Callable[[str], None]) -> None:
+    def on_warning(self, callback: Callable[[str], None]) -> Callable[[], None]:
         self._warnings.append(callback)
+
+        def off() -> None:
+            with contextlib.suppress(ValueError):
+                self._warnings.remove(callback)
+
+        return off
 
     def close(self) -> None:
         if self._closed:
@@ -271,25 +303,27 @@ class RedisState:
             heartbeat = getattr(self, "_heartbeat", None)
             if heartbeat is not None:
                 heartbeat.cancel()
-            client = getattr(self, "_client", None)
-            if client is not None:
+            private = getattr(self, "_private", None)
+            if private is not None:
                 with contextlib.suppress(Exception):
-                    await client.aclose()
+                    await private.client.aclose()
 
         with contextlib.suppress(Exception):
             asyncio.run_coroutine_threadsafe(last(), self._loop).result(timeout=5)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=5)
+        if not self._loop.is_running():
+            self._loop.close()
 
     # -- running operations on the private loop --------------------------------------------------
     def _key(self, *parts: str) -> str:
         return self.prefix + ":".join(parts)
 
-    async def _guard(self, make: Callable[[], Awaitable[_T]]) -> _T:
+    async def _guard(self, make: Callable[[_Conn], Awaitable[_T]], conn: _Conn) -> _T:
         import redis.exceptions
 
         try:
-            value = await make()
+            value = await make(conn)
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError, TimeoutError) as exc:
             self._went_down(type(exc).__name__)
             raise _Down(type(exc).__name__) from None
@@ -323,26 +357,32 @@ class RedisState:
         """With fallback, while the server is known down: in-process without trying (until retry_after)."""
         return self.fallback and time.monotonic() < self._down_until
 
-    async def _run(self, make: Callable[[], Awaitable[_T]], local: _T, *, needed: bool = False) -> _T:
-        """`make()` on the private loop; `local` when down with fallback (`needed`: nothing local can stand in)."""
+    async def _run(self, make: Callable[[_Conn], Awaitable[_T]], local: _T, *, needed: bool = False) -> _T:
+        """`make(this loop's client)`; `local` when down with fallback (`needed`: nothing local can stand in)."""
         if self._skip() and not needed:
             return local
         if self._closed:
             raise StateUnavailableError(f"shared state {self._name} was closed")
-        future = asyncio.run_coroutine_threadsafe(self._guard(make), self._loop)
+        loop = asyncio.get_running_loop()
+        conn = self._clients.get(loop)
+        if conn is None:
+            for gone in [other for other in list(self._clients) if other.is_closed()]:  # execute_sync's, done
+                self._clients.pop(gone, None)
+            conn = self._clients[loop] = self._connect()  # no I/O yet: it connects on its first command
         try:
-            return await asyncio.wrap_future(future)
+            return await self._guard(make, conn)
         except _Down as exc:
             if self.fallback and not needed:
                 return local
             raise self._unavailable(str(exc)) from None
 
-    def _run_sync(self, make: Callable[[], Awaitable[_T]], local: _T) -> _T:
+    def _run_sync(self, make: Callable[[_Conn], Awaitable[_T]], local: _T) -> _T:
+        """`make` on the private loop, this thread blocking for it (callers without a loop of their own)."""
         if self._skip():
             return local
         if self._closed:
             raise StateUnavailableError(f"shared state {self._name} was closed")
-        future = asyncio.run_coroutine_threadsafe(self._guard(make), self._loop)
+        future = asyncio.run_coroutine_threadsafe(self._guard(make, self._private), self._loop)
         try:
             return future.result(timeout=self.timeout * 3 + 1)
         except _Down as exc:
@@ -356,16 +396,16 @@ class RedisState:
             raise self._unavailable("TimeoutError") from None
 
     def _send(self, coro: Coroutine[Any, Any, Any]) -> None:
-        """Fire and forget (a release: its lease covers it if it is lost)."""
+        """Fire and forget on the private loop (a release: its lease covers it if it is lost)."""
         if self._closed:
             coro.close()
             return
+        asyncio.run_coroutine_threadsafe(self._quietly(coro), self._loop)
 
-        async def quiet() -> None:
-            with contextlib.suppress(Exception):
-                await coro
-
-        asyncio.run_coroutine_threadsafe(quiet(), self._loop)
+    @staticmethod
+    async def _quietly(coro: Coroutine[Any, Any, Any]) -> None:
+        with contextlib.suppress(Exception):
+            await coro
 
     async def _beat(self) -> None:
         """Renew what this process holds, every lease / 3 (on the private loop)."""
@@ -375,16 +415,16 @@ class RedisState:
             for kind, key, token in list(self._held):
                 with contextlib.suppress(Exception):
                     if kind == "call":
-                        await self._scripts["renew_call"](keys=[key], args=[token, lease_ms])
+                        await self._private.scripts["renew_call"](keys=[key], args=[token, lease_ms])
                     else:
-                        await self._scripts["renew_slot"](keys=[key], args=[token, lease_ms])
+                        await self._private.scripts["renew_slot"](keys=[key], args=[token, lease_ms])
 
     # -- idempotency ------------------------------------------------------------------------
     async def claim_call(self, key: str, token: str) -> tuple[ClaimStatus, str | None]:
         key = self.prefix + key
 
-        async def op() -> tuple[ClaimStatus, str | None]:
-            status, reply = await self._scripts["claim"](
+        async def op(c: _Conn) -> tuple[ClaimStatus, str | None]:
+            status, reply = await c.scripts["claim"](
                 keys=[key + ":claim", key + ":result"], args=[token, int(self.lease * 1000)]
             )
             if status == b"done":
@@ -401,8 +441,8 @@ class RedisState:
         self._held.pop(("call", key + ":claim", token), None)
         data = b"" if reply is None else reply.encode("utf-8", "surrogatepass")
 
-        async def op() -> None:
-            await self._scripts["finish"](
+        async def op(c: _Conn) -> None:
+            await c.scripts["finish"](
                 keys=[key + ":claim", key + ":result"],
                 args=[token, data, max(1, int(ttl * 1000)), "0" if reply is None else "1"],
             )
@@ -416,8 +456,8 @@ class RedisState:
     async def breaker_before(self, key: str, reset: float, trial_lease: float, token: str) -> BreakerAnswer | None:
         key = self.prefix + key
 
-        async def op() -> BreakerAnswer:
-            before, after, verdict, wait = await self._scripts["before"](
+        async def op(c: _Conn) -> BreakerAnswer:
+            before, after, verdict, wait = await c.scripts["before"](
                 keys=[key], args=[int(reset * 1000), max(1, int(trial_lease * 1000)), token, self._keep_ms(reset)]
             )
             return before.decode(), after.decode(), verdict.decode(), float(wait) / 1000
@@ -427,8 +467,8 @@ class RedisState:
     async def breaker_record(self, key: str, ok: bool, threshold: int, token: str) -> tuple[str, str] | None:
         key = self.prefix + key
 
-        async def op() -> tuple[str, str]:
-            before, after = await self._scripts["record"](
+        async def op(c: _Conn) -> tuple[str, str]:
+            before, after = await c.scripts["record"](
                 keys=[key], args=["1" if ok else "0", threshold, token, self._keep_ms(3600.0)]
             )
             return before.decode(), after.decode()
@@ -438,8 +478,8 @@ class RedisState:
     async def breaker_release(self, key: str, token: str) -> None:
         key = self.prefix + key
 
-        async def op() -> None:
-            await self._scripts["release"](keys=[key], args=[token])
+        async def op(c: _Conn) -> None:
+            await c.scripts["release"](keys=[key], args=[token])
 
         await self._run(op, None)
 
@@ -450,8 +490,8 @@ class RedisState:
     async def take_slot(self, pool: str, token: str, limit: int, max_queued: int) -> SlotStatus:
         pool = self.prefix + pool
 
-        async def op() -> SlotStatus:
-            answer = await self._scripts["take"](
+        async def op(c: _Conn) -> SlotStatus:
+            answer = await c.scripts["take"](
                 keys=self._pool_keys(pool), args=[token, limit, max_queued, int(self.lease * 1000)]
             )
             status = cast(SlotStatus, answer.decode())
@@ -464,10 +504,8 @@ class RedisState:
     def take_slot_now(self, pool: str, token: str, limit: int) -> bool | None:
         pool = self.prefix + pool
 
-        async def op() -> bool:
-            answer = await self._scripts["take"](
-                keys=self._pool_keys(pool), args=[token, limit, 0, int(self.lease * 1000)]
-            )
+        async def op(c: _Conn) -> bool:
+            answer = await c.scripts["take"](keys=self._pool_keys(pool), args=[token, limit, 0, int(self.lease * 1000)])
             if answer == b"ok":
                 self._held[("slot", pool + ":run", token)] = None
                 return True
@@ -478,25 +516,33 @@ class RedisState:
     def free_slot(self, pool: str, token: str) -> None:
         pool = self.prefix + pool
         self._held.pop(("slot", pool + ":run", token), None)
-        self._send(self._scripts["free"](keys=self._pool_keys(pool)[:3], args=[token]))
+        keys = self._pool_keys(pool)[:3]
+        loop = running_loop()
+        conn = None if loop is None else self._clients.get(loop)
+        if loop is None or conn is None or self._closed:
+            self._send(self._private.scripts["free"](keys=keys, args=[token]))
+            return
+        task = loop.create_task(self._quietly(conn.scripts["free"](keys=keys, args=[token])))  # no thread hop
+        self._sending.add(task)
+        task.add_done_callback(self._sending.discard)
 
     # -- journals -----------------------------------------------------------------------------
     async def put_journal(self, kind: JournalKind, id_: str, text: str, ttl: float) -> bool:
-        async def op() -> bool:
-            await self._client.set(self._key("journal", kind, id_), text.encode(), px=max(1, int(ttl * 1000)))
+        async def op(c: _Conn) -> bool:
+            await c.client.set(self._key("journal", kind, id_), text.encode(), px=max(1, int(ttl * 1000)))
             return True
 
         return await self._run(op, False)
 
     async def get_journal(self, kind: JournalKind, id_: str) -> str | None:
-        async def op() -> str | None:
-            data = await self._client.get(self._key("journal", kind, id_))
+        async def op(c: _Conn) -> str | None:
+            data = await c.client.get(self._key("journal", kind, id_))
             return None if data is None else bytes(data).decode("utf-8", "replace")
 
         return await self._run(op, None, needed=True)  # no process holds another's journals: nothing to fall back to
 
     async def claim_once(self, key: str, ttl: float) -> bool | None:
-        async def op() -> bool:
-            return bool(await self._client.set(self._key("once", key), b"1", nx=True, px=max(1, int(ttl * 1000))))
+        async def op(c: _Conn) -> bool:
+            return bool(await c.client.set(self._key("once", key), b"1", nx=True, px=max(1, int(ttl * 1000))))
 
         return await self._run(op, None)

@@ -41,8 +41,8 @@ class SharedState(Protocol):
     def name(self) -> str:
         """The store, for messages and logs: never its password."""
 
-    def on_warning(self, callback: Callable[[str], None]) -> None:
-        """Call `callback(message)` when the store goes down (fallback) or comes back."""
+    def on_warning(self, callback: Callable[[str], None]) -> Callable[[], None]:
+        """Call `callback(message)` when the store goes down or comes back; returns what unsubscribes it."""
 
     # -- idempotency: one run per key fleet-wide ------------------------------------------------
     async def claim_call(self, key: str, token: str) -> tuple[ClaimStatus, str | None]:

@@ -7,6 +7,7 @@ the fixture on a free loopback port; handlers count their runs in files.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -19,11 +20,7 @@ import pytest
 from redis_server import RedisServer, available
 from redis_worker import catalog as worker_catalog
 
-from ptc import (
-    ProgrammaticToolExecutor,
-    RedisState,
-)
-from ptc.errors import JournalError
+from ptc import JournalError, ProgrammaticToolExecutor, RedisState, StateUnavailableError, ToolCatalog, ToolDefinition
 
 pytestmark = pytest.mark.skipif(
     not available(), reason="needs Debian's redis-server: apt-get install -y redis-server (.ci/run does)"
@@ -75,7 +72,9 @@ def runs(out: Path, name: str) -> list[str]:
 
 
 def test_one_idempotency_key_runs_once_across_two_processes(server, tmp_path):
-    procs = [spawn("charge", server.url, tmp_path, 2, TENANT="idem-1") for _ in range(2)]
+    # the call (1.5 s) outlasts the lease (0.6 s): only the claimant's renewals keep the others waiting
+    env = {"TENANT": "idem-1", "LEASE": "0.6", "CHARGE_SECONDS": "1.5"}
+    procs = [spawn("charge", server.url, tmp_path, 2, **env) for _ in range(2)]
     wait_ready(tmp_path, 2, procs)
     (tmp_path / "go").touch()
     finish(procs)
@@ -192,3 +191,167 @@ def test_a_claimant_killed_mid_call_gives_its_key_back_after_the_lease(server, t
     [outcome] = docs[0]["outcome"]
     assert outcome["error"] is None and outcome["hits"] == [False]  # it waited, then claimed and ran it itself
     assert runs(tmp_path, "charge-runs") == [str(killed.pid), str(outcome["result"]["by"])]
+
+
+def downable(tmp_path: Path, server: RedisServer) -> ToolCatalog:
+    """pay.charge (idempotent use) and ops.outage, whose handler stops the server mid-execution."""
+    cat = worker_catalog(tmp_path)
+
+    def outage(payload):
+        server.stop()
+        return "stopped"
+
+    cat.add_tool(ToolDefinition(name="outage", domain="ops", parameters=[]), handler=outage)
+    return cat
+
+
+CHARGE = "from tools.pay import charge\nresult = await charge(amount=1, idempotency_key='k-{n}')"
+OUTAGE_THEN_CHARGE = """
+from tools.ops import outage
+from tools.pay import charge
+from tools import ToolError
+await outage()
+result = []
+for call in (lambda: charge(amount=1, idempotency_key='k-down'), outage):  # keyed, then plain (its breaker)
+    try:
+        result.append(await call())
+    except ToolError as e:
+        result.append([type(e).__name__, str(e)])
+"""
+UNAVAILABLE = ["ToolError", "the shared state this call needs is unavailable; the call was not run"]
+
+
+async def test_server_down_mid_run_fails_clearly_then_works_again(tmp_path):
+    server = RedisServer(tmp_path)
+    server.start()
+    events = []
+    state = RedisState(server.url, timeout=0.5)
+    ex = ProgrammaticToolExecutor(
+        downable(tmp_path, server), state=state, tenant_id="down-1", on_event=events.append, timeout=20
+    )
+    try:
+        assert (await ex.execute(CHARGE.format(n=1))).error is None
+        r = await ex.execute(OUTAGE_THEN_CHARGE)  # admitted while up; the server stops inside the program
+        assert r.result == [UNAVAILABLE, UNAVAILABLE]  # neither ran: the key's claim, the breaker need the store
+        assert [c.error.type if c.error else None for c in r.tool_calls] == [None, "ToolError", "ToolError"]
+        failure = [e for e in events if e.kind == "failure"][-1]
+        assert failure.error is not None and failure.error.startswith("ToolError: StateUnavailableError: shared state")
+        assert "state_unavailable" in [e.kind for e in events]
+        assert not runs(tmp_path, "charge-runs")[1:]  # the charge that needed the store did not run
+        with pytest.raises(StateUnavailableError, match=f"redis://127.0.0.1:{server.port}/0 is unavailable"):
+            await ex.execute(CHARGE.format(n=2))  # admission needs the fleet's quota
+        server.start()  # the same port, an empty server
+        r = await ex.execute(CHARGE.format(n=3))
+        assert r.error is None and r.result["charged"] == 1
+        assert "state_restored" in [e.kind for e in events]
+    finally:
+        await ex.aclose()
+        state.close()
+        server.stop()
+
+
+async def test_fallback_carries_on_in_process_with_a_warning_and_goes_back(tmp_path, caplog):
+    server = RedisServer(tmp_path)
+    server.start()
+    events = []
+    state = RedisState(server.url, fallback=True, timeout=0.5, retry_after=0.2)
+    ex = ProgrammaticToolExecutor(
+        downable(tmp_path, server), state=state, tenant_id="down-2", on_event=events.append, timeout=20
+    )
+    try:
+        r = await ex.execute(OUTAGE_THEN_CHARGE)
+        assert r.error is None and r.result[0]["charged"] == 1 and r.result[1] == "stopped"  # ran, in-process
+        r = await ex.execute(CHARGE.format(n=1) + "\nagain = await charge(amount=1, idempotency_key='k-1')")
+        assert r.error is None and [c.cache_hit for c in r.tool_calls] == [False, True]  # the local cache holds
+        warnings = [e for e in events if e.kind == "state_unavailable"]
+        assert len(warnings) == 1 and "falling back to in-process state" in (warnings[0].text or "")
+        assert "falling back to in-process state" in caplog.text
+        server.start()
+        await asyncio.sleep(0.3)  # past retry_after: the next operation tries the server again
+        assert (await ex.execute(CHARGE.format(n=2))).error is None
+        assert "state_restored" in [e.kind for e in events]
+        raw = await state.get_journal("session", "none")  # the server answers again (nothing stored under it)
+        assert raw is None
+        assert any(k.startswith(b"ptc:idem:") for k in server_keys(server))  # k-2 went to the store
+    finally:
+        await ex.aclose()
+        state.close()
+        server.stop()
+
+
+def server_keys(server: RedisServer) -> list[bytes]:
+    import redis
+
+    client = redis.Redis(host="127.0.0.1", port=server.port)
+    try:
+        return list(client.keys("*"))
+    finally:
+        client.close()
+
+
+async def test_a_password_never_reaches_a_message(tmp_path):
+    server = RedisServer(tmp_path, password="s3cret-pw")
+    server.start()
+    events = []
+    state = RedisState(server.url, timeout=0.5)
+    assert "s3cret-pw" not in repr(state) and "s3cret-pw" not in state.name
+    ex = ProgrammaticToolExecutor(worker_catalog(tmp_path), state=state, tenant_id="pw-1", on_event=events.append)
+    try:
+        assert (await ex.execute(CHARGE.format(n=1))).error is None  # it authenticates
+        server.stop()
+        with pytest.raises(StateUnavailableError) as caught:
+            await ex.execute(CHARGE.format(n=2))
+        assert "s3cret-pw" not in str(caught.value)
+        assert all("s3cret-pw" not in (e.text or "") + (e.error or "") for e in events)
+    finally:
+        await ex.aclose()
+        state.close()
+    with pytest.raises(ValueError) as bad:
+        RedisState("redis://:s3cret-pw@127.0.0.1:notaport/0")
+    assert "s3cret-pw" not in str(bad.value)
+
+
+async def test_max_sessions_across_executors_and_a_dead_holders_slot_comes_back(server, tmp_path):
+    from ptc import OverCapacityError, Quota
+
+    quota = Quota(max_concurrent=4, max_queued=4, max_sessions=1)
+    dead = RedisState(server.url, lease=1.0)
+    alive = RedisState(server.url, lease=1.0)
+    a = ProgrammaticToolExecutor(worker_catalog(tmp_path), state=dead, tenant_id="sessions-1", quota=quota)
+    b = ProgrammaticToolExecutor(worker_catalog(tmp_path), state=alive, tenant_id="sessions-1", quota=quota)
+    try:
+        held = a.session()  # the tenant's one session, fleet-wide
+        with pytest.raises(OverCapacityError, match="across every process"):
+            b.session()
+        dead.close()  # its heartbeat stops, as if its process died holding the slot
+        await asyncio.sleep(1.3)  # past the lease
+        other = b.session()  # the dead holder's slot came back
+        await other.aclose()
+        held.close()
+    finally:
+        await b.aclose()
+        alive.close()
+        a.close()
+
+
+def test_without_the_client_the_extra_is_named(monkeypatch):
+    from ptc import MissingExtraError
+
+    monkeypatch.setitem(sys.modules, "redis.asyncio", None)  # as if redis-py were not installed
+    with pytest.raises(MissingExtraError, match=r"pip install 'ptc\[redis\]'"):
+        RedisState("redis://127.0.0.1:1/0")
+    with pytest.raises(MissingExtraError):
+        ProgrammaticToolExecutor(state="redis://127.0.0.1:1/0")
+
+
+def test_execute_sync_a_loop_per_call_shares_one_key_and_leaves_no_client_behind(server, tmp_path):
+    state = RedisState(server.url)
+    ex = ProgrammaticToolExecutor(worker_catalog(tmp_path), state=state, tenant_id="sync-1")
+    try:
+        code = "from tools.pay import charge\nresult = await charge(amount=3, idempotency_key='sync')"
+        results = [ex.execute_sync(code) for _ in range(3)]  # three event loops, one after another
+        assert [r.error for r in results] == [None] * 3 and len(runs(tmp_path, "charge-runs")) == 1
+        assert len(state._clients) <= 2  # the private loop's and the last loop's: closed loops' clients dropped
+    finally:
+        ex.close()
+        state.close()
