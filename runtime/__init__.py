@@ -23,6 +23,7 @@ from ptc.errors import (
     ToolTimeoutError,
     ToolValidationError,
     TypeCheckerError,
+    WorkerStartError,
 )
 from ptc.events import ToolEvent
 from ptc.executor import ProgrammaticToolExecutor
@@ -84,4 +85,5 @@ __all__ = [
     "ToolTimeoutError",
     "ToolValidationError",
     "TypeCheckerError",
+    "WorkerStartError",
 ]

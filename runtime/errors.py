@@ -11,6 +11,7 @@
     ├── StateUnavailableError    the shared state store (Redis) cannot be reached, and no fallback is configured
     ├── StubError                (also ValueError) a rendered stub is not what its template intends
     ├── TypeCheckerError         the type checker (ty) could not check a program: it crashed or timed out
+    ├── WorkerStartError         RayExecutor's actors die as they start (their catalog, handlers or options fail there)
     ├── RetryableError           raised by a tool: a transient failure the router may retry
     ├── BackendUnavailable       (also ConnectionError) a tool's backend could not be reached
     │   ├── MCPConnectionError   an MCP server could not be started or reached
@@ -63,6 +64,13 @@ class StateUnavailableError(PtcError):
     sees a plain ToolError with a fixed message. The message names the
     store without its password.
     """
+
+
+class WorkerStartError(PtcError):
+    """A RayExecutor's actors died as they started, several in a row (ptc.ray.fleet): what the driver
+    sends them (catalog, handlers, options) fails to load or build on the cluster's nodes, e.g. a handler's
+    module is not installed there. The message carries Ray's account of the last death. Make a new
+    executor once the cause is fixed."""
 
 
 class MissingExtraError(PtcError, ImportError):
@@ -282,6 +290,7 @@ __all__ = [
     "JournalError",
     "MCPConnectionError",
     "MissingExtraError",
+    "WorkerStartError",
     "OverCapacityError",
     "PROGRAM_ERRORS",
     "PtcError",

@@ -28,6 +28,7 @@ from ptc import (  # noqa: E402
     ToolDefinition,
     ToolEvent,
     ToolParameter,
+    WorkerStartError,
 )
 from ptc.ray import RayExecutor  # noqa: E402
 
@@ -278,6 +279,28 @@ async def test_closing_kills_the_actors(tmp_path: Path) -> None:
         with pytest.raises(ray.exceptions.RayActorError):
             await actor.ready.remote()
     assert executor.closed
+
+
+class _OnlyHere:
+    """A handler whose class cloudpickle sends by reference: its module (this test file, not importable in
+    Ray's workers) is missing there, as a handler's package missing on a cluster's nodes."""
+
+    def __call__(self, payload: dict[str, Any]) -> int:
+        return 1
+
+
+async def test_actors_that_die_as_they_start_end_in_a_clear_error(tmp_path: Path) -> None:
+    catalog = ToolCatalog()
+    catalog.add_tool(ToolDefinition(name="here", domain="ops", parameters=[]), handler=_OnlyHere())
+    executor = RayExecutor(catalog, workers=1)
+    try:
+        with pytest.raises(WorkerStartError, match="No module named 'test_ray'"):
+            await executor.warm_up()
+        with pytest.raises(WorkerStartError):
+            await executor.execute("1")
+        assert executor.actors == []
+    finally:
+        await executor.aclose()
 
 
 def test_options_are_checked_at_once_and_a_missing_ray_says_which_extra(

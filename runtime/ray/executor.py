@@ -163,7 +163,22 @@ class RayExecutor:
         return await self._fleet.submit(self._warm_up())  # type: ignore[no-any-return]
 
     async def _warm_up(self) -> list[int]:
-        return [await m.handle.ready.remote() for m in list(self._fleet.members)]
+        """Each actor's `ready`; one that dies meanwhile is replaced and waited for (WorkerStartError if they
+        keep dying as they start)."""
+        fleet, pids = self._fleet, []
+        for index in range(len(fleet.members)):
+            while True:
+                member = fleet.members[index]
+                if fleet.broken is not None or not member.alive:
+                    fleet.pick()  # raises WorkerStartError, saying why
+                try:
+                    pids.append(await member.handle.ready.remote())
+                except fleet.ray.exceptions.RayActorError as exc:
+                    fleet.lost(member, exc)
+                    continue
+                member.answered = True
+                break
+        return pids
 
     async def aclose(self) -> None:
         """Close the sessions, the actors' executors, then kill the actors. Final; twice is fine."""

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib
+import re
 import time
 import uuid
 from collections.abc import Callable, Coroutine, Mapping
@@ -23,7 +24,7 @@ from concurrent.futures import Future
 from typing import Any, TypeVar
 
 from ptc.audit import AuditCallback, AuditEvent, Auditor
-from ptc.errors import require_ray
+from ptc.errors import WorkerStartError, require_ray
 from ptc.events import EventCallback, ToolEvent, logger
 from ptc.hostcalls.backends.loop import LoopThread
 from ptc.limits import Limits
@@ -33,6 +34,7 @@ from ptc.results import ExecutionErrorInfo, ExecutionResult
 
 T = TypeVar("T")
 LOST = "the worker was lost"
+FAILED_STARTS = 3  # actors in a row that die before answering anything: the fleet stops replacing them
 POLL_WAIT = 5.0  # seconds one long poll for events waits on an idle actor before it asks again
 
 
@@ -53,6 +55,7 @@ class Member:
         self.running = 0  # calls in flight (executions, cells, resumes)
         self.sessions = 0  # sessions pinned to it
         self.pump: asyncio.Task[None] | None = None
+        self.answered = False  # it has answered a call: it started (a death before that may be its start failing)
 
 
 class Fleet:
@@ -76,6 +79,8 @@ class Fleet:
         self.auditor = Auditor(tenant_id, [on_audit] if on_audit is not None else [])  # (forwarding on from the start)
         self.members: list[Member] = []
         self.replaced = 0  # actors started to replace lost ones
+        self._failed_starts = 0
+        self.broken: str | None = None  # why no more actors are started (WorkerStartError)
         self._thread = LoopThread("ptc-ray")
         self.loop = self._thread.loop
         self.call(self._start(size))
@@ -139,14 +144,22 @@ class Fleet:
                 logger.exception("ptc.ray: taking the events of actor %d failed", member.index)
                 await asyncio.sleep(0.1)
                 continue
+            member.answered = True
             member.stream.add(items)
 
     # -- choosing and losing ---------------------------------------------------------------
     def pick(self) -> Member:
-        """The least-loaded live actor: fewest calls in flight, then fewest pinned sessions."""
-        return min(
-            (m for m in self.members if m.alive), key=lambda m: (m.running, m.sessions, m.index)
-        )  # (a lost member is replaced at once: there is always a live one)
+        """The least-loaded live actor: fewest calls in flight, then fewest pinned sessions.
+
+        A lost member is replaced at once, so there is always a live one, unless actors kept dying as
+        they started: then WorkerStartError, with Ray's account of the last death.
+        """
+        live = [m for m in self.members if m.alive]
+        if not live or self.broken is not None:
+            raise WorkerStartError(
+                f"the Ray actors die as they start ({FAILED_STARTS} in a row): {self.broken or 'no actor is live'}"
+            )
+        return min(live, key=lambda m: (m.running, m.sessions, m.index))
 
     def lost(self, member: Member, error: BaseException) -> None:
         if not member.alive:
@@ -158,6 +171,11 @@ class Fleet:
         logger.warning("ptc.ray: actor %d was lost (%s); starting another", member.index, type(error).__name__)
         with contextlib.suppress(Exception):
             self.ray.kill(member.handle, no_restart=True)
+        self._failed_starts = 0 if member.answered else self._failed_starts + 1
+        if self._failed_starts >= FAILED_STARTS:
+            self.broken = re.sub(r"\x1b\[[0-9;]*m", "", str(error))[:2000]  # (Ray colours its text)
+            logger.error("ptc.ray: %d actors in a row died as they started; not starting more", FAILED_STARTS)
+            return
         if self.members and self.members[member.index] is member:
             self.members[member.index] = self._spawn(member.index)
             self.replaced += 1
@@ -186,6 +204,7 @@ class Fleet:
                 raise
         finally:
             member.running -= 1
+        member.answered = True
         result, items, seq = reply
         member.stream.add(items)
         await member.stream.through(seq)

@@ -107,6 +107,7 @@ class RaySession:
                 raise
             finally:
                 member.running -= 1
+            member.answered = True
             member.sessions += 1
             self._member = member
             return member
