@@ -23,6 +23,8 @@ from ptc import (  # noqa: E402
     JournalError,
     Limits,
     MissingExtraError,
+    OverCapacityError,
+    Quota,
     SessionClosedError,
     ToolCatalog,
     ToolDefinition,
@@ -265,6 +267,21 @@ async def test_cancelling_an_execution_stops_its_program_on_the_actor(tmp_path: 
         await asyncio.sleep(1.5)  # past the cancelled tool's own sleep: it never finished
         assert [line[0] for line in _lines(log)] == ["start", "where"]
         assert executor.replaced == 0
+    finally:
+        await executor.aclose()
+
+
+async def test_what_the_actors_executor_raises_is_raised_as_itself(tmp_path: Path) -> None:
+    log = tmp_path / "log"
+    executor = _executor(log, workers=1, tenant_id="ray-full", quota=Quota(max_concurrent=1, max_queued=0))
+    try:
+        first = asyncio.ensure_future(executor.execute("from tools.ops import slow\nawait slow(key='q', seconds=1.0)"))
+        await _until(lambda: len(_lines(log)) == 1)
+        with pytest.raises(OverCapacityError):
+            await executor.execute("1")
+        assert (await first).error is None
+        with pytest.raises(JournalError):
+            await executor.restore_session('{"version": 1}')
     finally:
         await executor.aclose()
 
