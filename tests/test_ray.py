@@ -24,6 +24,7 @@ from ptc import (  # noqa: E402
     Limits,
     MissingExtraError,
     OverCapacityError,
+    Policy,
     Quota,
     SessionClosedError,
     ToolCatalog,
@@ -282,6 +283,32 @@ async def test_what_the_actors_executor_raises_is_raised_as_itself(tmp_path: Pat
         assert (await first).error is None
         with pytest.raises(JournalError):
             await executor.restore_session('{"version": 1}')
+    finally:
+        await executor.aclose()
+
+
+async def test_a_suspended_execution_resumes_on_any_actor(tmp_path: Path) -> None:
+    log = tmp_path / "log"
+    catalog = _catalog(log)
+    catalog.add_tool(
+        ToolDefinition(
+            name="approved",
+            domain="ops",
+            parameters=[ToolParameter(name="x", type="integer")],
+            policy=Policy(requires_approval=True),
+        ),
+        handler=lambda payload: payload["x"] * 10,
+    )
+    executor = RayExecutor(catalog, workers=2, limits=Limits(timeout=30))
+    try:
+        code = "from tools.ops import where, approved\nr = await where(x=1)\n(r['x'], await approved(x=4))"
+        suspended = await executor.execute(code)
+        assert suspended.suspended and suspended.journal is not None
+        [pending] = suspended.pending_approvals
+        resumed = await executor.resume(suspended.journal.model_dump_json(), {pending.call_id: True})
+        assert resumed.error is None and resumed.result == [1, 40]
+        assert resumed.execution_id == suspended.execution_id
+        assert [line[0] for line in _lines(log)] == ["where"]  # the earlier call answered from the journal
     finally:
         await executor.aclose()
 
