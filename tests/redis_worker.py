@@ -31,7 +31,7 @@ def catalog(out: Path) -> ToolCatalog:
         with open(out / "flaky-runs", "a") as f:
             f.write(f"{os.getpid()}\n")
         if (out / "flaky-ok").exists():
-            await asyncio.sleep(0.3)
+            await asyncio.sleep(1.0)  # the half-open trial: long enough that every other caller arrives during it
             return "ok"
         raise ConnectionError("backend down")
 

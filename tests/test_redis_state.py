@@ -20,7 +20,15 @@ import pytest
 from redis_server import RedisServer, available
 from redis_worker import catalog as worker_catalog
 
-from ptc import JournalError, ProgrammaticToolExecutor, RedisState, StateUnavailableError, ToolCatalog, ToolDefinition
+from ptc import (
+    JournalError,
+    Policy,
+    ProgrammaticToolExecutor,
+    RedisState,
+    StateUnavailableError,
+    ToolCatalog,
+    ToolDefinition,
+)
 
 pytestmark = pytest.mark.skipif(
     not available(), reason="needs Debian's redis-server: apt-get install -y redis-server (.ci/run does)"
@@ -37,13 +45,38 @@ def server(tmp_path_factory):
     srv.stop()
 
 
+@pytest.fixture
+def own_server(tmp_path):
+    """A server of the test's own, which it may stop and start again (stopped after, whatever happened)."""
+    srv = RedisServer(tmp_path)
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+SPAWNED: list[subprocess.Popen[bytes]] = []
+
+
+@pytest.fixture(autouse=True)
+def no_worker_left():
+    """A test that fails midway leaves no worker behind (they would wait for "go" forever)."""
+    yield
+    while SPAWNED:
+        proc = SPAWNED.pop()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 def spawn(mode: str, url: str, out: Path, count: int = 1, **env: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
+    proc = subprocess.Popen(
         [sys.executable, str(WORKER), mode, url, str(out), str(count)],
         cwd=ROOT,
         env={**os.environ, "PYTHONPATH": str(ROOT), **env},
         stderr=subprocess.PIPE,
     )
+    SPAWNED.append(proc)
+    return proc
 
 
 def wait_ready(out: Path, n: int, procs: list[subprocess.Popen[bytes]]) -> None:
@@ -221,9 +254,8 @@ for call in (lambda: charge(amount=1, idempotency_key='k-down'), outage):  # key
 UNAVAILABLE = ["ToolError", "the shared state this call needs is unavailable; the call was not run"]
 
 
-async def test_server_down_mid_run_fails_clearly_then_works_again(tmp_path):
-    server = RedisServer(tmp_path)
-    server.start()
+async def test_server_down_mid_run_fails_clearly_then_works_again(own_server, tmp_path):
+    server = own_server
     events = []
     state = RedisState(server.url, timeout=0.5)
     ex = ProgrammaticToolExecutor(
@@ -250,9 +282,8 @@ async def test_server_down_mid_run_fails_clearly_then_works_again(tmp_path):
         server.stop()
 
 
-async def test_fallback_carries_on_in_process_with_a_warning_and_goes_back(tmp_path, caplog):
-    server = RedisServer(tmp_path)
-    server.start()
+async def test_fallback_carries_on_in_process_with_a_warning_and_goes_back(own_server, tmp_path, caplog):
+    server = own_server
     events = []
     state = RedisState(server.url, fallback=True, timeout=0.5, retry_after=0.2)
     ex = ProgrammaticToolExecutor(
@@ -292,6 +323,16 @@ def server_keys(server: RedisServer) -> list[bytes]:
 async def test_a_password_never_reaches_a_message(tmp_path):
     server = RedisServer(tmp_path, password="s3cret-pw")
     server.start()
+    try:
+        await _password_checks(server, tmp_path)
+    finally:
+        server.stop()
+    with pytest.raises(ValueError) as bad:
+        RedisState("redis://:s3cret-pw@127.0.0.1:notaport/0")
+    assert "s3cret-pw" not in str(bad.value)
+
+
+async def _password_checks(server: RedisServer, tmp_path: Path) -> None:
     events = []
     state = RedisState(server.url, timeout=0.5)
     assert "s3cret-pw" not in repr(state) and "s3cret-pw" not in state.name
@@ -306,9 +347,6 @@ async def test_a_password_never_reaches_a_message(tmp_path):
     finally:
         await ex.aclose()
         state.close()
-    with pytest.raises(ValueError) as bad:
-        RedisState("redis://:s3cret-pw@127.0.0.1:notaport/0")
-    assert "s3cret-pw" not in str(bad.value)
 
 
 async def test_max_sessions_across_executors_and_a_dead_holders_slot_comes_back(server, tmp_path):
@@ -354,4 +392,61 @@ def test_execute_sync_a_loop_per_call_shares_one_key_and_leaves_no_client_behind
         assert len(state._clients) <= 2  # the private loop's and the last loop's: closed loops' clients dropped
     finally:
         ex.close()
+        state.close()
+
+
+async def test_max_queued_holds_across_executors_sharing_the_state(server, tmp_path):
+    from ptc import OverCapacityError, Quota
+
+    quota = Quota(max_concurrent=1, max_queued=1)
+    states = [RedisState(server.url), RedisState(server.url)]  # two clients, as two processes would have
+    executors = [
+        ProgrammaticToolExecutor(worker_catalog(tmp_path), state=s, tenant_id="queue-1", quota=quota) for s in states
+    ]
+    try:
+        for ex in executors:
+            await ex.warm_up()
+        code = "from tools.work import slot\nresult = await slot()"
+        running = asyncio.ensure_future(executors[0].execute(code))
+        await asyncio.sleep(0.1)  # it holds the one slot
+        queued = asyncio.ensure_future(executors[1].execute(code))
+        await asyncio.sleep(0.1)  # it holds the one place in line
+        with pytest.raises(OverCapacityError, match="across every process"):
+            await executors[0].execute(code)
+        assert [(await t).error for t in (running, queued)] == [None, None]  # the queued one ran after
+        assert (await executors[0].execute(code)).error is None  # the slot and the place were given back
+    finally:
+        for ex in executors:
+            await ex.aclose()
+        for s in states:
+            s.close()
+
+
+async def test_with_fallback_the_local_breaker_judges_while_the_store_is_down(own_server, tmp_path):
+    server = own_server
+    state = RedisState(server.url, fallback=True, timeout=0.5)
+    events = []
+    ex = ProgrammaticToolExecutor(
+        worker_catalog(tmp_path),
+        state=state,
+        tenant_id="fallback-cb",
+        policy=Policy(circuit_failure_threshold=2, circuit_reset_timeout=60),
+        on_event=events.append,
+    )
+    code = (
+        "from tools.net import flaky\nfrom tools import ToolError\nresult = []\nfor _ in range(3):\n"
+        "    try:\n        await flaky()\n    except ToolError as e:\n        result.append(type(e).__name__)"
+    )
+    try:
+        await ex.warm_up()
+        server.stop()
+        r = await ex.execute(code)
+        assert r.result == ["ToolError", "ToolError", "CircuitOpenError"]  # opened in-process after two failures
+        assert len(runs(tmp_path, "flaky-runs")) == 2
+        assert [e.kind for e in events if e.kind.startswith(("circuit", "state"))] == [
+            "state_unavailable",
+            "circuit_open",
+        ]
+    finally:
+        await ex.aclose()
         state.close()
