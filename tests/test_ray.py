@@ -313,6 +313,37 @@ async def test_a_suspended_execution_resumes_on_any_actor(tmp_path: Path) -> Non
         await executor.aclose()
 
 
+def _children_running(script: str) -> dict[int, int]:
+    """pid -> parent pid of the processes whose command line names `script`."""
+    found = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                command = Path(f"/proc/{entry}/cmdline").read_bytes()
+                parent = int(Path(f"/proc/{entry}/stat").read_text().rpartition(")")[2].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            if script.encode() in command:
+                found[int(entry)] = parent
+    return found
+
+
+async def test_each_actor_opens_its_own_mcp_connections(tmp_path: Path) -> None:
+    pytest.importorskip("mcp")
+    shop = Path(__file__).resolve().parent / "mcp_servers" / "shop.py"
+    executor = RayExecutor(mcp_servers={"shop": f"{sys.executable} {shop}"}, workers=2, limits=Limits(timeout=30))
+    try:
+        pids = await executor.warm_up()
+        code = "from tools.shop import get_weather\nawait get_weather(city='Oslo')"
+        results = await asyncio.gather(*(executor.execute(code) for _ in range(4)))
+        assert all(r.error is None and "Oslo" in str(r.result) for r in results), [r.error for r in results]
+        assert sorted(_children_running(str(shop)).values()) == sorted(pids)  # one server per actor, its child
+        assert executor.search_tools("weather")[0]["name"] == "shop.get_weather"  # an actor answers: it has them
+    finally:
+        await executor.aclose()
+    assert _children_running(str(shop)) == {}  # closing closed them
+
+
 async def test_closing_kills_the_actors(tmp_path: Path) -> None:
     executor = _executor(tmp_path / "log")
     await executor.warm_up()
