@@ -24,6 +24,7 @@ from ptc.errors import (
     ToolTimeoutError,
     ToolValidationError,
     TypeCheckerError,
+    WorkerStartError,
 )
 from ptc.events import ToolEvent
 from ptc.executor import ProgrammaticToolExecutor
@@ -31,6 +32,7 @@ from ptc.hostcalls.calls.shim import MCPClientShim
 from ptc.journal import Journal, JournalCall, JournalCell
 from ptc.limits import Limits
 from ptc.policy import Policy
+from ptc.ray import RayExecutor, RaySession
 from ptc.records import CallErrorInfo, ToolCallRecord
 from ptc.redis_state import RedisState
 from ptc.results import Diagnostic, Dropped, ExecutionError, ExecutionErrorInfo, ExecutionResult
@@ -64,6 +66,8 @@ __all__ = [
     "Policy",
     "ProgrammaticToolExecutor",
     "PtcError",
+    "RayExecutor",
+    "RaySession",
     "ReplayDivergedError",
     "RetryableError",
     "RedisState",
@@ -83,4 +87,5 @@ __all__ = [
     "ToolTimeoutError",
     "ToolValidationError",
     "TypeCheckerError",
+    "WorkerStartError",
 ]

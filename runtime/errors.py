@@ -12,6 +12,7 @@
     ├── StateUnavailableError    the shared state store (Redis) cannot be reached, and no fallback is configured
     ├── StubError                (also ValueError) a rendered stub is not what its template intends
     ├── TypeCheckerError         the type checker (ty) could not check a program: it crashed or timed out
+    ├── WorkerStartError         RayExecutor's actors die as they start (their catalog, handlers or options fail there)
     ├── RetryableError           raised by a tool: a transient failure the router may retry
     ├── BackendUnavailable       (also ConnectionError) a tool's backend could not be reached
     │   ├── MCPConnectionError   an MCP server could not be started or reached
@@ -64,6 +65,13 @@ class StateUnavailableError(PtcError):
     sees a plain ToolError with a fixed message. The message names the
     store without its password.
     """
+
+
+class WorkerStartError(PtcError):
+    """A RayExecutor's actors died as they started, several in a row (ptc.ray.fleet): what the driver
+    sends them (catalog, handlers, options) fails to load or build on the cluster's nodes, e.g. a handler's
+    module is not installed there. The message carries Ray's account of the last death. Make a new
+    executor once the cause is fixed."""
 
 
 class MissingExtraError(PtcError, ImportError):
@@ -273,6 +281,11 @@ def require_mcp(feature: str) -> None:
     _require(feature, "mcp", "MCP SDK", ("mcp", "mcp_types"), "mcp", "mcp>=2.3,<3")
 
 
+def require_ray(feature: str) -> None:
+    """Raise MissingExtraError naming `feature` when Ray cannot be imported."""
+    _require(feature, "ray", "Ray", ("ray",), "ray", "ray>=2.60,<3")
+
+
 def require_a2a(feature: str) -> None:
     """Raise MissingExtraError naming `feature` when the A2A SDK (a2a-sdk, with httpx) cannot be imported."""
     _require(feature, "a2a", "A2A SDK", ("a2a.client", "httpx"), "a2a-sdk", "a2a-sdk[http-server]>=1.3,<2")
@@ -287,6 +300,7 @@ __all__ = [
     "JournalError",
     "MCPConnectionError",
     "MissingExtraError",
+    "WorkerStartError",
     "OverCapacityError",
     "PROGRAM_ERRORS",
     "PtcError",

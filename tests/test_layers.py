@@ -35,7 +35,10 @@ LAYERS: list[tuple[str, list[str]]] = [
             r"ptc\.(tenancy|fleet|audit|budgets|executor|lifecycle|connections|admission|execution|sessions|resume|typecheck|workers)(\..*)?"
         ],
     ),
-    ("front ends", [r"ptc", r"ptc\.(__main__|cli|repl|serve|serve_sessions|demo)", r"ptc\.examples(\..*)?"]),
+    (
+        "front ends",
+        [r"ptc", r"ptc\.(__main__|cli|repl|serve|serve_sessions|demo)", r"ptc\.examples(\..*)?", r"ptc\.ray(\..*)?"],
+    ),
 ]
 # Siblings in one layer that must not know each other.
 INDEPENDENT = [(r"ptc\.hostcalls\.calls(\..*)?", r"ptc\.hostcalls\.backends(\..*)?")]
