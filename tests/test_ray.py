@@ -330,7 +330,8 @@ def _children_running(script: str) -> dict[int, int]:
 
 async def test_each_actor_opens_its_own_mcp_connections(tmp_path: Path) -> None:
     pytest.importorskip("mcp")
-    shop = Path(__file__).resolve().parent / "mcp_servers" / "shop.py"
+    shop = tmp_path / "shop_for_ray.py"  # a path of this test's own: other tests' shop servers do not count
+    shop.write_text((Path(__file__).resolve().parent / "mcp_servers" / "shop.py").read_text())
     executor = RayExecutor(mcp_servers={"shop": f"{sys.executable} {shop}"}, workers=2, limits=Limits(timeout=30))
     try:
         pids = await executor.warm_up()
