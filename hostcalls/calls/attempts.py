@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
 
 from ptc.errors import CircuitOpenError, RetryableError, ToolError
 from ptc.events import EventBus, EventKind, ToolEvent
 from ptc.hostcalls.calls.breaker import CircuitBreaker, CircuitState
 from ptc.hostcalls.calls.failures import CallFailed, tool_failure
-from ptc.hostcalls.calls.shared_breaker import SharedBreaker, Trial
+from ptc.hostcalls.calls.shared_breaker import SharedBreaker
 from ptc.policy import Policy
 from ptc.state import SharedState
 
@@ -93,10 +94,14 @@ async def attempts(
         on_attempt(attempt)
         transient = False
         try:
+            record: Callable[[bool], Awaitable[None] | None]
+            release: Callable[[], Awaitable[None] | None]
             if isinstance(breaker, CircuitBreaker):
-                value = await _judged(breaker, trial, policy, attempt_once)
+                record, release = partial(breaker.record, policy=policy, trial=trial), partial(breaker.release, trial)
             else:
-                value = await _judged_shared(breaker, shared_trial, policy, attempt_once)
+                record = partial(breaker.record, policy=policy, trial=shared_trial)
+                release = partial(breaker.release, shared_trial)
+            value = await _judged(record, release, attempt_once)
         except TimeoutError:
             failure = CallFailed("ToolTimeoutError", f"{tool} did not answer within {policy.timeout:g} s")
             transient = True
@@ -116,34 +121,27 @@ async def attempts(
 
 
 async def _judged(
-    breaker: CircuitBreaker, trial: int, policy: Policy, attempt_once: Callable[[], Awaitable[Any]]
+    record: Callable[[bool], Awaitable[None] | None],
+    release: Callable[[], Awaitable[None] | None],
+    attempt_once: Callable[[], Awaitable[Any]],
 ) -> Any:
-    """One attempt, and the breaker's verdict on it (the trial released in `finally`, whatever happens)."""
+    """One attempt, and the breaker's verdict on it (the trial released in `finally`, whatever happens).
+
+    A local breaker's steps are done when they return; a shared one's are
+    awaited, and a cancel does not cut them short (`_done`)."""
     try:
         value = await attempt_once()
     except BaseException as exc:
         if counts(exc):
-            breaker.record(False, policy, trial)
+            await _done(record(False))
         raise
     else:
-        breaker.record(True, policy, trial)
+        await _done(record(True))
         return value
     finally:
-        breaker.release(trial)
+        await _done(release())
 
 
-async def _judged_shared(
-    breaker: SharedBreaker, trial: Trial, policy: Policy, attempt_once: Callable[[], Awaitable[Any]]
-) -> Any:
-    """`_judged` for a breaker in the shared store: the same verdicts, sent to the store."""
-    try:
-        value = await attempt_once()
-    except BaseException as exc:
-        if counts(exc):
-            await asyncio.shield(breaker.record(False, policy, trial))
-        raise
-    else:
-        await breaker.record(True, policy, trial)
-        return value
-    finally:
-        await asyncio.shield(breaker.release(trial))
+async def _done(step: Awaitable[None] | None) -> None:
+    if step is not None:
+        await asyncio.shield(step)

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import hashlib
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -169,6 +170,45 @@ class IdempotencyCache:
             self._drop(key)
 
 
+@contextlib.contextmanager
+def settled_on_failure(
+    cache: IdempotencyCache, key: IdempotencyKey, shared: concurrent.futures.Future[str]
+) -> Iterator[None]:
+    """A claim's failure is its joiners' too (they get the ToolError); anything else abandons it (they claim again)."""
+    try:
+        yield
+    except CallFailed as failure:
+        cache.fail(key, shared, failure)
+        raise
+    except BaseException:
+        cache.abandon(key, shared)
+        raise
+
+
+async def claim_or_join(
+    cache: IdempotencyCache,
+    key: IdempotencyKey,
+    ttl: float,
+    join: Callable[[str], str],
+    joined: Callable[[bool], None],
+) -> tuple[concurrent.futures.Future[str], str | None]:
+    """This process's part of `once`: (the claim, None) when this caller runs the call, else (it, the reply
+    another caller's run gave, through `join`). A runner that goes away makes its joiners claim again."""
+    while True:
+        first, shared = cache.claim(key, ttl)
+        if first:
+            return shared, None
+        joined(True)
+        try:
+            reply = await asyncio.wrap_future(shared)
+        except CallAbandoned:  # its runner was cancelled or went away: claim the key again
+            joined(False)
+            continue
+        except CallFailed as failure:
+            raise CallFailed(failure.type, failure.message, failure.detail) from None
+        return shared, join(reply)
+
+
 async def once(
     cache: IdempotencyCache,
     key: IdempotencyKey,
@@ -190,27 +230,11 @@ async def once(
     `joined(True)` says this caller joined another's call, `joined(False)`
     that it claims the key again.
     """
-    while True:
-        first, shared = cache.claim(key, ttl)
-        if first:
-            break
-        joined(True)
-        try:
-            reply = await asyncio.wrap_future(shared)
-        except CallAbandoned:  # its runner was cancelled or went away: claim the key again
-            joined(False)
-            continue
-        except CallFailed as failure:
-            raise CallFailed(failure.type, failure.message) from None
-        return join(reply)
-    try:
+    shared, reply = await claim_or_join(cache, key, ttl, join, joined)
+    if reply is not None:
+        return reply
+    with settled_on_failure(cache, key, shared):
         value = await attempt()
-    except CallFailed as failure:
-        cache.fail(key, shared, failure)
-        raise
-    except BaseException:
-        cache.abandon(key, shared)
-        raise
     try:
         reply = await encode(value)
     except BaseException:

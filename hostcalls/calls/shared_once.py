@@ -27,7 +27,7 @@ from typing import Any
 from ptc.errors import StateUnavailableError
 from ptc.events import logger
 from ptc.hostcalls.calls.failures import CallFailed
-from ptc.hostcalls.calls.idempotency import CallAbandoned, IdempotencyCache, IdempotencyKey
+from ptc.hostcalls.calls.idempotency import IdempotencyCache, IdempotencyKey, claim_or_join, settled_on_failure
 from ptc.state import SharedState
 
 STATE_UNAVAILABLE_MESSAGE = "the shared state this call needs is unavailable; the call was not run"
@@ -57,30 +57,14 @@ async def shared_once(
     `wait_limit` bounds how long this caller waits for another process's run
     (the call's timeout; None: until the execution's deadline cancels it).
     """
-    while True:
-        first, shared = cache.claim(key, ttl)
-        if first:
-            break
-        joined(True)
-        try:
-            reply = await asyncio.wrap_future(shared)
-        except CallAbandoned:
-            joined(False)
-            continue
-        except CallFailed as failure:
-            raise CallFailed(failure.type, failure.message, failure.detail) from None
-        return join(reply)
+    shared, reply = await claim_or_join(cache, key, ttl, join, joined)  # this process's callers first
+    if reply is not None:
+        return reply
     tenant, tool, digest = key
     store_key = f"idem:{len(tenant)}:{tenant}:{tool}:{digest}"  # the length: no tenant's name can end in another's
     token = uuid.uuid4().hex
-    try:
+    with settled_on_failure(cache, key, shared):
         stored = await _claim(state, store_key, token, wait_limit, joined)
-    except CallFailed as failure:
-        cache.fail(key, shared, failure)
-        raise
-    except BaseException:
-        cache.abandon(key, shared)
-        raise
     if stored is not None:  # another process ran it: its frame, charged to this execution like a joiner's
         cache.complete(key, shared, stored)
         return join(stored)
