@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from ptc.approvals import APPROVAL_TOOLS, ApprovalCallback, ApprovalDecision
 from ptc.audit import AuditCallback, Auditor
 from ptc.catalog import ToolCatalog
+from ptc.closing import Closing
 from ptc.connections import A2AConnections, MCPConnections
 from ptc.engine import get_runtime, prepare_runtime, runtime_ready
 from ptc.errors import ExecutorClosedError, JournalError, TypeCheckerError
@@ -63,7 +64,7 @@ Lifecycle = Literal["unopened", "open", "closed"]
 _EXECUTOR_CLOSED = "its executor was closed"
 
 
-class ProgrammaticToolExecutor:
+class ProgrammaticToolExecutor(Closing):
     """Runs programs in the sandbox against one tool catalog.
 
     Many executions may run at once, from one event loop or several threads;
@@ -275,19 +276,11 @@ class ProgrammaticToolExecutor:
         with self._lock:
             return list(self._sessions.values())
 
-    def __enter__(self) -> ProgrammaticToolExecutor:
+    def _enter(self) -> None:  # `with executor:` (ptc.closing)
         self._open()
-        return self
 
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-    async def __aenter__(self) -> ProgrammaticToolExecutor:
+    async def _aenter(self) -> None:  # `async with executor:`
         await self.connect()
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()
 
     async def warm_up(self, *, limits: Limits | None = None) -> None:
         """Make the sandbox runtime ready now, so no execution waits for it.

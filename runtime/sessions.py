@@ -63,6 +63,7 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from ptc.approvals import ApprovalDecision, ApprovalRequest
+from ptc.closing import ClosedReason, Closing
 from ptc.engine import get_runtime
 from ptc.errors import JournalError, SessionClosedError, SessionSuspendedError
 from ptc.execution import Runner
@@ -159,7 +160,7 @@ class _Reaper:
 _reaper = _Reaper()
 
 
-class Session:
+class Session(ClosedReason, Closing):
     """A sequence of cells in one sandbox instance of its own (see the module docstring).
 
     Made by `executor.session()` or `executor.restore_session(journal)`; use it
@@ -211,15 +212,6 @@ class Session:
         self.store: SharedState | None = None  # set by the executor with a shared state (ptc.state)
 
     # -- state ------------------------------------------------------------------
-    @property
-    def closed(self) -> bool:
-        return self._closed is not None
-
-    @property
-    def closed_reason(self) -> str | None:
-        """Why the session was closed (None while open)."""
-        return self._closed
-
     @property
     def cells(self) -> int:
         """How many cells have run (also those a limit stopped)."""
@@ -621,12 +613,6 @@ class Session:
         if returned is not None and not returned.done():
             with contextlib.suppress(Exception):
                 await asyncio.shield(asyncio.wrap_future(returned))
-
-    async def __aenter__(self) -> Session:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()
 
     def __repr__(self) -> str:
         state = f"closed: {self._closed}" if self._closed is not None else "suspended" if self.suspended else "open"

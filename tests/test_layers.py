@@ -32,7 +32,7 @@ LAYERS: list[tuple[str, list[str]]] = [
     (
         "executor",
         [
-            r"ptc\.(tenancy|fleet|audit|budgets|executor|lifecycle|connections|admission|execution|sessions|resume|typecheck|workers)(\..*)?"
+            r"ptc\.(tenancy|fleet|audit|budgets|executor|lifecycle|closing|connections|admission|execution|sessions|resume|typecheck|workers)(\..*)?"
         ],
     ),
     (

@@ -30,11 +30,13 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
+from functools import partial
 from typing import Any, Literal
 
 from ptc.approvals import ApprovalDecision
 from ptc.audit import AuditCallback
 from ptc.catalog import ToolCatalog
+from ptc.closing import Closing
 from ptc.errors import ExecutorClosedError
 from ptc.events import EventCallback
 from ptc.executor import ProgrammaticToolExecutor
@@ -53,7 +55,7 @@ CLOSE_TIMEOUT = 10.0  # seconds the actors get to close their executors before t
 _DRIVER_ONLY = ("on_event", "on_audit", "workers")
 
 
-class RayExecutor:
+class RayExecutor(Closing):
     """Runs programs on N Ray actors, each holding a ProgrammaticToolExecutor (see the module docstring).
 
     workers: how many actors (each reserves `actor_options`, by default one CPU: a program runs on
@@ -207,19 +209,11 @@ class RayExecutor:
         if self._state is not None:
             await asyncio.to_thread(self._state.close)
 
-    def __enter__(self) -> RayExecutor:
+    def _enter(self) -> None:  # `with executor:` (ptc.closing)
         self._check_open()
-        return self
 
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-    async def __aenter__(self) -> RayExecutor:
+    async def _aenter(self) -> None:  # `async with executor:`
         await self.warm_up()
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()
 
     # -- configuration -----------------------------------------------------------------------
     def on_event(self, callback: EventCallback) -> EventCallback:
@@ -356,9 +350,10 @@ class RayExecutor:
         with self._lock:
             if session_id in self._sessions:
                 raise ValueError(f"a session {session_id!r} is already open in this executor")
-            session = self._fleet.call(
-                _made(self._fleet, self._forget, session_id, limits, idle_timeout, max_journal_bytes, journal)
+            make = partial(
+                RaySession, self._fleet, self._forget, session_id, limits, idle_timeout, max_journal_bytes, journal
             )
+            session = self._fleet.call(_made(make))
             self._sessions[session_id] = session
         return session
 
@@ -368,17 +363,9 @@ class RayExecutor:
                 del self._sessions[session.id]
 
 
-async def _made(
-    fleet: Fleet,
-    forget: Callable[[RaySession], None],
-    session_id: str,
-    limits: Limits | None,
-    idle_timeout: float,
-    max_journal_bytes: int,
-    journal: Journal | str | bytes | None,
-) -> RaySession:
+async def _made(make: Callable[[], RaySession]) -> RaySession:
     """A RaySession made on the private loop (its lock belongs there)."""
-    return RaySession(fleet, forget, session_id, limits, idle_timeout, max_journal_bytes, journal)
+    return make()
 
 
 def _parsed(journal: Journal | str | bytes) -> Journal | None:

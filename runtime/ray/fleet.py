@@ -198,10 +198,7 @@ class Fleet:
                 self.lost(member, exc)
                 return None
             except self.ray.exceptions.RayTaskError as exc:
-                cause = getattr(exc, "cause", None)
-                if isinstance(cause, Exception):
-                    raise cause from None
-                raise
+                raise actor_error(exc) from None
         finally:
             member.running -= 1
         member.answered = True
@@ -241,3 +238,10 @@ class Fleet:
     def stop(self) -> None:
         """The private loop ends (after aclose)."""
         self._thread.close()
+
+
+def actor_error(exc: BaseException) -> BaseException:
+    """What an actor's method raised, as itself (an executor's OverCapacityError, JournalError, ...), not
+    wrapped in Ray's RayTaskError; Ray's own error when the cause is not an Exception."""
+    cause = getattr(exc, "cause", None)
+    return cause if isinstance(cause, Exception) else exc

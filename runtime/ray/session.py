@@ -21,17 +21,18 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from ptc.closing import ClosedReason, Closing
 from ptc.errors import SessionClosedError
 from ptc.journal import Journal
 from ptc.limits import Limits
 from ptc.private.asyncio import running_loop
-from ptc.ray.fleet import Fleet, Member
+from ptc.ray.fleet import Fleet, Member, actor_error
 from ptc.results import ExecutionResult
 
 PLACE_ATTEMPTS = 3  # actors tried in a row when the one a session is being placed on dies meanwhile
 
 
-class RaySession:
+class RaySession(ClosedReason, Closing):
     """A session of a RayExecutor (see the module docstring): `execute`, `execute_sync`, `aclose`/`close`."""
 
     def __init__(
@@ -59,14 +60,6 @@ class RaySession:
         self._turn = asyncio.Lock()  # (made on the private loop, used there only)
 
     # -- state ------------------------------------------------------------------------
-    @property
-    def closed(self) -> bool:
-        return self._closed is not None
-
-    @property
-    def closed_reason(self) -> str | None:
-        return self._closed
-
     @property
     def cells(self) -> int:
         """How many cells have run (also those a limit stopped or a lost actor ended)."""
@@ -100,11 +93,9 @@ class RaySession:
                     raise
                 continue
             except self._fleet.ray.exceptions.RayTaskError as exc:
-                cause = getattr(exc, "cause", None)
-                self._close_here(f"it could not be opened on an actor: {cause or exc}")
-                if isinstance(cause, Exception):
-                    raise cause from None
-                raise
+                error = actor_error(exc)
+                self._close_here(f"it could not be opened on an actor: {error}")
+                raise error from None
             finally:
                 member.running -= 1
             member.answered = True
@@ -194,12 +185,6 @@ class RaySession:
         """aclose() for callers without an event loop (waits for the actor's answer up to 10 s)."""
         if self._closed is None:
             self._fleet.call(self._aclose(reason), timeout=10)
-
-    async def __aenter__(self) -> RaySession:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()
 
     def __repr__(self) -> str:
         state = f"closed: {self._closed}" if self._closed is not None else "open"

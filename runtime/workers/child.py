@@ -147,6 +147,26 @@ class _Execution:
                 future.set_result(None)
 
 
+@dataclass
+class _CellJob:
+    """A session's cell (or its resume) as the parent sent it: what both ways of running one need."""
+
+    execution: _Execution
+    held: _Held
+    execution_id: str
+    code: str
+    index: int
+    limits: Limits
+    journal_room: int
+    clock_offset: int
+
+
+def _no_instance(made: Outcome) -> dict[str, Any]:
+    """The report of a cell whose session could not get an instance (its memory limit, say)."""
+    failed = made.error.model_dump() if made.error is not None else None
+    return {"error": failed, "trapped": True, "no_instance": True}
+
+
 class Worker:
     """The worker's loop: messages from the parent in, executions on threads of their own."""
 
@@ -253,10 +273,11 @@ class Worker:
             held = self.sessions.setdefault(key, _Held())
             held.busy = True
         try:
-            if kind == "cell":
-                done = self._cell(execution, held, execution_id, *message[4:])
-            elif kind == "resume":
-                done = self._resume(execution, held, execution_id, *message[4:])
+            if kind in ("cell", "resume"):  # [..., code, index, limits_json, journal_room, clock_offset, *more]
+                code, index, limits_json, journal_room, clock_offset = message[4:9]
+                limits = Limits.model_validate_json(limits_json)
+                job = _CellJob(execution, held, execution_id, code, index, limits, journal_room, clock_offset)
+                done = self._cell(job) if kind == "cell" else self._resume(job, *message[9:])
             else:
                 done = self._restore(execution, held, execution_id, *message[4:])
             self.conn.send(["done", xid, done])
@@ -274,30 +295,19 @@ class Worker:
             if retire:
                 self._retire(held)
 
-    def _cell(
-        self,
-        execution: _Execution,
-        held: _Held,
-        execution_id: str,
-        code: str,
-        index: int,
-        limits_json: str,
-        journal_room: int,
-        clock_offset: int,
-    ) -> dict[str, Any]:
+    def _cell(self, job: _CellJob) -> dict[str, Any]:
         """One cell in the session's instance (made now if it has none); a cell that cannot go on drops it."""
-        limits = Limits.model_validate_json(limits_json)
+        held, limits, code, index = job.held, job.limits, job.code, job.index
         made_warm: bool | None = None
         if held.instance is None:
             made = instantiate(get_runtime(fuel=limits.fuel is not None), limits)
             if isinstance(made, Outcome):
-                failed = made.error.model_dump() if made.error is not None else None
-                return {"error": failed, "trapped": True, "no_instance": True}
+                return _no_instance(made)
             held.instance, held.fuel, made_warm = made, limits.fuel is not None, made.warm
-        recorder = Recorder(journal_room)
-        state = self._state(execution, execution_id, limits, recorder)
+        recorder = Recorder(job.journal_room)
+        state = self._state(job.execution, job.execution_id, limits, recorder)
         try:
-            outcome = run_cell(held.instance, code, index, state, limits, clock_offset)
+            outcome = run_cell(held.instance, code, index, state, limits, job.clock_offset)
             done = self._ended(held, outcome, state, recorder, code, index)
             done["made_warm"] = made_warm
             return done
@@ -319,35 +329,21 @@ class Worker:
         done.update(trapped=outcome.trapped, usable=usable, size=recorder.size)
         return done
 
-    def _resume(
-        self,
-        execution: _Execution,
-        held: _Held,
-        execution_id: str,
-        code: str,
-        index: int,
-        limits_json: str,
-        journal_room: int,
-        clock_offset: int,
-        cell_json: str,
-        pending: list[list[Any]],
-        warm: bool,
-    ) -> dict[str, Any]:
+    def _resume(self, job: _CellJob, cell_json: str, pending: list[list[Any]], warm: bool) -> dict[str, Any]:
         """A suspended cell again, in the session's instance (the state before it): its recorded part
         replayed (ptc.hostcalls.wasm.tape.Resumer), then live; the parent applies the decisions."""
-        limits = Limits.model_validate_json(limits_json)
+        held, limits, code, index = job.held, job.limits, job.code, job.index
         suspended = JournalCell.model_validate_json(cell_json)
         if held.instance is None:  # a first cell: an instance like the original's
             made = fresh_instance(warm, limits)
             if isinstance(made, Outcome):
-                failed = made.error.model_dump() if made.error is not None else None
-                return {"error": failed, "trapped": True, "no_instance": True}
+                return _no_instance(made)
             held.instance, held.fuel = made, limits.fuel is not None
-        resumer = Resumer(suspended, journal_room, {int(i): str(call_id) for i, call_id in pending})
-        state = self._state(execution, execution_id, limits, resumer)
+        resumer = Resumer(suspended, job.journal_room, {int(i): str(call_id) for i, call_id in pending})
+        state = self._state(job.execution, job.execution_id, limits, resumer)
         resumer.on_live = state.go_live
         try:
-            outcome = run_cell(held.instance, code, index, state, limits, clock_offset)
+            outcome = run_cell(held.instance, code, index, state, limits, job.clock_offset)
             diverged = resumer.player.diverged
             if diverged is not None:
                 self._retire(held)
