@@ -258,6 +258,17 @@ class RedisState:
         self._open = partial(
             aioredis.Redis.from_url, url, socket_timeout=timeout, socket_connect_timeout=timeout, decode_responses=False
         )
+        # how to make this store again in another process (ptc.ray's actors): the URL and the options
+        self.factory: Callable[[], RedisState] = partial(
+            RedisState,
+            url,
+            fallback=fallback,
+            lease=lease,
+            prefix=prefix,
+            journal_ttl=journal_ttl,
+            timeout=timeout,
+            retry_after=retry_after,
+        )
         # one client per event loop (an asyncio client belongs to one): awaited on the caller's own loop, no
         # thread hop; the private loop's does what has no caller's loop (the heartbeat, releases, sync calls)
         # (a plain dict: a client refers to its loop, so weak keys would never go; closed loops are swept instead)

@@ -26,6 +26,7 @@ from ptc import (  # noqa: E402
     OverCapacityError,
     Policy,
     Quota,
+    RedisState,
     SessionClosedError,
     ToolCatalog,
     ToolDefinition,
@@ -451,7 +452,8 @@ async def test_with_shared_state_a_sessions_journal_is_stored_and_restored_by_id
         await session.aclose()
     finally:
         await first.aclose()
-    second = _executor(tmp_path / "log", state=redis_url)  # another driver: only the id is known
+    store = RedisState(redis_url)  # a store object: the driver uses it, each actor makes one like it
+    second = _executor(tmp_path / "log", state=store)  # another driver: only the id is known
     try:
         restored = await second.restore_session(session_id)
         assert restored.id == session_id
@@ -461,5 +463,10 @@ async def test_with_shared_state_a_sessions_journal_is_stored_and_restored_by_id
         await restored.aclose()
         with pytest.raises(JournalError):
             await second.restore_session("no-such-session")
+        keyed = await second.execute("from tools.ops import once\nawait once(key='s', idempotency_key='k-s')")
+        again = await second.execute("from tools.ops import once\nawait once(key='s', idempotency_key='k-s')")
+        assert keyed.error is None and again.tool_calls[0].cache_hit  # the actors share the store's key
     finally:
         await second.aclose()
+    assert await store.get_journal("session", session_id) is not None  # still open: the caller's to close
+    store.close()

@@ -61,9 +61,10 @@ class RayExecutor(Closing):
     workers: how many actors (each reserves `actor_options`, by default one CPU: a program runs on
         one core at a time, and Ray then spreads the actors over the cluster's CPUs).
     state: the shared policy store, for each actor's ProgrammaticToolExecutor and for the driver's session
-        journals: a URL ("redis://host:6379/0": each actor and the driver make their own RedisState) or a
-        factory called once in each process (`functools.partial(RedisState, url, fallback=True)`); a store
-        object itself cannot travel (its connections and threads are one process's): TypeError. Then
+        journals: a URL ("redis://host:6379/0": each actor and the driver make their own RedisState), a
+        factory called once in each process (`functools.partial(RedisState, url, fallback=True)`), or a
+        RedisState (the driver uses it, still the caller's to close; each actor makes one like it from its
+        URL and options, since its connections are this process's; another store object: TypeError). Then
         idempotency keys, breakers and quotas hold across the actors (and other machines naming the
         store), each session's journal is stored after each cell (by the actor's executor), and
         `restore_session(session_id)` / `resume(execution_id)` find journals by id from any driver.
@@ -97,11 +98,15 @@ class RayExecutor(Closing):
         taken = [name for name in _DRIVER_ONLY if name in options]
         if taken:
             raise TypeError(f"RayExecutor takes no option {taken[0]!r} for its actors")
-        if isinstance(state, SharedState):
-            raise TypeError(
-                "a store object cannot travel to the actors (its connections are this process's): give its URL "
-                "or a factory, e.g. state=functools.partial(RedisState, url, fallback=True)"
-            )
+        given: SharedState | None = None
+        if isinstance(state, SharedState):  # its connections are this process's: each actor makes its own
+            factory = getattr(state, "factory", None)
+            if not callable(factory):
+                raise TypeError(
+                    "this store object cannot travel to the actors: give its URL or a factory, "
+                    "e.g. state=functools.partial(RedisState, url, fallback=True)"
+                )
+            given, state = state, factory
         if state is not None and not isinstance(state, str) and not callable(state):
             raise TypeError(f"state must be None, a Redis URL or a factory of a store, not {type(state).__name__}")
         ray = import_ray("ptc.ray.RayExecutor")
@@ -119,8 +124,15 @@ class RayExecutor(Closing):
             else:
                 ray.init(address=address)
         # the driver's own store: it reads journals by id (a URL: a RedisState it owns, as each actor does)
+        self._owns_state = given is None
         self._state: SharedState | None = (
-            None if state is None else shared_state(state)[0] if isinstance(state, str) else state()
+            given
+            if given is not None
+            else None
+            if state is None
+            else shared_state(state)[0]
+            if isinstance(state, str)
+            else state()
         )
         self._lifecycle: Lifecycle = "open"
         self._lock = threading.Lock()
@@ -206,7 +218,7 @@ class RayExecutor(Closing):
             session._close_here("its executor was closed")
         await self._fleet.aclose(CLOSE_TIMEOUT)
         self._local.close()
-        if self._state is not None:
+        if self._state is not None and self._owns_state:  # a store object given is its caller's to close
             await asyncio.to_thread(self._state.close)
 
     def _enter(self) -> None:  # `with executor:` (ptc.closing)
