@@ -83,7 +83,7 @@ class RayExecutor(Closing):
         handlers: Mapping[str, Callable[..., Any]] | None = None,
         *,
         workers: int = 2,
-        state: str | Callable[[], SharedState] | None = None,
+        state: str | SharedState | Callable[[], SharedState] | None = None,
         processes_per_worker: int = 0,
         address: str | None = None,
         actor_options: Mapping[str, Any] | None = None,
