@@ -5,43 +5,22 @@ Against the real guest and real tools; every tool counts its calls at the handle
 
 import asyncio
 import json
-from collections import Counter
 
 import pytest
+from test_approvals import CALLS, bank  # the same bank: balance (no approval), transfer (needs one)
 
 from ptc import (
     DEFER,
     ApprovalDecision,
     JournalError,
     Limits,
-    Policy,
     ProgrammaticToolExecutor,
     Quota,
     SessionClosedError,
     SessionSuspendedError,
-    ToolCatalog,
 )
 
-CALLS: Counter[str] = Counter()
 LIMITS = Limits(timeout=10)
-
-
-def bank() -> ToolCatalog:
-    catalog = ToolCatalog(source="session-approvals-test")
-
-    @catalog.tool(domain="bank")
-    async def balance(account: str) -> float:
-        """The balance of an account (needs no approval)."""
-        CALLS["balance"] += 1
-        return 100.0
-
-    @catalog.tool(domain="bank", policy=Policy(requires_approval=True))
-    def transfer(to: str, amount: float) -> str:
-        """Move money (needs an approval)."""
-        CALLS["transfer"] += 1
-        return f"sent {amount:g} to {to}"
-
-    return catalog
 
 
 def executor(**options) -> ProgrammaticToolExecutor:
