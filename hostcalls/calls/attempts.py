@@ -84,23 +84,21 @@ async def attempts(
     attempt = 0
     while True:
         attempt += 1
+        record: Callable[[bool], Awaitable[None] | None]  # the verdict on this attempt
+        release: Callable[[], Awaitable[None] | None]  # its half-open trial given back
         if isinstance(breaker, CircuitBreaker):
             try:
                 trial = breaker.before_call(policy)
             except CircuitOpenError as exc:
                 raise CallFailed("CircuitOpenError", str(exc)) from None
+            record, release = partial(breaker.record, policy=policy, trial=trial), partial(breaker.release, trial)
         else:
             shared_trial = await breaker.before(policy)  # CallFailed: open, or the store is down
+            record = partial(breaker.record, policy=policy, trial=shared_trial)
+            release = partial(breaker.release, shared_trial)
         on_attempt(attempt)
         transient = False
         try:
-            record: Callable[[bool], Awaitable[None] | None]
-            release: Callable[[], Awaitable[None] | None]
-            if isinstance(breaker, CircuitBreaker):
-                record, release = partial(breaker.record, policy=policy, trial=trial), partial(breaker.release, trial)
-            else:
-                record = partial(breaker.record, policy=policy, trial=shared_trial)
-                release = partial(breaker.release, shared_trial)
             value = await _judged(record, release, attempt_once)
         except TimeoutError:
             failure = CallFailed("ToolTimeoutError", f"{tool} did not answer within {policy.timeout:g} s")

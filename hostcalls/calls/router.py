@@ -154,27 +154,23 @@ class Router:
             if hit:
                 self.emit("cache_hit", record, context)
 
-        if self.state is not None:
+        def join(reply: str) -> str:
+            return shared_reply(tool.name, reply, context, policy.max_result_bytes)
+
+        key, ttl = (self.tenant_id, tool.name, digest), policy.idempotency_ttl
+        if self.state is not None:  # one run per key fleet-wide (ptc.state), this process's callers first
             return await shared_once(
                 self.idempotency,
                 self.state,
-                (self.tenant_id, tool.name, digest),
-                policy.idempotency_ttl,
+                key,
+                ttl,
                 policy.timeout,
                 attempt=attempt,
                 encode=encode,
-                join=lambda reply: shared_reply(tool.name, reply, context, policy.max_result_bytes),
+                join=join,
                 joined=joined,
             )
-        return await once(
-            self.idempotency,
-            (self.tenant_id, tool.name, digest),
-            policy.idempotency_ttl,
-            attempt=attempt,
-            encode=encode,
-            join=lambda reply: shared_reply(tool.name, reply, context, policy.max_result_bytes),
-            joined=joined,
-        )
+        return await once(self.idempotency, key, ttl, attempt=attempt, encode=encode, join=join, joined=joined)
 
     def emit(self, kind: EventKind, record: ToolCallRecord, context: CallContext, **extra: Any) -> None:
         if not self.events.listening(kind):
