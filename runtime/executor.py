@@ -33,7 +33,7 @@ from ptc.engine import get_runtime, prepare_runtime, runtime_ready
 from ptc.errors import ExecutorClosedError, JournalError, TypeCheckerError
 from ptc.events import EventBus, EventCallback
 from ptc.execution import Runner, resumed
-from ptc.fleet import SharedGate, claim_resume, is_journal_id, keep_journal, shared_state, state_warning, stored_journal
+from ptc.fleet import SharedGate, by_id, claim_resume, keep_journal, shared_state, state_warning
 from ptc.hostcalls.backends.a2a.client import A2AAgentConfig
 from ptc.hostcalls.backends.mcp.client import MCPServerConfig
 from ptc.hostcalls.calls.approval import DEFAULT_APPROVAL_TIMEOUT, Approvals
@@ -393,9 +393,12 @@ class ProgrammaticToolExecutor(Closing):
                 release()
                 return refused
         cell = self._pool.cell(self._runner, code) if self._pool is not None else None  # workers: ptc.workers
-        result = await self._runner.run(code, limits, release, cell, on_output=on_output)
+        return await self._kept(await self._runner.run(code, limits, release, cell, on_output=on_output))
+
+    async def _kept(self, result: ExecutionResult) -> ExecutionResult:
+        """`result`, its journal stored first if it suspended and there is a store: resume(id) from anywhere."""
         if self.state is not None and result.suspended and result.journal is not None:
-            await keep_journal(self.state, "execution", result.execution_id, result.journal)  # resume(id) anywhere
+            await keep_journal(self.state, "execution", result.execution_id, result.journal)
         return result
 
     # -- type checking (ptc.typecheck) ---------------------------------------------
@@ -499,9 +502,7 @@ class ProgrammaticToolExecutor(Closing):
         resume per journal holds across all of them (a second: JournalError).
         """
         limits = limits or self.limits
-        if self.state is not None and is_journal_id(journal):  # an execution id: its journal from the shared state
-            assert isinstance(journal, str)
-            journal = await stored_journal(self.state, "execution", journal)
+        journal = await by_id(self.state, "execution", journal)  # an execution id: its journal from the store
         checked = await self._load(journal, limits, self._runner.max_journal_bytes, "execution")
         if not checked.pending or len(checked.cells) != 1:
             raise JournalError("the journal is not a suspended execution's: it has no calls waiting for a decision")
@@ -515,12 +516,11 @@ class ProgrammaticToolExecutor(Closing):
         except BaseException:
             release()
             raise
-        result = await self._runner.run(
-            checked.cells[0].code, limits, release, resumed(self._runner, checked), decisions=given
+        return await self._kept(
+            await self._runner.run(
+                checked.cells[0].code, limits, release, resumed(self._runner, checked), decisions=given
+            )
         )
-        if self.state is not None and result.suspended and result.journal is not None:
-            await keep_journal(self.state, "execution", result.execution_id, result.journal)
-        return result
 
     async def _claim_resume(self, journal: Journal) -> None:
         """One resume per journal across every process sharing the state (JournalError for a second)."""
@@ -591,11 +591,7 @@ class ProgrammaticToolExecutor(Closing):
         the state restores it by id (JournalError when none is stored).
         """
         limits = limits or self.limits
-        if self.state is not None and is_journal_id(
-            journal
-        ):  # a session id: its journal from the shared state, stored after every cell
-            assert isinstance(journal, str)
-            journal = await stored_journal(self.state, "session", journal)
+        journal = await by_id(self.state, "session", journal)  # a session id: its journal, stored after every cell
         checked = await self._load(journal, limits, max_journal_bytes, "session")
         session = self._new_session(
             session_id if session_id is not None else checked.session_id, limits, idle_timeout, max_journal_bytes
@@ -625,15 +621,11 @@ class ProgrammaticToolExecutor(Closing):
     ) -> Session:
         if self.closed:
             raise ExecutorClosedError("this executor is closed (aclose() was called); make a new one")
-        gate = tenants.gate(self.tenant_id)
         with self._lock:
             if session_id is not None and session_id in self._sessions:
                 raise ValueError(f"a session {session_id!r} is already open in this executor")
             slot = uuid.uuid4().hex  # the session's slot in the fleet's count (with a shared state)
-            if self._fleet is None:
-                gate.open_session()
-            else:
-                self._fleet.open_session(slot)
+            self._session_slot(slot, taken=True)
             try:
                 # workers: a session lives on one worker process (ptc.workers.sessions)
                 make: Callable[..., Session] = Session if self._pool is None else partial(PinnedSession, self._pool)
@@ -648,10 +640,7 @@ class ProgrammaticToolExecutor(Closing):
                     suspendable=suspendable,
                 )
             except BaseException:
-                if self._fleet is None:
-                    gate.close_session()
-                else:
-                    self._fleet.close_session(slot)
+                self._session_slot(slot, taken=False)
                 raise
             session.store = self.state
             self._sessions[session.id] = session
@@ -664,8 +653,19 @@ class ProgrammaticToolExecutor(Closing):
             if self._sessions.get(session.id) is session:
                 del self._sessions[session.id]
             slot = self._slots.pop(session.id, "")
+        self._session_slot(slot, taken=False)
+
+    def _session_slot(self, slot: str, *, taken: bool) -> None:
+        """Take (OverCapacityError past `max_sessions`) or give back a session's place in the tenant's count:
+        this process's gate, or the fleet's with a shared state."""
         if self._fleet is None:
-            tenants.gate(self.tenant_id).close_session()
+            gate = tenants.gate(self.tenant_id)
+            if taken:
+                gate.open_session()
+            else:
+                gate.close_session()
+        elif taken:
+            self._fleet.open_session(slot)
         else:
             self._fleet.close_session(slot)
 

@@ -68,6 +68,14 @@ async def stored_journal(state: SharedState | None, kind: JournalKind, id_: str)
     return text
 
 
+async def by_id(state: SharedState | None, kind: JournalKind, journal: Journal | str | bytes) -> Journal | str | bytes:
+    """`journal` itself; or, with a store and a plain id given, the JSON the store holds under that id."""
+    if state is not None and is_journal_id(journal):
+        assert isinstance(journal, str)
+        return await stored_journal(state, kind, journal)
+    return journal
+
+
 async def claim_resume(state: SharedState, resume_id: str) -> bool | None:
     """True: this is the one resume of the journal fleet-wide; False: resumed before; None: fallback, local."""
     return await state.claim_once(f"resume:{resume_id}", state.journal_ttl)
