@@ -341,7 +341,8 @@ class Session(ClosedReason, Closing):
                 code, self.limits, release, cell, decisions=cell.decisions, on_output=on_output
             )
             if self.store is not None:  # a shared state: the journal after every cell, for any machine to restore
-                await keep_journal(self.store, "session", self.id, self.journal())
+                journal = result.journal if result.journal is not None else self.journal()  # (built once per cell)
+                await keep_journal(self.store, "session", self.id, journal)
             return result
         finally:
             with self._lock:
