@@ -412,7 +412,7 @@ async def test_a_session_outlives_its_worker(pooled: Any) -> None:
 
 def test_a_workers_report_is_checked_field_by_field() -> None:
     from ptc.hostcalls.wasm.state import ExecutionState
-    from ptc.workers.pool import Job, _outcome
+    from ptc.workers.pool import Job, _outcome, _take_part
 
     limits = Limits(max_output_bytes=10)
 
@@ -439,6 +439,16 @@ def test_a_workers_report_is_checked_field_by_field() -> None:
     for done in hostile:
         with pytest.raises(WorkerProtocolError):
             checked(done)
+
+    # a live job's parts come one by one ("output" messages): they and the report's share the one cap
+    job = Job(1, None, ExecutionState.under("x", limits), limits)  # type: ignore[arg-type]
+    _take_part(job, [1, "12345"])
+    _take_part(job, [2, "678"])
+    with pytest.raises(WorkerProtocolError):
+        _take_part(job, [1, "abc"])
+    with pytest.raises(WorkerProtocolError):
+        _outcome(job, {"parts": [[1, "abc"]]})
+    assert job.state.output.joined()[0] == "12345678"
 
 
 async def test_output_reaches_on_output_while_the_worker_runs_it() -> None:
