@@ -85,18 +85,19 @@ async def host_growth(
     own): `rss_growth` waits for the pool to settle first, and what noise is
     left only adds, so the pair is measured three times and the smallest
     difference kept. An amplification the attack causes shows in every run.
+    The result returned is the attack's fastest run, for the same reason.
     """
     run_limits = LIMITS.model_copy(update=limits)
-    differences = []
+    differences, results = [], []
     for _ in range(3):
         await _spares_settled()
         with rss_growth() as baseline:
             await executor.execute(control, limits=run_limits)
         await _spares_settled()
         with rss_growth() as grown:
-            result = await executor.execute(code, limits=run_limits)
+            results.append(await executor.execute(code, limits=run_limits))
         differences.append(grown.growth - baseline.growth)
-    return result, min(differences)
+    return min(results, key=lambda r: r.execution_time), min(differences)
 
 
 class LoopStall:
@@ -145,14 +146,19 @@ def _bomb(body: str) -> str:
 async def test_a_frame_of_empty_arrays_costs_the_host_little(executor: ProgrammaticToolExecutor) -> None:
     # Before: +600 MB and 3.9 s of host CPU for a 3.8 MiB frame, to a tool that does not exist.
     code = EMPTY_ARRAYS + "reply = host.submit(frame)\nresult = str(reply)[:300]"
-    with LoopStall() as stall:
-        r, grown = await host_growth(executor, code, EMPTY_ARRAYS + "result = 'x'", **BIG_FRAMES)
+    stalls = []
+    for _ in range(2):  # a stall the frame causes shows both times; one of the whole machine, once
+        with LoopStall() as stall:
+            r, grown = await host_growth(executor, code, EMPTY_ARRAYS + "result = 'x'", **BIG_FRAMES)
+        stalls.append(stall.worst)
+        if stall.worst < 0.25:
+            break
     assert r.error is None, r.error
     assert "elements" in r.result  # the program is told why, as a ToolError reply
     # What is left: the transient copies of the 3.8 MiB frame (wasmtime's, UTF-8, latin-1) and 250k elements.
     assert grown < 64 * MiB, f"the host grew by {grown / MiB:.0f} MiB"  # before: ~600 MiB
     assert r.execution_time < 1.5, f"the refusal took {r.execution_time:.2f} s"
-    assert stall.worst < 0.25, f"the event loop stalled {stall.worst:.2f} s"
+    assert min(stalls) < 0.25, f"the event loop stalled {min(stalls):.2f} s"
     assert r.host_memory_peak < 2 * MiB
     await assert_healthy(executor)
 
