@@ -25,6 +25,7 @@ from ptc import (  # noqa: E402
     MissingExtraError,
     OverCapacityError,
     Policy,
+    ProgrammaticToolExecutor,
     Quota,
     RedisState,
     SessionClosedError,
@@ -341,9 +342,35 @@ async def test_each_actor_opens_its_own_mcp_connections(tmp_path: Path) -> None:
         assert all(r.error is None and "Oslo" in str(r.result) for r in results), [r.error for r in results]
         assert sorted(_children_running(str(shop)).values()) == sorted(pids)  # one server per actor, its child
         assert executor.search_tools("weather")[0]["name"] == "shop.get_weather"  # an actor answers: it has them
+        assert "def get_weather(" in executor.api_reference()
+        assert executor.check(code) == []
+        bad = executor.check("from tools.shop import get_weather\nawait get_weather(town='Oslo')")
+        assert bad and all(d.severity == "error" for d in bad) and bad[0].line == 2, bad
     finally:
         await executor.aclose()
     assert _children_running(str(shop)) == {}  # closing closed them
+
+
+async def test_the_api_reference_and_type_checks_are_the_catalogs_and_run_nothing(tmp_path: Path) -> None:
+    pytest.importorskip("ty")
+    log = tmp_path / "log"
+    executor = _executor(log)
+    local = ProgrammaticToolExecutor(_catalog(log))
+    good = "from tools.ops import where\nr = await where(x=1)"
+    bad = "from tools.ops import where\nr = await where(x='one')"
+    try:
+        assert executor.api_reference() == local.api_reference()
+        assert "def where(" in executor.api_reference()
+        assert executor.check(good) == local.check(good) == []
+        found = executor.check(bad)
+        assert found and [(d.line, d.severity) for d in found] == [(d.line, d.severity) for d in local.check(bad)]
+        assert found[0].line == 2 and found[0].severity == "error", found
+        assert _lines(log) == []  # nothing ran
+    finally:
+        local.close()
+        await executor.aclose()
+    with pytest.raises(ExecutorClosedError):
+        executor.check(good)
 
 
 async def test_closing_kills_the_actors(tmp_path: Path) -> None:

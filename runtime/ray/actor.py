@@ -27,7 +27,7 @@ from ptc.events import ToolEvent
 from ptc.executor import ProgrammaticToolExecutor
 from ptc.journal import Journal
 from ptc.limits import Limits
-from ptc.results import ExecutionResult
+from ptc.results import Diagnostic, ExecutionResult
 from ptc.sessions import Session
 from ptc.state import SharedState
 
@@ -171,6 +171,14 @@ class RayWorker:
     async def describe_tool(self, name: str) -> dict[str, Any] | None:
         await self.executor.connect()
         return self.executor.describe_tool(name)
+
+    async def api_reference(self) -> str:
+        await self.executor.connect()
+        return self.executor.api_reference()
+
+    async def check(self, code: str) -> list[Diagnostic]:
+        await self.executor.connect()
+        return await asyncio.to_thread(self.executor.check, code)  # ty runs as a subprocess: not on the loop
 
     async def close(self) -> None:
         """Close the executor (its sessions, MCP sessions, worker processes); the driver kills the actor after."""

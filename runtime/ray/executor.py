@@ -46,7 +46,7 @@ from ptc.limits import Limits
 from ptc.private.asyncio import running_loop
 from ptc.ray.fleet import Fleet, Member, import_ray
 from ptc.ray.session import RaySession
-from ptc.results import ExecutionResult
+from ptc.results import Diagnostic, ExecutionResult
 from ptc.state import SharedState
 
 Lifecycle = Literal["open", "closed"]
@@ -252,6 +252,22 @@ class RayExecutor(Closing):
             return self._local.describe_tool(name)
         self._check_open()
         return self._fleet.call(self._ask("describe_tool", name))  # type: ignore[no-any-return]
+
+    def api_reference(self) -> str:
+        """As ProgrammaticToolExecutor.api_reference (answered like search_tools)."""
+        if not self._remote_tools():
+            return self._local.api_reference()
+        self._check_open()
+        return self._fleet.call(self._ask("api_reference"))  # type: ignore[no-any-return]
+
+    def check(self, code: str) -> list[Diagnostic]:
+        """As ProgrammaticToolExecutor.check: type-check `code` against the stubs, running nothing
+        (answered like search_tools: with MCP servers or A2A agents, by an actor, which has their tools)."""
+        if not self._remote_tools():
+            self._check_open()
+            return self._local.check(code)
+        self._check_open()
+        return self._fleet.call(self._ask("check", code))
 
     def _remote_tools(self) -> bool:
         return bool(self._local._mcp.configs or self._local._a2a.configs)
