@@ -237,9 +237,9 @@ async def test_a_session_whose_actor_is_killed_goes_on_from_its_journal(tmp_path
         ray.kill(victim)
         cut = await running
         assert cut.error is not None and (cut.error.kind, cut.error.message) == ("internal_error", LOST)
-        assert cut.session_id == session.id
+        assert cut.session_id == session.id and cut.cell == 2  # it keeps its index, as a stopped cell does
         nxt = await session.execute("x + y")  # the state after the last completed cell, on another actor
-        assert nxt.error is None and nxt.result == 42 and nxt.session_restored
+        assert nxt.error is None and nxt.result == 42 and nxt.session_restored and nxt.cell == 3
         assert session.actor is not None and session.actor != victim
         following = await session.execute("x += 1\nx")
         assert following.result == 42 and not following.session_restored

@@ -144,13 +144,22 @@ class RaySession(ClosedReason, Closing):
                 member.sessions -= 1
                 self._member = None
                 result = self._fleet.lost_result(code, self.limits, started, clock)
-                result.session_id, result.journal = self.id, self._journal
+                result.session_id, result.cell, result.journal = self.id, self._lost_cell(), self._journal
                 return result
             if result.journal is not None:
                 self._journal = result.journal
             if restored:
                 result.session_restored = True
             return result
+
+    def _lost_cell(self) -> int:
+        """The lost cell's index, which it keeps, as a cell a limit stopped does: the journal (the
+        completed cells) counts it run, so the next cell, on another actor, numbers on past it."""
+        journal = self._journal
+        if journal is None:  # none completed yet: the session starts over on another actor, at cell 0
+            return 0
+        self._journal = journal.model_copy(update={"cells_run": journal.cells_run + 1})
+        return journal.cells_run
 
     def _check_open(self) -> None:
         if self._closed is not None:
