@@ -55,6 +55,10 @@ async def test_a_cell_reports_its_own_result_only(executor):
         assert (await session.execute("result + 1")).result == 6
         assert (await session.execute("def f():\n    global result\n    result = 7\nf()")).result == 7
         assert (await session.execute("globals()['result'] = [1]")).result == [1]  # a new object under the name
+        assert (await session.execute("x = 2")).result is None
+        # the same object again, under a name the parser normalizes (NFKC) to `result`: this cell's own
+        same = "\uff52\uff45\uff53\uff55\uff4c\uff54 = globals()['res' + 'ult']"  # (no ASCII `result` in it)
+        assert (await session.execute(same)).result == [1]
 
 
 async def test_errors_leave_the_session_usable_with_the_state_they_left(executor):

@@ -209,6 +209,13 @@ def _binds_result(tree: ast.Module) -> bool:
     return False
 
 
+def _may_bind_result(code: str) -> bool:
+    """False when the source cannot name `result` (so the walk of its tree, ~120k fuel for `x = 1`
+    and more the larger the cell, is not needed): an identifier spelled otherwise than in ASCII is
+    NFKC-normalized by the parser (`ｒｅｓｕｌｔ = 1` binds `result`), so any non-ASCII source may."""
+    return "result" in code or not code.isascii()
+
+
 def _cancel_left(loop: HostEventLoop) -> None:
     """Cancel what the program left running, as asyncio.run does."""
     pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
@@ -406,7 +413,7 @@ def _run(code: str, report_limit: int, namespace: dict[str, Any], filename: str,
                 value, report["repr"] = _value(namespace)
             else:
                 now = namespace.get("result", _MISSING)
-                own = now is not earlier or (now is not _MISSING and _binds_result(tree))
+                own = now is not earlier or (now is not _MISSING and _may_bind_result(code) and _binds_result(tree))
                 value, report["repr"] = _value(namespace, own)
             report["value"] = value
             _ptc_codec.pack(value)  # a lone surrogate in it raises UnicodeEncodeError: the program's error
