@@ -9,7 +9,7 @@ that also hurts the host, or that starts passing, fails the suite.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -124,3 +124,15 @@ def texts(r: ExecutionResult) -> list[str]:
     if r.error is not None:
         out += [r.error.type, r.error.message, r.error.traceback]
     return out
+
+
+async def on_time(attempt: Callable[[], Awaitable[str | None]]) -> None:
+    """Run a timed check; when it comes back late (a message, not None), once more: see TooSlow.
+
+    `attempt` asserts what it must every time and returns a message only for
+    a wall-clock bound it missed; the second miss fails.
+    """
+    late = await attempt()
+    if late is not None:
+        late = await attempt()
+    assert late is None, late

@@ -28,7 +28,7 @@ from ptc.engine import get_runtime, runtime_ready
 from ptc.hostcalls.wasm.budget import REPORT_RESERVE
 
 from .conftest import LIMITS, MiB, RunCase, assert_healthy
-from .support import caught, fails, ok
+from .support import caught, fails, ok, on_time
 
 _PAGE = 4096
 
@@ -185,13 +185,19 @@ async def test_amplifying_frames_are_refused_within_the_element_budget(
 async def test_frames_sent_in_a_loop_end_at_the_deadline(executor: ProgrammaticToolExecutor) -> None:
     # Before: with timeout=2 the execution ended after 7.7 s (decoding ran outside the deadline).
     code = EMPTY_ARRAYS + "while True:\n    host.submit(frame)\n"
-    with LoopStall() as stall:
-        started = time.perf_counter()
-        r = await executor.execute(code, limits=LIMITS.model_copy(update={**BIG_FRAMES, "max_tool_calls": 10**6}))
-        took = time.perf_counter() - started
-    assert r.error is not None and r.error.kind == "timeout", r.error
-    assert took < 2.6, f"a 2 s execution took {took:.2f} s"
-    assert stall.worst < 0.25, f"the event loop stalled {stall.worst:.2f} s"
+
+    async def attempt() -> str | None:
+        with LoopStall() as stall:
+            started = time.perf_counter()
+            limits = LIMITS.model_copy(update={**BIG_FRAMES, "max_tool_calls": 10**6})
+            r = await executor.execute(code, limits=limits)
+            took = time.perf_counter() - started
+        assert r.error is not None and r.error.kind == "timeout", r.error
+        if took >= 2.6 or stall.worst >= 0.25:
+            return f"a 2 s execution took {took:.2f} s, and the event loop stalled up to {stall.worst:.2f} s"
+        return None
+
+    await on_time(attempt)
 
 
 async def test_the_element_budget_is_a_limit(executor: ProgrammaticToolExecutor, run_case: RunCase) -> None:
@@ -357,18 +363,22 @@ async def test_a_tool_error_message_is_cut_before_it_reaches_the_program(
 async def test_a_frame_bomb_does_not_slow_other_executions(executor: ProgrammaticToolExecutor) -> None:
     # Before: through `ptc serve --http`, one client's 2 MB frame made another's trivial requests take 2.2 s.
     bomb = _bomb("items = ['\\x90'] * 2_000_000\n") + "for _ in range(5):\n    host.submit(frame)\n"
-    attack = asyncio.ensure_future(executor.execute(bomb, limits=LIMITS.model_copy(update=BIG_FRAMES)))
-    worst = 0.0
-    try:
-        await asyncio.sleep(0.05)
-        for _ in range(15):
-            started = time.perf_counter()
-            r = await executor.execute("from tools.shop import echo\nresult = await echo(value='ok')")
-            worst = max(worst, time.perf_counter() - started)
-            assert r.result == "ok", r.error
-    finally:
-        await attack
-    assert worst < 0.5, f"a one-call program took {worst:.2f} s beside the attack"
+
+    async def attempt() -> str | None:
+        attack = asyncio.ensure_future(executor.execute(bomb, limits=LIMITS.model_copy(update=BIG_FRAMES)))
+        worst = 0.0
+        try:
+            await asyncio.sleep(0.05)
+            for _ in range(15):
+                started = time.perf_counter()
+                r = await executor.execute("from tools.shop import echo\nresult = await echo(value='ok')")
+                worst = max(worst, time.perf_counter() - started)
+                assert r.result == "ok", r.error
+        finally:
+            await attack
+        return f"a one-call program took {worst:.2f} s beside the attack" if worst >= 0.5 else None
+
+    await on_time(attempt)
 
 
 # -- through `ptc serve --http`: one event loop for every client -------------------
@@ -409,17 +419,20 @@ async def test_one_clients_frame_bombs_do_not_slow_another_client_of_ptc_serve(s
             for _ in range(4):
                 await attacker.call_tool("execute_python", {"code": bomb})
 
-        attacking = asyncio.ensure_future(attack())
-        worst = 0.0
-        try:
-            await asyncio.sleep(0.2)
-            while not attacking.done():
-                started = time.perf_counter()
-                await victim.call_tool("execute_python", {"code": "6 * 7"})
-                worst = max(worst, time.perf_counter() - started)
-        finally:
-            await attacking
-    assert worst < 0.5, f"a trivial request took {worst:.2f} s beside the attack"
+        async def attempt() -> str | None:
+            attacking = asyncio.ensure_future(attack())
+            worst = 0.0
+            try:
+                await asyncio.sleep(0.2)
+                while not attacking.done():
+                    started = time.perf_counter()
+                    await victim.call_tool("execute_python", {"code": "6 * 7"})
+                    worst = max(worst, time.perf_counter() - started)
+            finally:
+                await attacking
+            return f"a trivial request took {worst:.2f} s beside the attack" if worst >= 0.5 else None
+
+        await on_time(attempt)
 
 
 def test_ptc_serve_echoes_only_small_parameters() -> None:
