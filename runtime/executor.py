@@ -302,7 +302,7 @@ class ProgrammaticToolExecutor(Closing):
         await self._warm(limits)
         # and its spare instances, made in the background once the runtime is up: the first
         # executions (and sessions, whose journals say which kind of instance they began in) get one
-        await asyncio.to_thread(get_runtime((limits or self.limits).fuel is not None).spares.settle, 2.0)
+        await asyncio.to_thread(get_runtime((limits or self.limits).fuel is not None).spares.filled, 2.0)
 
     async def _warm(self, limits: Limits | None) -> None:
         """The runtime loaded (built first, if need be) and the catalog's stubs queued for compiling."""

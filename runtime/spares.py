@@ -105,6 +105,19 @@ class SparePool:
         except IndexError:
             return None
 
+    def filled(self, timeout: float = 2.0) -> bool:
+        """Wait until the pool holds its spares (executor.warm_up: the first executions start in one).
+
+        Unlike settle(), instances still being freed do not count: under load
+        this returns as soon as the spares are there. False after `timeout`.
+        """
+        deadline = time.monotonic() + timeout
+        while len(self._spares) < self._size:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.002)
+        return True
+
     def settle(self, timeout: float = 5.0) -> bool:
         """Wait until the pool has nothing left to do (full, nothing retired waiting to be freed).
 

@@ -269,3 +269,15 @@ async def test_closing_stops_the_running_cell_and_refuses_the_waiting_ones(execu
     assert r.error.kind == "cancelled" and not r.session_restored
     with pytest.raises(SessionClosedError):
         await waiting
+
+
+async def test_after_warm_up_a_session_begins_in_a_spare_and_its_journal_says_so(executor):
+    from ptc.spares import pool_size
+
+    if pool_size() == 0:
+        pytest.skip("PTC_SPARE_INSTANCES=0: there are no spares")
+    for _ in range(3):  # (each session takes one spare; warm_up waits until the pool has made them again)
+        await executor.warm_up()
+        async with executor.session() as session:
+            assert (await session.execute("x = 1")).error is None
+            assert session.journal().warm  # and so its restores start in a spare too
