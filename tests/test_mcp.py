@@ -219,3 +219,37 @@ def test_execute_sync_with_mcp():
         assert executor.execute_sync("from tools.shop import count\nawait count()").result == 2  # same session
     finally:
         executor.close()
+
+
+def test_a_backends_loop_closes_what_its_clients_left_open() -> None:
+    """A client's stream (an async generator) left suspended on a backend's private loop is closed
+    with the loop, as asyncio.run closes its own, not finalized after it ("Task was destroyed")."""
+    from ptc.hostcalls.backends.loop import LoopThread
+
+    closed: list[str] = []
+
+    async def stream():
+        try:
+            while True:
+                yield "event"
+                await asyncio.sleep(3600)
+        finally:
+            closed.append("stream")
+
+    async def forever() -> None:
+        try:
+            await asyncio.sleep(3600)
+        finally:
+            closed.append("task")
+
+    backend = LoopThread("ptc-test-loop")
+    reader = stream()
+
+    async def read_one() -> str:
+        backend.loop.create_task(forever())
+        return await reader.__anext__()
+
+    assert asyncio.run_coroutine_threadsafe(read_one(), backend.loop).result(5) == "event"
+    backend.close()
+    assert sorted(closed) == ["stream", "task"]
+    assert backend.loop.is_closed()

@@ -38,11 +38,30 @@ class LoopThread:
         return asyncio.wrap_future(asyncio.run_coroutine_threadsafe(carried(coro), self.loop))
 
     def close(self, last: Callable[[], Coroutine[Any, Any, Any]] | None = None, timeout: float = 20) -> None:
-        """Run `last()` (the clients' own close) on the loop, then stop it and join the thread; blocks."""
+        """Run `last()` (the clients' own close) on the loop, then end it as asyncio.run ends its own
+        (what is left cancelled, async generators closed), stop it and join the thread; blocks.
+
+        Without the second step a client's async generator (a stream it was
+        reading) was finalized after the loop had closed: "Task was destroyed
+        but it is pending!" at the process's exit.
+        """
         if last is not None:
             with contextlib.suppress(Exception):
                 asyncio.run_coroutine_threadsafe(last(), self.loop).result(timeout=timeout)
+        with contextlib.suppress(Exception):
+            asyncio.run_coroutine_threadsafe(_wind_down(), self.loop).result(timeout=5)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(timeout=5)
         if not self.loop.is_running():
             self.loop.close()
+
+
+async def _wind_down() -> None:
+    """Cancel the loop's other tasks and close its async generators, as asyncio.run does at its end."""
+    loop = asyncio.get_running_loop()
+    left = [task for task in asyncio.all_tasks(loop) if task is not asyncio.current_task()]
+    for task in left:
+        task.cancel()
+    if left:
+        await asyncio.gather(*left, return_exceptions=True)
+    await loop.shutdown_asyncgens()
