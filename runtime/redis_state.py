@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import threading
 import time
 import urllib.parse
 from collections.abc import Awaitable, Callable, Coroutine
@@ -40,6 +39,7 @@ from typing import Any, TypeVar, cast
 
 from ptc.errors import PtcError, StateUnavailableError, require_redis
 from ptc.events import logger
+from ptc.loop_thread import LoopThread
 from ptc.private.asyncio import running_loop
 from ptc.state import BreakerAnswer, ClaimStatus, JournalKind, SlotStatus
 
@@ -251,9 +251,8 @@ class RedisState:
         self._held: dict[tuple[str, str, str], None] = {}  # (kind, key, token) renewed by the heartbeat
         self._closed = False
         self._sending: set[asyncio.Task[None]] = set()  # releases in flight on callers' loops (kept from the GC)
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="ptc-redis-state", daemon=True)
-        self._thread.start()
+        self._thread = LoopThread("ptc-redis-state")
+        self._loop = self._thread.loop
 
         self._open = partial(
             aioredis.Redis.from_url, url, socket_timeout=timeout, socket_connect_timeout=timeout, decode_responses=False
@@ -319,12 +318,7 @@ class RedisState:
                 with contextlib.suppress(Exception):
                     await private.client.aclose()
 
-        with contextlib.suppress(Exception):
-            asyncio.run_coroutine_threadsafe(last(), self._loop).result(timeout=5)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(timeout=5)
-        if not self._loop.is_running():
-            self._loop.close()
+        self._thread.close(last, timeout=5)
 
     # -- running operations on the private loop --------------------------------------------------
     def _key(self, *parts: str) -> str:

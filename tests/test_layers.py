@@ -21,7 +21,7 @@ LAYERS: list[tuple[str, list[str]]] = [
     (
         "vocabulary",
         [
-            r"ptc\.(errors|limits|policy|records|events|results|schemas|catalog|handoff|journal|approvals|telemetry|state|redis_state)",
+            r"ptc\.(errors|limits|policy|records|events|results|schemas|catalog|handoff|journal|approvals|telemetry|state|redis_state|loop_thread)",
             r"ptc\.private(\..*)?",
         ],
     ),

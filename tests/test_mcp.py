@@ -224,7 +224,7 @@ def test_execute_sync_with_mcp():
 def test_a_backends_loop_closes_what_its_clients_left_open() -> None:
     """A client's stream (an async generator) left suspended on a backend's private loop is closed
     with the loop, as asyncio.run closes its own, not finalized after it ("Task was destroyed")."""
-    from ptc.hostcalls.backends.loop import LoopThread
+    from ptc.loop_thread import LoopThread
 
     closed: list[str] = []
 

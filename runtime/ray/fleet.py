@@ -26,8 +26,8 @@ from typing import Any, TypeVar
 from ptc.audit import AuditCallback, AuditEvent, Auditor
 from ptc.errors import WorkerStartError, require_ray
 from ptc.events import EventCallback, ToolEvent, logger
-from ptc.hostcalls.backends.loop import LoopThread
 from ptc.limits import Limits
+from ptc.loop_thread import LoopThread
 from ptc.ray.actor import RayWorker, Reply
 from ptc.ray.stream import Stream
 from ptc.results import ExecutionErrorInfo, ExecutionResult

@@ -29,8 +29,8 @@ from pydantic import BaseModel, Field, field_validator
 
 from ptc.errors import A2AConnectionError, ToolError, ToolValidationError, require_a2a
 from ptc.hostcalls.backends.a2a.replies import INTERRUPTED, A2AReplyTooLarge, AgentReply, StatusCallback, TaskView
-from ptc.hostcalls.backends.loop import LoopThread
 from ptc.limits import MiB
+from ptc.loop_thread import LoopThread
 
 CARD_PATH = "/.well-known/agent-card.json"
 REMEMBERED = 1024  # interrupted tasks remembered per agent (the oldest forgotten first)

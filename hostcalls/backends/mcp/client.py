@@ -3,7 +3,7 @@
 The SDK's client is anyio-based: a session must be entered and exited by one
 task. Each server therefore gets an owner task that holds the session open;
 calls from any task use it concurrently. All sessions of one `MCPServers`
-live on a private event loop thread (ptc.hostcalls.backends.loop), so they
+live on a private event loop thread (ptc.loop_thread), so they
 outlive any caller's loop and close cleanly in one place.
 """
 
@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, Field
 
 from ptc.errors import MCPConnectionError, MissingExtraError, require_mcp
-from ptc.hostcalls.backends.loop import LoopThread
+from ptc.loop_thread import LoopThread
 from ptc.private.mcp import http_client
 from ptc.telemetry import traceparent_of_message
 

@@ -1,10 +1,11 @@
-"""A backend's private event loop, on a daemon thread of its own.
+"""A private event loop, on a daemon thread of its own.
 
-A backend's clients (MCP sessions, A2A HTTP clients) belong to the loop
-they were made on, and the executor's callers come with loops of their own
-(`execute_sync` makes a new one per call). So each backend keeps its
-clients on one private loop, which outlives every caller's: calls are
-submitted to it from any loop, and it is closed in one place.
+A backend's clients (MCP sessions, A2A HTTP clients, the shared state's
+Redis client) belong to the loop they were made on, and the executor's
+callers come with loops of their own (`execute_sync` makes a new one per
+call). So each keeps its clients on one private loop, which outlives every
+caller's: calls are submitted to it from any loop, and it is closed in one
+place.
 """
 
 from __future__ import annotations
